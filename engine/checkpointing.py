@@ -1,0 +1,99 @@
+"""Checkpoints that resume exactly and refuse another model's state.
+
+A checkpoint holds the encoder, decoder, optimizer (with its slots) and the
+global step. Nothing else is needed to continue exactly: every batch and every
+noise draw is a pure function of (seed, step) (see `engine.data.pipeline`).
+It also holds the architecture's fingerprint, checked before restoring, so a
+`--model_dir` written by another `--model` or `--latent_dim` is refused with a
+clear message instead of being half-restored.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from engine.errors import CheckpointMismatchError
+from engine.steps import Trainer
+
+_FINGERPRINT_KEY = "fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def architecture_fingerprint(model_name: str, latent_dim: int,
+                             image_shape: tuple[int, ...]) -> str:
+  """A string that differs whenever restoring weights could not work."""
+  shape = "x".join(str(d) for d in image_shape)
+  return f"model={model_name};latent_dim={latent_dim};image_shape={shape}"
+
+
+class Checkpointer:
+  """Saves and restores a `Trainer`'s state in `directory`.
+
+  Args:
+    directory: Where checkpoints live (the run's `--model_dir`).
+    trainer: Whose model, optimizer and step are saved.
+    fingerprint: `architecture_fingerprint(...)` of this run's model.
+    max_to_keep: Number of checkpoints kept.
+  """
+
+  def __init__(self, directory: str, trainer: Trainer, fingerprint: str,
+               max_to_keep: int):
+    self._directory = directory
+    self._fingerprint = fingerprint
+    self.checkpoint = tf.train.Checkpoint(
+        encoder=trainer.vae.encoder,
+        decoder=trainer.vae.decoder,
+        optimizer=trainer.optimizer,
+        global_step=trainer.global_step,
+        fingerprint=tf.Variable(fingerprint, trainable=False),
+    )
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, directory, max_to_keep=max_to_keep,
+        step_counter=trainer.global_step)
+
+  @property
+  def latest(self) -> Optional[str]:
+    return self.manager.latest_checkpoint
+
+  def restore_latest(self) -> Optional[str]:
+    """Restores the newest checkpoint, if any.
+
+    Returns:
+      The restored checkpoint's path, or None if the directory has none.
+
+    Raises:
+      CheckpointMismatchError: If the checkpoint belongs to another
+        architecture or does not hold this model's variables.
+    """
+    path = self.latest
+    if path is None:
+      return None
+    self._check_fingerprint(path)
+    try:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      first_line = str(e).strip().splitlines()[0][:200]
+      raise CheckpointMismatchError(
+          f"--model_dir={self._directory}: checkpoint {path} does not match "
+          f"this model ({first_line})") from None
+    return path
+
+  def _check_fingerprint(self, path: str) -> None:
+    try:
+      stored = tf.train.load_variable(path, _FINGERPRINT_KEY)
+    except (tf.errors.NotFoundError, ValueError):
+      raise CheckpointMismatchError(
+          f"--model_dir={self._directory}: checkpoint {path} was not written "
+          "by vae-engine (it has no architecture fingerprint); use a new "
+          "--model_dir") from None
+    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    if stored != self._fingerprint:
+      raise CheckpointMismatchError(
+          f"--model_dir={self._directory}: holds a checkpoint of another "
+          f"model ({stored}); this run is {self._fingerprint}. Use another "
+          "--model_dir or the flags that wrote it")
+
+  def save(self, step: int) -> str:
+    """Writes a checkpoint for `step` and returns its path."""
+    return self.manager.save(checkpoint_number=step)

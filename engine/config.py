@@ -1,0 +1,148 @@
+"""Typed, frozen configuration of one run.
+
+`engine.main` builds a `RunConfig` once from the parsed flags; everything below
+it takes these objects and never reads `absl.flags.FLAGS`. The config is
+written to `<model_dir>/config.json` (and as a flagfile) so tools can reload a
+run without repeating its flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Optional
+
+BINARIZE_MODES = ("none", "static", "dynamic")
+RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian")
+STRATEGIES = ("default", "one_device", "mirrored")
+PRECISION_POLICIES = ("float32",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the images come from and how they are preprocessed.
+
+  Attributes:
+    dataset: `mnist`, `fashion_mnist`, or any TFDS dataset of 28x28x1 images.
+    data_dir: Directory holding the four IDX files, or None to use a known
+      local copy or tensorflow-datasets.
+    binarize: `none` (grey levels in [0, 1]), `static` (thresholded at 0.5
+      once) or `dynamic` (a fresh Bernoulli sample every time an image is
+      used).
+    noise_factor: Standard deviation of Gaussian noise added to the inputs
+      (targets stay clean); 0 disables it.
+    max_train_examples: Use only the first N training examples (None: all).
+    download_timeout_s: Bound on a tensorflow-datasets download attempt.
+  """
+
+  dataset: str = "mnist"
+  data_dir: Optional[str] = None
+  binarize: str = "none"
+  noise_factor: float = 0.0
+  max_train_examples: Optional[int] = None
+  download_timeout_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Which VAE to build and the objective it is trained with.
+
+  Attributes:
+    name: Registered model name (see `models.registry`).
+    latent_dim: Size of the latent code.
+    reconstruction_loss: `bernoulli` (cross-entropy from logits) or
+      `gaussian` (fixed-variance Gaussian around the decoder's mean).
+    gaussian_stddev: The fixed standard deviation of the Gaussian likelihood.
+    beta: Weight of the KL term in the training loss (1 gives the ELBO).
+  """
+
+  name: str = "conv"
+  latent_dim: int = 2
+  reconstruction_loss: str = "bernoulli"
+  gaussian_stddev: float = 0.1
+  beta: float = 1.0
+
+  def fingerprint(self) -> str:
+    """Identifies the architecture; checkpoints of another one are refused."""
+    return f"model={self.name};latent_dim={self.latent_dim}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The outer loop: how long, how often, where to write.
+
+  Attributes:
+    model_dir: Directory for checkpoints, summaries, figures and config.
+    batch_size: Global batch size (summed over replicas).
+    epochs: Passes over the training set; used when train_steps is None.
+    train_steps: Total optimizer steps; overrides epochs when set.
+    steps_per_loop: Steps run inside one compiled call.
+    learning_rate: Adam learning rate.
+    seed: Seeds weights, data order, binarization, noise and sampling.
+    eval_every: Evaluate on the test split every N steps (0: only at the end).
+    checkpoint_every: Save a checkpoint every N steps (0: only at the end).
+    log_every: Log and write summaries every N steps.
+    keep_checkpoints: How many checkpoints to keep.
+    export_dir: Where to write the SavedModel at the end (None: no export).
+    strategy: tf.distribute strategy name.
+    mixed_precision: Keras dtype policy name.
+    figures: Write matplotlib figures at the end of training.
+  """
+
+  model_dir: str = "/tmp/vae_engine"
+  batch_size: int = 128
+  epochs: int = 10
+  train_steps: Optional[int] = None
+  steps_per_loop: int = 100
+  learning_rate: float = 1e-3
+  seed: int = 0
+  eval_every: int = 0
+  checkpoint_every: int = 1000
+  log_every: int = 100
+  keep_checkpoints: int = 3
+  export_dir: Optional[str] = None
+  strategy: str = "default"
+  mixed_precision: str = "float32"
+  figures: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything one run needs."""
+
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    return cls(
+        data=DataConfig(**values["data"]),
+        model=ModelConfig(**values["model"]),
+        train=TrainConfig(**values["train"]),
+    )
+
+  def to_flagfile(self) -> str:
+    """Renders the config as absl flags that reproduce it (`--flagfile`)."""
+    lines = []
+    for section in (self.data, self.model, self.train):
+      for field in dataclasses.fields(section):
+        value = getattr(section, field.name)
+        flag = _FLAG_NAMES.get(field.name, field.name)
+        if value is None:
+          continue
+        if isinstance(value, bool):
+          lines.append(f"--{flag}" if value else f"--no{flag}")
+        else:
+          lines.append(f"--{flag}={value}")
+    return "\n".join(lines) + "\n"
+
+
+# Config fields whose flag has another name.
+_FLAG_NAMES = {"name": "model", "download_timeout_s": "download_timeout"}

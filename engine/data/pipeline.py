@@ -1,0 +1,208 @@
+"""tf.data pipelines whose every batch is a pure function of (seed, step).
+
+A training batch is computed from its global step alone: the epoch's order is a
+stateless permutation (`index_shuffle` keyed on seed and epoch), and dynamic
+binarization, input noise and the reparameterization noise are stateless draws
+keyed on (seed, stream, step). So a job restarted at step s, under any
+strategy, sees exactly the batches it would have seen, with no iterator state
+to checkpoint; and the union of the replicas' slices of a global batch is the
+very batch a single-device run sees.
+
+Images stay uint8 in memory (one copy) and are gathered per batch, then turned
+into float32 in [0, 1] after batching.
+
+Every element is a dict:
+  inputs:  float32 [B, rows, cols, channels], what the encoder sees.
+  targets: float32 [B, rows, cols, channels], what the decoder must explain
+           (clean when input noise is on).
+  epsilon: float32 [B, latent_dim], the reparameterization noise.
+  labels:  int64 [B] (evaluation only), for figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+# Independent random streams, folded into the seed.
+_ORDER, _BINARIZE, _INPUT_NOISE, _EPSILON = 1, 2, 3, 4
+_EVAL_OFFSET = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+  """What the pipeline needs to know.
+
+  Attributes:
+    global_batch_size: Examples per step, summed over replicas.
+    seed: The run's seed.
+    binarize: `none`, `static` or `dynamic`.
+    noise_factor: Std-dev of the input noise (0: none).
+    latent_dim: Width of the reparameterization noise.
+  """
+
+  global_batch_size: int
+  seed: int
+  binarize: str
+  noise_factor: float
+  latent_dim: int
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+  """Full batches per epoch (the remainder is dropped in training)."""
+  return num_examples // global_batch_size
+
+
+def _stream_seed(seed: int, stream: int, counter) -> tf.Tensor:
+  """A length-2 stateless seed for `stream` at `counter` (a step or batch)."""
+  base = tf.constant([seed, stream], dtype=tf.int64)
+  return tf.random.experimental.stateless_fold_in(
+      base, tf.cast(counter, tf.int64))
+
+
+class _ReplicaLayout:
+  """How one input pipeline's elements map onto replicas and global batches.
+
+  Under `distribute_datasets_from_function` a pipeline feeds its local
+  replicas consecutive elements, so element i of a pipeline is the slice of
+  global batch `i // local_replicas` that belongs to replica
+  `pipeline_id * local_replicas + i % local_replicas`.
+  """
+
+  def __init__(self, context: Optional[tf.distribute.InputContext],
+               global_batch_size: int):
+    if context is None:
+      self.local_replicas, self.first_replica, replicas = 1, 0, 1
+    else:
+      replicas = context.num_replicas_in_sync
+      self.local_replicas = replicas // context.num_input_pipelines
+      self.first_replica = context.input_pipeline_id * self.local_replicas
+    if global_batch_size % replicas:
+      raise ValueError(f"global batch {global_batch_size} does not divide "
+                       f"into {replicas} replicas")
+    self.per_replica = global_batch_size // replicas
+
+  def locate(self, element):
+    """(batch index, offset of this element's slice within the batch)."""
+    batch_index = element // self.local_replicas
+    replica = self.first_replica + element % self.local_replicas
+    return batch_index, replica * self.per_replica
+
+
+def _preprocess(images_uint8, options: PipelineOptions, counter, stream_offset,
+                offset, size):
+  """uint8 global-batch slice -> dict(inputs, targets, epsilon), as floats.
+
+  Random draws are made for the whole global batch and sliced, so an example's
+  noise does not depend on which replica processes it.
+  """
+  global_shape = tf.concat(
+      [[options.global_batch_size], tf.shape(images_uint8)[1:]], axis=0)
+  targets = tf.cast(images_uint8, tf.float32) / 255.0
+  if options.binarize == "static":
+    targets = tf.cast(targets >= 0.5, tf.float32)
+  elif options.binarize == "dynamic":
+    uniform = tf.random.stateless_uniform(
+        global_shape, _stream_seed(options.seed, stream_offset + _BINARIZE,
+                                   counter))[offset:offset + size]
+    targets = tf.cast(uniform[:tf.shape(targets)[0]] < targets, tf.float32)
+  inputs = targets
+  if options.noise_factor > 0:
+    noise = tf.random.stateless_normal(
+        global_shape, _stream_seed(options.seed, stream_offset + _INPUT_NOISE,
+                                   counter))[offset:offset + size]
+    inputs = tf.clip_by_value(
+        targets + options.noise_factor * noise[:tf.shape(targets)[0]],
+        0.0, 1.0)
+  epsilon = tf.random.stateless_normal(
+      [options.global_batch_size, options.latent_dim],
+      _stream_seed(options.seed, stream_offset + _EPSILON,
+                   counter))[offset:offset + size]
+  return {"inputs": inputs, "targets": targets,
+          "epsilon": epsilon[:tf.shape(targets)[0]]}
+
+
+def train_dataset(images: tf.Tensor, options: PipelineOptions,
+                  start_step: int, end_step: int,
+                  context: Optional[tf.distribute.InputContext] = None
+                  ) -> tf.data.Dataset:
+  """Batches for global steps [start_step, end_step).
+
+  Args:
+    images: uint8 tensor [N, rows, cols, channels], the training set.
+    options: Pipeline options.
+    start_step: First global step to produce (the resume position).
+    end_step: One past the last step.
+    context: The input context under tf.distribute (None: one pipeline).
+
+  Returns:
+    A dataset of per-replica batches (see the module docstring).
+  """
+  num_examples = int(images.shape[0])
+  batches_per_epoch = steps_per_epoch(num_examples, options.global_batch_size)
+  if batches_per_epoch < 1:
+    raise ValueError(f"{num_examples} training examples cannot fill one batch "
+                     f"of {options.global_batch_size}")
+  layout = _ReplicaLayout(context, options.global_batch_size)
+
+  def make_batch(element):
+    step, offset = layout.locate(element)
+    epoch = step // batches_per_epoch
+    first = (step % batches_per_epoch) * options.global_batch_size + offset
+    positions = tf.range(first, first + layout.per_replica, dtype=tf.int64)
+    order = tf.random.experimental.index_shuffle(
+        positions, seed=_stream_seed(options.seed, _ORDER, epoch),
+        max_index=num_examples - 1)
+    return _preprocess(tf.gather(images, order), options, step, 0, offset,
+                       layout.per_replica)
+
+  dataset = tf.data.Dataset.range(start_step * layout.local_replicas,
+                                  end_step * layout.local_replicas)
+  dataset = dataset.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,
+                 context: Optional[tf.distribute.InputContext] = None
+                 ) -> tf.data.Dataset:
+  """The whole test split, in order, in global batches; the last may be short.
+
+  Noise is keyed on the batch index with streams distinct from training, so
+  evaluating the same weights twice gives the same numbers.
+
+  Args:
+    images: uint8 tensor [M, rows, cols, channels].
+    labels: int64 tensor [M].
+    options: Pipeline options.
+    context: The input context under tf.distribute (None: one pipeline).
+
+  Returns:
+    A dataset of per-replica batches with `labels` added; each example
+    appears exactly once over all pipelines.
+  """
+  num_examples = int(images.shape[0])
+  batch = options.global_batch_size
+  num_batches = -(-num_examples // batch)
+  layout = _ReplicaLayout(context, batch)
+
+  def make_batch(element):
+    index, offset = layout.locate(element)
+    start = tf.minimum(index * batch + offset, num_examples)
+    stop = tf.minimum(start + layout.per_replica, num_examples)
+    element = _preprocess(images[start:stop], options, index, _EVAL_OFFSET,
+                          offset, layout.per_replica)
+    element["labels"] = labels[start:stop]
+    return element
+
+  dataset = tf.data.Dataset.range(num_batches * layout.local_replicas).map(
+      make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def as_tensor(array: np.ndarray) -> tf.Tensor:
+  """Moves a host array into one TF tensor (the pipeline's single copy)."""
+  return tf.convert_to_tensor(array)

@@ -1,0 +1,177 @@
+"""Finds a dataset and loads it into memory as uint8 arrays.
+
+Source order: `--data_dir` holding the four IDX files; else a known local copy
+(Debian's `dataset-fashion-mnist` package); else tensorflow-datasets, whose
+download is bounded in time so an offline machine gets a clear error instead
+of minutes of retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from engine.config import DataConfig
+from engine.data import idx
+from engine.errors import DataError
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+KNOWN_LOCAL_COPIES = {
+    "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+  """A train/test split of images in memory.
+
+  Attributes:
+    train_images: uint8 array [N, rows, cols, channels].
+    train_labels: int64 array [N].
+    test_images: uint8 array [M, rows, cols, channels].
+    test_labels: int64 array [M].
+    source: Where it came from, for the log.
+  """
+
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  source: str
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+
+def load(config: DataConfig) -> ImageDataset:
+  """Loads the dataset `config` names from the first source that has it.
+
+  Raises:
+    DataError: If no source has it, or a file is malformed.
+  """
+  if config.data_dir:
+    dataset = load_idx_dir(config.data_dir)
+  else:
+    local = [d for d in KNOWN_LOCAL_COPIES.get(config.dataset, ())
+             if _find_idx_files(d) is not None]
+    if local:
+      dataset = load_idx_dir(local[0])
+    else:
+      dataset = load_tfds(config.dataset, config.download_timeout_s)
+  if config.max_train_examples:
+    dataset = dataclasses.replace(
+        dataset,
+        train_images=dataset.train_images[:config.max_train_examples],
+        train_labels=dataset.train_labels[:config.max_train_examples])
+  return dataset
+
+
+def _find_idx_files(directory: str) -> dict[str, str] | None:
+  """Maps each of the four IDX roles to its path, or None if one is missing."""
+  found = {}
+  for role, stem in IDX_FILES.items():
+    for candidate in (stem + ".gz", stem):
+      path = os.path.join(directory, candidate)
+      if os.path.isfile(path):
+        found[role] = path
+        break
+    else:
+      return None
+  return found
+
+
+def load_idx_dir(directory: str) -> ImageDataset:
+  """Reads the four IDX files in `directory` and checks they agree.
+
+  Raises:
+    DataError: Naming the directory or the file that is missing or wrong.
+  """
+  paths = _find_idx_files(directory)
+  if paths is None:
+    missing = [stem for stem in IDX_FILES.values()
+               if not any(os.path.isfile(os.path.join(directory, stem + ext))
+                          for ext in (".gz", ""))]
+    raise DataError(f"--data_dir={directory}: missing IDX file(s) "
+                    f"{', '.join(missing)} (raw or .gz)")
+  arrays = {}
+  for split in ("train", "test"):
+    images = idx.read_idx(paths[f"{split}_images"], expected_ndim=3)
+    labels = idx.read_idx(paths[f"{split}_labels"], expected_ndim=1)
+    if len(images) != len(labels):
+      raise DataError(f"{paths[split + '_images']}: holds {len(images)} images "
+                      f"but {paths[split + '_labels']} holds {len(labels)} "
+                      "labels")
+    arrays[f"{split}_images"] = images[..., np.newaxis]
+    arrays[f"{split}_labels"] = labels.astype(np.int64)
+  if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+    raise DataError(f"{paths['test_images']}: images are "
+                    f"{arrays['test_images'].shape[1:3]} but training images "
+                    f"are {arrays['train_images'].shape[1:3]}")
+  return ImageDataset(source=directory, **arrays)
+
+
+_DOWNLOAD_SCRIPT = """
+import sys
+import tensorflow_datasets as tfds
+tfds.builder(sys.argv[1], data_dir=sys.argv[2] or None).download_and_prepare()
+"""
+
+
+def load_tfds(name: str, timeout_s: float,
+              data_dir: str | None = None) -> ImageDataset:
+  """Loads a TFDS image dataset, downloading it within `timeout_s` if needed.
+
+  The download runs in a child process so that, when the machine is offline
+  and TFDS retries with back-off, it can be stopped cleanly at the deadline.
+
+  Raises:
+    DataError: If the dataset is unknown, cannot be downloaded in time, or is
+      not made of images.
+  """
+  import tensorflow_datasets as tfds  # Slow import; only this source needs it.
+
+  hint = ("pass --data_dir=DIR with the four IDX files (train-images-idx3-"
+          "ubyte.gz, ...) or install Debian's dataset-fashion-mnist")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # TFDS raises several types for unknown names.
+    raise DataError(f"--dataset={name}: not a tensorflow-datasets dataset "
+                    f"({type(e).__name__}); {hint}") from None
+  if not builder.is_prepared():
+    try:
+      done = subprocess.run(
+          [sys.executable, "-c", _DOWNLOAD_SCRIPT, name, data_dir or ""],
+          capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+      raise DataError(f"--dataset={name}: tensorflow-datasets could not "
+                      f"download it within {timeout_s:g} s (offline?); "
+                      f"{hint}") from None
+    if done.returncode != 0:
+      last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+      raise DataError(f"--dataset={name}: tensorflow-datasets download "
+                      f"failed ({last[:200]}); {hint}")
+    builder = tfds.builder(name, data_dir=data_dir)
+  arrays = {}
+  for split, tfds_split in (("train", "train"), ("test", "test")):
+    data = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))
+    if "image" not in data:
+      raise DataError(f"--dataset={name}: has no 'image' feature")
+    images = np.asarray(data["image"], dtype=np.uint8)
+    if images.ndim != 4:
+      raise DataError(f"--dataset={name}: images have shape "
+                      f"{images.shape[1:]}, expected rows x cols x channels")
+    labels = data.get("label", np.zeros(len(images)))
+    arrays[f"{split}_images"] = images
+    arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+  return ImageDataset(source=f"tensorflow-datasets:{name}", **arrays)

@@ -1,0 +1,119 @@
+"""SavedModel export with named serving signatures.
+
+The export is a `tf.Module` with explicit input signatures, so it loads with
+`tf.saved_model.load` (or TF Serving) in a process that never imported our
+code, and needs no Python lambdas or pickles. Images are float32 in [0, 1];
+the decoder's outputs are probabilities, not logits. Outputs are float32
+whatever policy the model computed in.
+
+Layout follows TF Serving: `<export_dir>/<step>/`. Each version is written to
+a temporary directory beside it and renamed into place only when complete, so
+a killed export never leaves a directory that looks complete but is not, and
+never touches an earlier version.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from models.base import VariationalAutoencoder
+
+SIGNATURES = ("encode", "decode", "reconstruct", "sample", "serving_default")
+
+
+class ServingModule(tf.Module):
+  """The exported functions of one VAE.
+
+  Args:
+    vae: The trained model.
+    denoising: Also export a `denoise` signature.
+  """
+
+  def __init__(self, vae: VariationalAutoencoder, denoising: bool = False):
+    super().__init__(name="vae")
+    self.encoder = vae.encoder
+    self.decoder = vae.decoder
+    self.latent_dim = vae.latent_dim
+    image_spec = tf.TensorSpec([None, *vae.image_shape], tf.float32,
+                               name="images")
+    latent_spec = tf.TensorSpec([None, vae.latent_dim], tf.float32, name="z")
+    count_spec = tf.TensorSpec([], tf.int32, name="num")
+    self.encode = tf.function(self._encode, input_signature=[image_spec])
+    self.decode = tf.function(self._decode, input_signature=[latent_spec])
+    self.reconstruct = tf.function(self._reconstruct,
+                                   input_signature=[image_spec])
+    self.sample = tf.function(self._sample, input_signature=[count_spec])
+    self.denoise = (tf.function(self._reconstruct, input_signature=[image_spec])
+                    if denoising else None)
+
+  def _moments(self, images):
+    zeros = tf.zeros([tf.shape(images)[0], self.latent_dim])
+    z_mean, z_log_var, _ = self.encoder([images, zeros], training=False)
+    return tf.cast(z_mean, tf.float32), tf.cast(z_log_var, tf.float32)
+
+  def _encode(self, images):
+    z_mean, z_log_var = self._moments(images)
+    return {"z_mean": z_mean, "z_log_var": z_log_var}
+
+  def _decode(self, z):
+    logits = self.decoder(z, training=False)
+    return {"images": tf.sigmoid(tf.cast(logits, tf.float32))}
+
+  def _reconstruct(self, images):
+    z_mean, _ = self._moments(images)
+    return self._decode(z_mean)
+
+  def _sample(self, num):
+    return self._decode(tf.random.normal([num, self.latent_dim]))
+
+  def signatures(self) -> dict:
+    """Signature name -> concrete function, for `tf.saved_model.save`."""
+    signatures = {
+        "serving_default": self.reconstruct.get_concrete_function(),
+        "encode": self.encode.get_concrete_function(),
+        "decode": self.decode.get_concrete_function(),
+        "reconstruct": self.reconstruct.get_concrete_function(),
+        "sample": self.sample.get_concrete_function(),
+    }
+    if self.denoise is not None:
+      signatures["denoise"] = self.denoise.get_concrete_function()
+    return signatures
+
+
+def export(vae: VariationalAutoencoder, export_dir: str, version: int,
+           denoising: bool = False) -> str:
+  """Writes `<export_dir>/<version>/` atomically and returns its path.
+
+  An existing export of the same version is replaced only once the new one is
+  complete.
+
+  Args:
+    vae: The model to export.
+    export_dir: Parent of the versioned exports.
+    version: The version (the training step).
+    denoising: Add the `denoise` signature.
+
+  Returns:
+    The path of the finished export.
+  """
+  os.makedirs(export_dir, exist_ok=True)
+  final = os.path.join(export_dir, str(version))
+  staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+  try:
+    module = ServingModule(vae, denoising=denoising)
+    tf.saved_model.save(module, staging, signatures=module.signatures())
+    if os.path.exists(final):
+      retired = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_dir)
+      os.rename(final, os.path.join(retired, "old"))
+      os.rename(staging, final)
+      shutil.rmtree(retired, ignore_errors=True)
+    else:
+      os.rename(staging, final)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  return final

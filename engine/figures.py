@@ -1,0 +1,198 @@
+"""The matplotlib figures people judge a VAE by (PNG, Agg backend).
+
+Pure plotting functions take numpy arrays; `write_run_figures` computes what
+they need from a model and the test set and writes them all into
+`<model_dir>/figures/`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from models.base import VariationalAutoencoder  # noqa: E402
+
+MANIFOLD_SIZE = 30
+MANIFOLD_RANGE = 2.0
+
+
+def tile(images: np.ndarray, columns: int) -> np.ndarray:
+  """Tiles [N, rows, cols(, 1)] images into one [R*rows, C*cols] grid."""
+  images = np.asarray(images)
+  if images.ndim == 4:
+    images = images[..., 0]
+  count, rows, cols = images.shape
+  grid_rows = -(-count // columns)
+  grid = np.zeros((grid_rows * rows, columns * cols), dtype=images.dtype)
+  for i, image in enumerate(images):
+    r, c = divmod(i, columns)
+    grid[r * rows:(r + 1) * rows, c * cols:(c + 1) * cols] = image
+  return grid
+
+
+def _save(figure, path: str) -> str:
+  figure.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(figure)
+  return path
+
+
+def _image_rows(rows: list[tuple[str, np.ndarray]], path: str) -> str:
+  """One row of images per (title, images) pair."""
+  columns = len(rows[0][1])
+  figure, axes = plt.subplots(len(rows), columns,
+                              figsize=(1.2 * columns, 1.3 * len(rows)),
+                              squeeze=False)
+  for r, (title, images) in enumerate(rows):
+    for c in range(columns):
+      axis = axes[r][c]
+      axis.imshow(np.squeeze(images[c]), cmap="gray", vmin=0.0, vmax=1.0)
+      axis.set_xticks([])
+      axis.set_yticks([])
+    axes[r][0].set_ylabel(title, fontsize=9)
+  return _save(figure, path)
+
+
+def plot_reconstructions(originals, reconstructions, path: str) -> str:
+  """Originals above their reconstructions (seed 001's figure)."""
+  return _image_rows([("original", originals),
+                      ("reconstruction", reconstructions)], path)
+
+
+def plot_denoising(noisy, denoised, clean, path: str) -> str:
+  """Noisy inputs, the model's denoised outputs, the clean images (seed 004)."""
+  return _image_rows([("noisy", noisy), ("denoised", denoised),
+                      ("clean", clean)], path)
+
+
+def plot_grid(images, path: str, title: str, columns: int | None = None) -> str:
+  """A square grid of images, e.g. prior samples (seed 000) or a manifold."""
+  columns = columns or int(np.ceil(np.sqrt(len(images))))
+  figure = plt.figure(figsize=(8, 8))
+  plt.imshow(tile(images, columns), cmap="gray", vmin=0.0, vmax=1.0)
+  plt.title(title)
+  plt.axis("off")
+  return _save(figure, path)
+
+
+def plot_latent_scatter(points: np.ndarray, labels: np.ndarray, path: str,
+                        axis_names=("z[0]", "z[1]")) -> str:
+  """Test-set latent means in 2-D, coloured by label."""
+  figure = plt.figure(figsize=(8, 7))
+  scatter = plt.scatter(points[:, 0], points[:, 1], c=labels, s=2,
+                        cmap="tab10")
+  plt.colorbar(scatter, label="label")
+  plt.xlabel(axis_names[0])
+  plt.ylabel(axis_names[1])
+  plt.title("test-set latent means")
+  return _save(figure, path)
+
+
+def plot_loss_curves(metrics: dict[str, dict[int, dict[str, float]]],
+                     path: str) -> str:
+  """Training loss and test negative ELBO against the step."""
+  figure = plt.figure(figsize=(8, 5))
+  train = metrics.get("train", {})
+  if train:
+    steps = sorted(train)
+    plt.plot(steps, [train[s]["loss"] for s in steps], label="train loss")
+  evaluation = metrics.get("eval", {})
+  if evaluation:
+    steps = sorted(evaluation)
+    plt.plot(steps, [-evaluation[s]["elbo"] for s in steps], "o-",
+             label="test -ELBO")
+  plt.xlabel("step")
+  plt.ylabel("nats per example")
+  plt.legend()
+  plt.grid(alpha=0.3)
+  plt.title("loss")
+  return _save(figure, path)
+
+
+def latent_plane(z_means: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                               tuple[str, str]]:
+  """The plane the manifold and scatter figures show.
+
+  For a 2-D latent space it is the space itself. Otherwise it is the plane of
+  the latent means' first two principal components through their mean, with
+  each axis in units of the standard deviation along it.
+
+  Returns:
+    (origin [D], basis [2, D], axis names).
+  """
+  latent_dim = z_means.shape[1]
+  if latent_dim == 2:
+    return np.zeros(2), np.eye(2), ("z[0]", "z[1]")
+  origin = z_means.mean(axis=0)
+  _, singular, components = np.linalg.svd(z_means - origin,
+                                          full_matrices=False)
+  scale = singular[:2] / np.sqrt(max(len(z_means) - 1, 1))
+  basis = components[:2] * scale[:, np.newaxis]
+  return origin, basis, ("PC1 (std units)", "PC2 (std units)")
+
+
+def manifold_latents(origin, basis, size=MANIFOLD_SIZE,
+                     extent=MANIFOLD_RANGE) -> np.ndarray:
+  """Latent points of a size x size grid over [-extent, extent]^2 (row-major,
+  top row = largest second coordinate, as in seed 002)."""
+  xs = np.linspace(-extent, extent, size)
+  ys = np.linspace(-extent, extent, size)[::-1]
+  coords = np.array([(x, y) for y in ys for x in xs])
+  return (origin + coords @ basis).astype(np.float32)
+
+
+def write_run_figures(vae: VariationalAutoencoder, test_batch: dict,
+                      z_means: np.ndarray, labels: np.ndarray,
+                      metrics: dict, directory: str, seed: int,
+                      denoising: bool) -> list[str]:
+  """Writes every figure for a model into `directory`.
+
+  Args:
+    vae: The model.
+    test_batch: A pipeline element of test images (inputs, targets) with at
+      least 10 examples.
+    z_means: Latent means of the whole test set [M, D].
+    labels: Their labels [M].
+    metrics: `summaries.read_metrics(model_dir)`.
+    directory: Output directory (created).
+    seed: Seeds the prior samples.
+    denoising: Also plot noisy / denoised / clean rows.
+
+  Returns:
+    The paths written.
+  """
+  os.makedirs(directory, exist_ok=True)
+  decode = lambda z: tf.sigmoid(tf.cast(vae.decoder(z, training=False),  # noqa: E731
+                                        tf.float32)).numpy()
+  inputs = test_batch["inputs"][:10]
+  zeros = tf.zeros([inputs.shape[0], vae.latent_dim])
+  means, _, _ = vae.encoder([inputs, zeros], training=False)
+  reconstructions = decode(means)
+  paths = [plot_reconstructions(test_batch["targets"][:10].numpy(),
+                                reconstructions,
+                                os.path.join(directory, "reconstructions.png"))]
+  prior = tf.random.stateless_normal([100, vae.latent_dim], seed=[seed, 7])
+  paths.append(plot_grid(decode(prior), os.path.join(directory, "samples.png"),
+                         "samples from the prior"))
+  origin, basis, names = latent_plane(z_means)
+  grid = manifold_latents(origin, basis)
+  paths.append(plot_grid(decode(grid),
+                         os.path.join(directory, "latent_manifold.png"),
+                         f"latent manifold over [-2, 2]^2 ({names[0]}, "
+                         f"{names[1]})", columns=MANIFOLD_SIZE))
+  projected = (z_means - origin) @ np.linalg.pinv(basis)
+  paths.append(plot_latent_scatter(projected, labels,
+                                   os.path.join(directory,
+                                                "latent_scatter.png"), names))
+  if denoising:
+    paths.append(plot_denoising(inputs.numpy(), reconstructions,
+                                test_batch["targets"][:10].numpy(),
+                                os.path.join(directory, "denoising.png")))
+  paths.append(plot_loss_curves(metrics,
+                                os.path.join(directory, "loss_curves.png")))
+  return paths

@@ -1,0 +1,68 @@
+"""Command line: `python -m engine.main --model=conv ...` (or `vae-engine`).
+
+This is the only place that reads the engine's flags: it turns them into a
+frozen `RunConfig` and hands that to `engine.runner.run`. Bad input ends the
+process with a one-line `error: ...` on stderr and exit status 2, without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Keep TensorFlow's C++ start-up chatter out of the user's terminal; a user
+# who wants it sets the variable themselves.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags as absl_flags  # noqa: E402
+
+import flags  # noqa: E402
+
+FLAGS = absl_flags.FLAGS
+EXIT_USAGE = 2
+
+
+def fail(message: str) -> None:
+  """Prints a one-line error and exits with status 2."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(EXIT_USAGE)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags, turning absl's errors into one line (missing flagfile too)."""
+  try:
+    return FLAGS(argv)
+  except absl_flags.Error as e:
+    fail(str(e).strip().splitlines()[0])
+  except OSError as e:  # --flagfile that cannot be read.
+    fail(f"--flagfile: {e.strerror or e}: {e.filename}")
+  return []
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  from engine import runner  # noqa: E402  (imports TensorFlow; after parsing)
+  # TensorFlow logs routine saver/exporter details at INFO through Python
+  # logging; the progress lines are what a user reads.
+  logging.getLogger("tensorflow").setLevel(logging.WARNING)
+  from engine.errors import UserError  # noqa: E402
+
+  config = flags.to_config(FLAGS)
+  try:
+    runner.run(config)
+  except UserError as e:
+    fail(str(e))
+
+
+def run() -> None:
+  """Console-script entry point."""
+  flags.define()
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,277 @@
+"""One training run, end to end: the engine's outer loop.
+
+`run(config)` loads the data, builds the model under the strategy, restores
+the latest checkpoint, then alternates compiled multi-step training calls with
+the host-side work at step boundaries: progress and summaries every
+`log_every` steps, checkpoints every `checkpoint_every`, test ELBO every
+`eval_every`. At the end it saves, evaluates, draws the figures and exports.
+Models are only called through `models.base.VariationalAutoencoder`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Optional, TextIO
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import models
+from engine import checkpointing
+from engine import distribute
+from engine import export as export_lib
+from engine import figures
+from engine import progress
+from engine import steps
+from engine import summaries
+from engine.config import RunConfig
+from engine.data import pipeline
+from engine.data import sources
+from engine.errors import UserError
+
+CONFIG_JSON = "config.json"
+CONFIG_FLAGFILE = "flags.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """What a run produced.
+
+  Attributes:
+    final_step: The global step training ended at.
+    test_metrics: Test-set means: elbo, reconstruction, kl, loss (nats).
+    checkpoint: Path of the last checkpoint.
+    resumed_from: The checkpoint the run started from, if any.
+    export_path: The SavedModel written, if any.
+    figure_paths: The PNGs written.
+  """
+
+  final_step: int
+  test_metrics: dict
+  checkpoint: str
+  resumed_from: Optional[str]
+  export_path: Optional[str]
+  figure_paths: list
+
+
+def prepare_model_dir(model_dir: str) -> None:
+  """Creates `model_dir` and checks it is writable.
+
+  Raises:
+    UserError: Naming `--model_dir` if it cannot be created or written.
+  """
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    probe = os.path.join(model_dir, f".write-probe-{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"--model_dir={model_dir}: not writable "
+                    f"({e.strerror or e})") from None
+
+
+def write_config(model_dir: str, config: RunConfig) -> None:
+  """Writes the resolved config as JSON and as a flagfile (atomically)."""
+  for name, text in ((CONFIG_JSON, config.to_json()),
+                     (CONFIG_FLAGFILE, config.to_flagfile())):
+    path = os.path.join(model_dir, name)
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def total_steps(config: RunConfig, num_train_examples: int) -> int:
+  """The step the run ends at: --train_steps, else epochs x steps per epoch."""
+  if config.train.train_steps:
+    return config.train.train_steps
+  return config.train.epochs * pipeline.steps_per_epoch(
+      num_train_examples, config.train.batch_size)
+
+
+def _next_boundary(step: int, every: int, last: int) -> int:
+  if every <= 0:
+    return last
+  return min((step // every + 1) * every, last)
+
+
+class _Run:
+  """The state of one run; `run()` below is its only user."""
+
+  def __init__(self, config: RunConfig, stream: TextIO):
+    self.config = config
+    self.stream = stream
+    train = config.train
+    prepare_model_dir(train.model_dir)
+    keras.utils.set_random_seed(train.seed)
+    keras.mixed_precision.set_dtype_policy(train.mixed_precision)
+    self.data = sources.load(config.data)
+    self.strategy = distribute.make_strategy(train.strategy)
+    replicas = self.strategy.num_replicas_in_sync
+    if train.batch_size % replicas:
+      raise UserError(f"--batch_size={train.batch_size}: must divide by the "
+                      f"{replicas} replicas of --strategy={train.strategy}")
+    if len(self.data.train_images) < train.batch_size:
+      raise UserError(f"--batch_size={train.batch_size}: larger than the "
+                      f"{len(self.data.train_images)} training examples")
+    spec = models.get(config.model.name)
+    with self.strategy.scope():
+      try:
+        self.vae = spec.build(self.data.image_shape, config.model.latent_dim)
+      except ValueError as e:
+        raise UserError(f"--model={spec.name}: cannot take "
+                        f"{self.data.source}'s images of shape "
+                        f"{self.data.image_shape} ({e})") from None
+      self.trainer = steps.Trainer(self.vae, config.model, self.strategy,
+                                   train.batch_size, train.learning_rate)
+      self.evaluator = steps.Evaluator(self.vae, config.model, self.strategy)
+    fingerprint = checkpointing.architecture_fingerprint(
+        spec.name, config.model.latent_dim, self.data.image_shape)
+    self.checkpointer = checkpointing.Checkpointer(
+        train.model_dir, self.trainer, fingerprint, train.keep_checkpoints)
+    self.resumed_from = self.checkpointer.restore_latest()
+    write_config(train.model_dir, config)
+    self.total_steps = total_steps(config, len(self.data.train_images))
+    self.options = pipeline.PipelineOptions(
+        global_batch_size=train.batch_size, seed=train.seed,
+        binarize=config.data.binarize, noise_factor=config.data.noise_factor,
+        latent_dim=config.model.latent_dim)
+    self.writer = summaries.SummaryWriter(train.model_dir)
+    self.test_images = pipeline.as_tensor(self.data.test_images)
+    self.test_labels = pipeline.as_tensor(self.data.test_labels)
+    self.eval_data = self.strategy.distribute_datasets_from_function(
+        lambda context: pipeline.eval_dataset(
+            self.test_images, self.test_labels, self.options, context))
+
+  def say(self, message: str) -> None:
+    print(message, file=self.stream, flush=True)
+
+  def train(self) -> int:
+    """Runs the training loop from the restored step to the last one."""
+    train = self.config.train
+    start = int(self.trainer.global_step.numpy())
+    if start >= self.total_steps:
+      return start
+    train_images = pipeline.as_tensor(self.data.train_images)
+    iterator = iter(self.strategy.distribute_datasets_from_function(
+        lambda context: pipeline.train_dataset(
+            train_images, self.options, start, self.total_steps, context)))
+    bar = progress.ProgressBar(self.total_steps, self.stream)
+    throughput = progress.Throughput()
+    step, started = start, time.perf_counter()
+    while step < self.total_steps:
+      target = min(step + train.steps_per_loop,
+                   _next_boundary(step, train.log_every, self.total_steps),
+                   _next_boundary(step, train.checkpoint_every,
+                                  self.total_steps),
+                   _next_boundary(step, train.eval_every, self.total_steps))
+      self.trainer.train_loop(iterator, tf.constant(target - step, tf.int32))
+      step = target
+      if step % train.log_every == 0 or step == self.total_steps:
+        metrics = self.trainer.metrics.result_and_reset()
+        rate = throughput.measure(metrics.pop("examples"))
+        steps_per_sec = (step - start) / max(time.perf_counter() - started,
+                                             1e-9)
+        bar.report(step, metrics, rate,
+                   (self.total_steps - step) / max(steps_per_sec, 1e-9))
+        self.writer.scalars("train", step, {**metrics,
+                                            "examples_per_sec": rate})
+      if train.checkpoint_every and step % train.checkpoint_every == 0:
+        self.checkpointer.save(step)
+      if (train.eval_every and step % train.eval_every == 0
+          and step != self.total_steps):
+        self.evaluate(step)
+        throughput.restart()
+    return step
+
+  def evaluate(self, step: int) -> dict:
+    metrics = self.evaluator.evaluate(self.eval_data)
+    examples = int(metrics.pop("examples"))
+    if examples != len(self.data.test_images):
+      raise RuntimeError(f"evaluated {examples} test examples, expected "
+                         f"{len(self.data.test_images)}")
+    self.writer.scalars("eval", step, metrics)
+    self._image_summaries(step)
+    self.say(f"eval step {step}: test ELBO {metrics['elbo']:.2f} nats "
+             f"(reconstruction {metrics['reconstruction']:.2f}, "
+             f"kl {metrics['kl']:.2f}) over {examples} test images")
+    return metrics
+
+  def _first_test_batch(self, size: int) -> dict:
+    options = dataclasses.replace(self.options, global_batch_size=size)
+    return next(iter(pipeline.eval_dataset(self.test_images, self.test_labels,
+                                           options)))
+
+  def _image_summaries(self, step: int) -> None:
+    batch = self._first_test_batch(8)
+    zeros = tf.zeros([8, self.vae.latent_dim])
+    z_mean, _, _ = self.vae.encoder([batch["inputs"], zeros], training=False)
+    reconstructed = tf.sigmoid(tf.cast(self.vae.decoder(z_mean), tf.float32))
+    pairs = tf.concat([batch["inputs"], reconstructed], axis=0).numpy()
+    self.writer.images("eval", step, "inputs_vs_reconstructions",
+                       figures.tile(pairs, 8))
+    prior = tf.random.stateless_normal([64, self.vae.latent_dim],
+                                       seed=[self.config.train.seed, 7])
+    samples = tf.sigmoid(tf.cast(self.vae.decoder(prior), tf.float32)).numpy()
+    self.writer.images("eval", step, "prior_samples", figures.tile(samples, 8))
+
+  def _test_latent_means(self) -> np.ndarray:
+    encode = tf.function(lambda x: self.vae.encoder(
+        [x, tf.zeros([tf.shape(x)[0], self.vae.latent_dim])],
+        training=False)[0])
+    batches = pipeline.eval_dataset(
+        self.test_images, self.test_labels,
+        dataclasses.replace(self.options, global_batch_size=1000))
+    return np.concatenate([encode(b["inputs"]).numpy() for b in batches])
+
+  def write_figures(self) -> list:
+    directory = os.path.join(self.config.train.model_dir, "figures")
+    return figures.write_run_figures(
+        self.vae, self._first_test_batch(10), self._test_latent_means(),
+        self.data.test_labels, summaries.read_metrics(
+            self.config.train.model_dir),
+        directory, self.config.train.seed,
+        denoising=self.config.data.noise_factor > 0)
+
+
+def run(config: RunConfig, stream: TextIO | None = None) -> RunResult:
+  """Trains, evaluates, draws and exports as `config` says.
+
+  Args:
+    config: The run's configuration.
+    stream: Where progress goes (stdout by default).
+
+  Returns:
+    A `RunResult`.
+
+  Raises:
+    UserError: For bad flags, data or model directories.
+  """
+  state = _Run(config, stream or sys.stdout)
+  if state.resumed_from:
+    state.say(f"resumed from {state.resumed_from} at step "
+              f"{int(state.trainer.global_step.numpy())}")
+  state.say(f"training {config.model.name} (latent {config.model.latent_dim}) "
+            f"on {state.data.source}: {len(state.data.train_images)} train / "
+            f"{len(state.data.test_images)} test images, "
+            f"{state.total_steps} steps of {config.train.batch_size}, "
+            f"{state.strategy.num_replicas_in_sync} replica(s)")
+  step = state.train()
+  checkpoint = state.checkpointer.latest
+  if checkpoint is None or not checkpoint.endswith(f"-{step}"):
+    checkpoint = state.checkpointer.save(step)
+  metrics = state.evaluate(step)
+  state.writer.flush()
+  figure_paths = state.write_figures() if config.train.figures else []
+  export_path = None
+  if config.train.export_dir:
+    export_path = export_lib.export(state.vae, config.train.export_dir, step,
+                                    denoising=config.data.noise_factor > 0)
+    state.say(f"exported SavedModel to {export_path}")
+  state.say(f"done: step {step}, test ELBO {metrics['elbo']:.2f} nats")
+  return RunResult(step, metrics, checkpoint, state.resumed_from, export_path,
+                   figure_paths)

@@ -1,0 +1,73 @@
+"""Where metrics go: TensorBoard event files and a JSON-lines log.
+
+`<model_dir>/train` and `<model_dir>/eval` hold TensorBoard events (scalars
+and image grids); `<model_dir>/metrics.jsonl` holds one JSON object per report
+(`{"split": ..., "step": ..., <metric>: ...}`) for figures and tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class SummaryWriter:
+  """Writes scalars and images for one run.
+
+  Args:
+    model_dir: The run's directory.
+  """
+
+  def __init__(self, model_dir: str):
+    self._model_dir = model_dir
+    self._writers = {
+        split: tf.summary.create_file_writer(os.path.join(model_dir, split))
+        for split in ("train", "eval")}
+
+  def scalars(self, split: str, step: int, values: dict[str, float]) -> None:
+    with self._writers[split].as_default(step=step):
+      for name, value in values.items():
+        tf.summary.scalar(name, value)
+    record = {"split": split, "step": int(step)}
+    record.update({k: float(v) for k, v in values.items()})
+    with open(os.path.join(self._model_dir, METRICS_FILE), "a") as log:
+      log.write(json.dumps(record) + "\n")
+
+  def images(self, split: str, step: int, name: str,
+             grid: np.ndarray) -> None:
+    """Writes one grayscale image grid [rows, cols] with values in [0, 1]."""
+    with self._writers[split].as_default(step=step):
+      tf.summary.image(name, grid[np.newaxis, :, :, np.newaxis], step=step)
+
+  def flush(self) -> None:
+    for writer in self._writers.values():
+      writer.flush()
+
+
+def read_metrics(model_dir: str) -> dict[str, dict[int, dict[str, float]]]:
+  """Reads `metrics.jsonl` as {split: {step: metrics}}.
+
+  A resumed run may log a step twice (once before an interruption, once after
+  resuming); the later record wins.
+  """
+  path = os.path.join(model_dir, METRICS_FILE)
+  result: dict[str, dict[int, dict[str, float]]] = {}
+  if not os.path.exists(path):
+    return result
+  with open(path) as log:
+    for line in log:
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # A line cut short by a kill.
+      split, step = record.pop("split"), record.pop("step")
+      result.setdefault(split, {})[step] = record
+  return result

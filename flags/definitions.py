@@ -1,0 +1,207 @@
+"""The engine's absl flags, with parse-time validation.
+
+Only `engine.main` (and the tools, which are entry points too) call `define()`
+and read the parsed values; they turn them into `engine.config.RunConfig`.
+Validators raise `absl.flags.ValidationError` with a one-line message that
+names the flag.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+import models
+from engine import config as config_lib
+
+_defined = False
+
+
+def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines every engine flag on `flag_values` (once) and its validators."""
+  global _defined
+  if _defined and flag_values is flags.FLAGS:
+    return
+  _define_data_flags(flag_values)
+  _define_model_flags(flag_values)
+  _define_train_flags(flag_values)
+  _register_validators(flag_values)
+  if flag_values is flags.FLAGS:
+    _defined = True
+
+
+def _define_data_flags(fv):
+  flags.DEFINE_string(
+      "dataset", "mnist",
+      "Dataset name: mnist, fashion_mnist, or any tensorflow-datasets dataset "
+      "of 28x28x1 images.", flag_values=fv)
+  flags.DEFINE_string(
+      "data_dir", None,
+      "Directory holding the four IDX files (train-images-idx3-ubyte, "
+      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+      "t10k-labels-idx1-ubyte; .gz or raw). Default: a known local copy "
+      "(/usr/share/datasets/fashion-mnist for fashion_mnist), else "
+      "tensorflow-datasets.", flag_values=fv)
+  flags.DEFINE_enum(
+      "binarize", "none", config_lib.BINARIZE_MODES,
+      "none: grey levels in [0,1]; static: thresholded at 0.5 once; dynamic: "
+      "a fresh Bernoulli sample of each image every time it is used.",
+      flag_values=fv)
+  flags.DEFINE_float(
+      "noise_factor", None,
+      "Std-dev of Gaussian noise added to training and test inputs (targets "
+      "stay clean; noisy inputs are clipped to [0,1]). Default: the model's "
+      "(0.2 for denoising, 0 otherwise).", flag_values=fv)
+  flags.DEFINE_integer(
+      "max_train_examples", None,
+      "Train on only the first N training examples (quick experiments).",
+      flag_values=fv)
+  flags.DEFINE_float(
+      "download_timeout", 30.0,
+      "Seconds a tensorflow-datasets download may take before the run stops "
+      "and asks for --data_dir.", flag_values=fv)
+
+
+def _define_model_flags(fv):
+  described = "; ".join(f"{n}: {models.get(n).description}"
+                        for n in models.names())
+  flags.DEFINE_enum("model", "conv", models.names(),
+                    f"Which VAE to train. {described}", flag_values=fv)
+  flags.DEFINE_integer(
+      "latent_dim", None,
+      "Size of the latent code. Default: the model's (2, or 40 for "
+      "denoising).", flag_values=fv)
+  flags.DEFINE_enum(
+      "reconstruction_loss", "bernoulli", config_lib.RECONSTRUCTION_LOSSES,
+      "Decoder likelihood: bernoulli (cross-entropy from logits) or gaussian "
+      "(fixed --gaussian_stddev around the decoder's mean). Summed over "
+      "pixels, in nats.", flag_values=fv)
+  flags.DEFINE_float("gaussian_stddev", 0.1,
+                     "Std-dev of the Gaussian likelihood.", flag_values=fv)
+  flags.DEFINE_float(
+      "beta", 1.0,
+      "Weight of the KL term in the training loss (1: the ELBO). Evaluation "
+      "always reports the ELBO (beta 1).", flag_values=fv)
+
+
+def _define_train_flags(fv):
+  flags.DEFINE_string("model_dir", "/tmp/vae_engine",
+                      "Directory for checkpoints, TensorBoard logs, figures "
+                      "and the run's config. Re-running resumes from it.",
+                      flag_values=fv)
+  flags.DEFINE_integer("batch_size", 128,
+                       "Global batch size (summed over replicas).",
+                       flag_values=fv)
+  flags.DEFINE_integer("epochs", 10,
+                       "Passes over the training set (ignored when "
+                       "--train_steps is set).", flag_values=fv)
+  flags.DEFINE_integer("train_steps", None,
+                       "Total optimizer steps of the run (overrides --epochs).",
+                       flag_values=fv)
+  flags.DEFINE_integer("steps_per_loop", 100,
+                       "Training steps run inside one compiled call.",
+                       flag_values=fv)
+  flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.",
+                     flag_values=fv)
+  flags.DEFINE_integer("seed", 0,
+                       "Seeds weights, data order, binarization, noise and "
+                       "sampling; a run is reproducible for a given seed.",
+                       flag_values=fv)
+  flags.DEFINE_integer("eval_every", 0,
+                       "Evaluate the test ELBO every N steps (0: only at the "
+                       "end).", flag_values=fv)
+  flags.DEFINE_integer("checkpoint_every", 1000,
+                       "Save a checkpoint every N steps (and always at the "
+                       "end; 0: only at the end).", flag_values=fv)
+  flags.DEFINE_integer("log_every", 100,
+                       "Print progress and write summaries every N steps.",
+                       flag_values=fv)
+  flags.DEFINE_integer("keep_checkpoints", 3,
+                       "Number of checkpoints to keep.", flag_values=fv)
+  flags.DEFINE_string("export_dir", None,
+                      "Write a SavedModel here at the end of training "
+                      "(versioned: <export_dir>/<step>/).", flag_values=fv)
+  flags.DEFINE_enum("strategy", "default", config_lib.STRATEGIES,
+                    "tf.distribute strategy.", flag_values=fv)
+  flags.DEFINE_enum("mixed_precision", "float32",
+                    config_lib.PRECISION_POLICIES,
+                    "Keras dtype policy for the model's computations.",
+                    flag_values=fv)
+  flags.DEFINE_boolean("figures", True,
+                       "Write matplotlib figures into <model_dir>/figures at "
+                       "the end of training.", flag_values=fv)
+
+
+def _positive(name, fv, allow_none=False):
+  flags.register_validator(
+      name, lambda v: (allow_none and v is None) or (v is not None and v > 0),
+      message=f"--{name} must be a positive number", flag_values=fv)
+
+
+def _non_negative(name, fv):
+  flags.register_validator(name, lambda v: v is not None and v >= 0,
+                           message=f"--{name} must be zero or positive",
+                           flag_values=fv)
+
+
+def _register_validators(fv):
+  for name in ("batch_size", "epochs", "steps_per_loop", "log_every",
+               "keep_checkpoints", "learning_rate", "gaussian_stddev",
+               "download_timeout"):
+    _positive(name, fv)
+  for name in ("latent_dim", "train_steps", "max_train_examples"):
+    _positive(name, fv, allow_none=True)
+  for name in ("eval_every", "checkpoint_every", "beta"):
+    _non_negative(name, fv)
+  flags.register_validator(
+      "noise_factor", lambda v: v is None or v >= 0,
+      message="--noise_factor must be zero or positive", flag_values=fv)
+  flags.register_validator(
+      "data_dir", lambda v: v is None or os.path.isdir(v),
+      message="--data_dir is not an existing directory", flag_values=fv)
+  flags.register_validator(
+      "model_dir", bool, message="--model_dir must not be empty",
+      flag_values=fv)
+
+
+def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
+  """Turns parsed flags into the run's frozen config, filling model defaults."""
+  spec = models.get(fv.model)
+  noise_factor = fv.noise_factor
+  if noise_factor is None:
+    noise_factor = spec.default_noise_factor
+  return config_lib.RunConfig(
+      data=config_lib.DataConfig(
+          dataset=fv.dataset,
+          data_dir=fv.data_dir,
+          binarize=fv.binarize,
+          noise_factor=noise_factor,
+          max_train_examples=fv.max_train_examples,
+          download_timeout_s=fv.download_timeout,
+      ),
+      model=config_lib.ModelConfig(
+          name=fv.model,
+          latent_dim=fv.latent_dim or spec.default_latent_dim,
+          reconstruction_loss=fv.reconstruction_loss,
+          gaussian_stddev=fv.gaussian_stddev,
+          beta=fv.beta,
+      ),
+      train=config_lib.TrainConfig(
+          model_dir=fv.model_dir,
+          batch_size=fv.batch_size,
+          epochs=fv.epochs,
+          train_steps=fv.train_steps,
+          steps_per_loop=fv.steps_per_loop,
+          learning_rate=fv.learning_rate,
+          seed=fv.seed,
+          eval_every=fv.eval_every,
+          checkpoint_every=fv.checkpoint_every,
+          log_every=fv.log_every,
+          keep_checkpoints=fv.keep_checkpoints,
+          export_dir=fv.export_dir,
+          strategy=fv.strategy,
+          mixed_precision=fv.mixed_precision,
+          figures=fv.figures,
+      ),
+  )

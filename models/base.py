@@ -1,0 +1,125 @@
+"""What every model builder returns, and the pieces builders share.
+
+A model is a pair of Keras models with a fixed contract, so the engine can
+train, evaluate and export any of them without knowing its architecture:
+
+* `encoder([images, epsilon]) -> [z_mean, z_log_var, z]`. The reparameterization
+  noise `epsilon` is an input, not drawn inside the model: the engine draws it
+  from a stateless RNG keyed on (seed, step, replica), which keeps runs
+  reproducible, gives every replica its own noise and survives tf.distribute
+  and SavedModel export (Keras-3 layers that call `keras.random` do not).
+* `decoder(z) -> logits` with the images' shape. Logits, not probabilities: the
+  likelihood is computed from logits for numerical stability, and the export
+  applies the sigmoid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import ops
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def reparameterize(inputs):
+  """z = mean + exp(log_var / 2) * epsilon, the reparameterization trick.
+
+  Args:
+    inputs: A sequence `(z_mean, z_log_var, epsilon)` of equal-shape tensors.
+
+  Returns:
+    The latent sample z.
+  """
+  z_mean, z_log_var, epsilon = inputs
+  return z_mean + ops.exp(0.5 * z_log_var) * ops.cast(epsilon, z_mean.dtype)
+
+
+@keras.saving.register_keras_serializable(package="vae_engine")
+class Reparameterize(keras.layers.Layer):
+  """Layer form of `reparameterize`: deterministic given its noise input."""
+
+  def call(self, inputs):
+    return reparameterize(inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariationalAutoencoder:
+  """A built model: the encoder and decoder described in the module docstring.
+
+  Attributes:
+    name: The registry name it was built under.
+    encoder: `[images, epsilon] -> [z_mean, z_log_var, z]`.
+    decoder: `z -> logits` of the images' shape.
+  """
+
+  name: str
+  encoder: keras.Model
+  decoder: keras.Model
+
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.encoder.inputs[0].shape[1:])
+
+  @property
+  def latent_dim(self) -> int:
+    return int(self.decoder.inputs[0].shape[-1])
+
+  @property
+  def trainable_variables(self) -> list:
+    return self.encoder.trainable_variables + self.decoder.trainable_variables
+
+  def count_params(self) -> tuple[int, int]:
+    """Returns (encoder, decoder) parameter counts."""
+    return self.encoder.count_params(), self.decoder.count_params()
+
+
+def encoder_inputs(image_shape, latent_dim):
+  """The two inputs every encoder takes: images and reparameterization noise."""
+  images = keras.Input(shape=image_shape, name="images")
+  epsilon = keras.Input(shape=(latent_dim,), name="epsilon")
+  return images, epsilon
+
+
+def dense_stack(x, units, name):
+  """Applies ReLU Dense layers of the given widths, named `{name}_{i}`."""
+  for i, width in enumerate(units):
+    x = keras.layers.Dense(width, activation="relu", name=f"{name}_{i}")(x)
+  return x
+
+
+def mlp_vae(name, image_shape, latent_dim, encoder_units, decoder_units):
+  """A fully connected VAE with separate z_mean / z_log_var heads.
+
+  Args:
+    name: Registry name.
+    image_shape: Shape of one image, e.g. (28, 28, 1).
+    latent_dim: Size of z.
+    encoder_units: Widths of the encoder's hidden ReLU layers.
+    decoder_units: Widths of the decoder's hidden ReLU layers.
+
+  Returns:
+    A `VariationalAutoencoder`.
+  """
+  images, epsilon = encoder_inputs(image_shape, latent_dim)
+  h = dense_stack(keras.layers.Flatten()(images), encoder_units, "encoder")
+  z_mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
+  z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
+  z = Reparameterize(name="z")([z_mean, z_log_var, epsilon])
+  encoder = keras.Model([images, epsilon], [z_mean, z_log_var, z],
+                        name="encoder")
+  return VariationalAutoencoder(
+      name, encoder, dense_decoder(image_shape, latent_dim, decoder_units))
+
+
+def dense_decoder(image_shape, latent_dim, units):
+  """z -> ReLU Dense layers -> Dense(prod(image_shape)) logits, reshaped."""
+  z = keras.Input(shape=(latent_dim,), name="z")
+  h = dense_stack(z, units, "decoder")
+  num_pixels = 1
+  for dim in image_shape:
+    num_pixels *= dim
+  logits = keras.layers.Dense(num_pixels, name="logits", dtype="float32")(h)
+  logits = keras.layers.Reshape(image_shape, name="image_logits")(logits)
+  return keras.Model(z, logits, name="decoder")
