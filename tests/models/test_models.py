@@ -1,0 +1,82 @@
+"""Every registered model: the seeds' parameter counts and the contract."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from models import registry
+
+EXPECTED = {
+    "dense": (234_372, 234_896),
+    "lambda": (403_972, 403_728),
+    "conv": (69_076, 65_089),
+    "mlp": (566_660, 567_184),
+    "denoising": (442_960, 423_184),
+}
+
+
+def test_registry_holds_the_five_seed_models():
+  assert models.names() == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_parameter_counts_match_the_seeds(name):
+  spec = models.get(name)
+  vae = spec.build((28, 28, 1), spec.default_latent_dim)
+  assert vae.count_params() == EXPECTED[name] == spec.parameter_counts
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_contract_shapes_and_determinism(name):
+  spec = models.get(name)
+  vae = spec.build((28, 28, 1), 3)
+  images = tf.random.uniform([4, 28, 28, 1])
+  epsilon = tf.random.normal([4, 3])
+  z_mean, z_log_var, z = vae.encoder([images, epsilon])
+  assert z_mean.shape == z_log_var.shape == z.shape == (4, 3)
+  np.testing.assert_allclose(z, z_mean + tf.exp(0.5 * z_log_var) * epsilon,
+                             rtol=1e-5)
+  again = vae.encoder([images, epsilon])[2]
+  np.testing.assert_array_equal(z, again)  # No hidden randomness.
+  assert vae.decoder(z).shape == (4, 28, 28, 1)
+  assert vae.image_shape == (28, 28, 1) and vae.latent_dim == 3
+
+
+def test_lambda_model_samples_inside_a_lambda_layer():
+  vae = models.get("lambda").build((28, 28, 1), 2)
+  import keras
+  assert any(isinstance(layer, keras.layers.Lambda)
+             for layer in vae.encoder.layers)
+
+
+def test_lambda_model_works_under_tf_function_and_savedmodel(tmp_path):
+  vae = models.get("lambda").build((28, 28, 1), 2)
+  images, epsilon = tf.random.uniform([2, 28, 28, 1]), tf.random.normal([2, 2])
+  eager = vae.encoder([images, epsilon])[2]
+  traced = tf.function(lambda x, e: vae.encoder([x, e])[2])(images, epsilon)
+  np.testing.assert_allclose(eager, traced, rtol=1e-6)
+  module = tf.Module()
+  module.encoder = vae.encoder
+  module.f = tf.function(lambda x, e: vae.encoder([x, e])[2],
+                         input_signature=[tf.TensorSpec([None, 28, 28, 1]),
+                                          tf.TensorSpec([None, 2])])
+  tf.saved_model.save(module, str(tmp_path))
+  loaded = tf.saved_model.load(str(tmp_path))
+  np.testing.assert_allclose(loaded.f(images, epsilon), eager, rtol=1e-6)
+
+
+def test_conv_rejects_sides_not_divisible_by_four():
+  with pytest.raises(ValueError, match="divisible by 4"):
+    models.get("conv").build((30, 30, 1), 2)
+
+
+def test_unknown_model_lists_the_known_ones():
+  with pytest.raises(KeyError, match="known models: conv, denoising, dense, lambda, mlp"):
+    models.get("resnet")
+
+
+def test_duplicate_registration_is_refused():
+  with pytest.raises(ValueError, match="registered twice"):
+    registry.register("dense", default_latent_dim=2, parameter_counts=(0, 0),
+                      description="")(lambda shape, latent: None)
