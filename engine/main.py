@@ -1,10 +1,13 @@
-"""Command line: `python -m engine.main --model=conv ...` (or `vae-engine`).
+"""Trains a VAE with vae-engine's compiled custom loop.
 
-This is the only place that reads the engine's flags: it turns them into a
-frozen `RunConfig` and hands that to `engine.runner.run`. Bad input ends the
-process with a one-line `error: ...` on stderr and exit status 2, without a
-traceback.
+Usage: python -m engine.main --model=conv --data_dir=DIR --model_dir=DIR
+       (or `vae-engine ...`; `--flagfile=FILE` reads flags from a file).
+Re-running the same command resumes from the latest checkpoint in
+--model_dir. Bad input ends with a one-line `error: ...` and exit status 2.
 """
+
+# This module is the only reader of the engine's flags: it turns them into a
+# frozen RunConfig and hands that to engine.runner.run.
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags, turning absl's errors into one line (missing flagfile too)."""
   try:
     return FLAGS(argv)
+  except absl_flags.CantOpenFlagFileError as e:
+    fail(f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})")
   except absl_flags.Error as e:
     fail(str(e).strip().splitlines()[0])
   except OSError as e:  # --flagfile that cannot be read.

@@ -1,0 +1,123 @@
+"""SavedModel export: every model, loaded by code that never imports ours."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from engine import export
+
+_LOADER = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+results = {}
+for name, path in json.loads(sys.argv[1]).items():
+  loaded = tf.saved_model.load(path)
+  images = np.load(sys.argv[2])
+  out = {}
+  for signature, fn in loaded.signatures.items():
+    if signature in ("encode", "reconstruct", "serving_default", "denoise"):
+      result = fn(images=tf.constant(images))
+    elif signature == "decode":
+      result = fn(z=tf.zeros([3, int(sys.argv[3 if name != "denoising" else 4])]))
+    elif signature == "sample":
+      result = fn(num=tf.constant(5))
+    out[signature] = {k: [list(v.shape), v.dtype.name, float(tf.reduce_min(v)),
+                          float(tf.reduce_max(v))] for k, v in result.items()}
+  out["z_mean"] = loaded.signatures["encode"](
+      images=tf.constant(images))["z_mean"].numpy().tolist()
+  results[name] = out
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+  root = tmp_path_factory.mktemp("exports")
+  built, paths = {}, {}
+  for name in models.names():
+    spec = models.get(name)
+    vae = spec.build((28, 28, 1), spec.default_latent_dim)
+    built[name] = vae
+    paths[name] = export.export(vae, str(root / name), version=7,
+                                denoising=name == "denoising")
+  return built, paths
+
+
+def test_layout_is_versioned_and_complete(exports):
+  _, paths = exports
+  for path in paths.values():
+    assert os.path.basename(path) == "7"
+    assert os.path.exists(os.path.join(path, "saved_model.pb"))
+    assert not [p for p in os.listdir(os.path.dirname(path))
+                if p.startswith(".")]
+
+
+def test_fresh_process_calls_every_signature(exports, tmp_path, mnist):
+  built, paths = exports
+  images = (mnist.test_images[:3] / 255.0).astype(np.float32)
+  np.save(tmp_path / "images.npy", images)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  result = subprocess.run(
+      [sys.executable, "-c", _LOADER, json.dumps(paths),
+       str(tmp_path / "images.npy"), "2", "40"],
+      capture_output=True, text=True, cwd=str(tmp_path), env=env, check=True)
+  outputs = json.loads(result.stdout.strip().splitlines()[-1])
+  for name, out in outputs.items():
+    expected = {"encode", "decode", "reconstruct", "sample", "serving_default"}
+    if name == "denoising":
+      expected.add("denoise")
+    assert expected <= set(out), name
+    latent = built[name].latent_dim
+    assert out["encode"]["z_mean"][:2] == [[3, latent], "float32"]
+    assert out["encode"]["z_log_var"][:2] == [[3, latent], "float32"]
+    for signature, count in (("decode", 3), ("reconstruct", 3),
+                             ("sample", 5), ("serving_default", 3)):
+      shape, dtype, low, high = out[signature]["images"]
+      assert shape == [count, 28, 28, 1] and dtype == "float32"
+      assert 0.0 <= low <= high <= 1.0, (name, signature)
+    in_process = built[name].encoder([images, np.zeros((3, latent),
+                                                       np.float32)])[0]
+    np.testing.assert_allclose(out["z_mean"], in_process, rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_saved_model_cli_lists_the_signatures(exports):
+  _, paths = exports
+  cli = shutil.which("saved_model_cli") or os.path.join(
+      os.path.dirname(sys.executable), "saved_model_cli")
+  result = subprocess.run([cli, "show", "--dir", paths["denoising"], "--all"],
+                          capture_output=True, text=True, check=True)
+  for signature in ("encode", "decode", "reconstruct", "sample",
+                    "serving_default", "denoise"):
+    assert f"signature_def['{signature}']" in result.stdout
+
+
+def test_re_export_replaces_a_version_only_when_complete(tmp_path):
+  vae = models.get("dense").build((28, 28, 1), 2)
+  first = export.export(vae, str(tmp_path), version=3)
+  marker = os.path.join(first, "marker")
+  open(marker, "w").close()
+  again = export.export(vae, str(tmp_path), version=3)
+  assert again == first and not os.path.exists(marker)
+  assert sorted(os.listdir(tmp_path)) == ["3"]
+
+
+def test_failed_export_leaves_no_directory(tmp_path, monkeypatch):
+  vae = models.get("dense").build((28, 28, 1), 2)
+  previous = export.export(vae, str(tmp_path), version=1)
+
+  def explode(*args, **kwargs):
+    raise RuntimeError("disk full")
+  monkeypatch.setattr(tf.saved_model, "save", explode)
+  with pytest.raises(RuntimeError, match="disk full"):
+    export.export(vae, str(tmp_path), version=2)
+  assert sorted(os.listdir(tmp_path)) == ["1"]
+  assert os.path.exists(os.path.join(previous, "saved_model.pb"))
