@@ -1,0 +1,55 @@
+"""Flags -> frozen config: defaults, model defaults, flagfile round trip."""
+
+import dataclasses
+
+from absl import flags as absl_flags
+import pytest
+
+import flags
+from engine.config import RunConfig
+
+
+def _parse(*args):
+  values = absl_flags.FlagValues()
+  flags.define(values)
+  values(["prog", *args])
+  return values
+
+
+def test_defaults_and_model_defaults():
+  config = flags.to_config(_parse())
+  assert config.model.name == "conv" and config.model.latent_dim == 2
+  assert config.data.noise_factor == 0.0
+  denoising = flags.to_config(_parse("--model=denoising"))
+  assert denoising.model.latent_dim == 40
+  assert denoising.data.noise_factor == 0.2
+  explicit = flags.to_config(_parse("--model=denoising", "--latent_dim=8",
+                                    "--noise_factor=0"))
+  assert explicit.model.latent_dim == 8 and explicit.data.noise_factor == 0.0
+
+
+def test_config_is_frozen():
+  config = flags.to_config(_parse())
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    config.train.batch_size = 3
+
+
+def test_written_flagfile_reproduces_the_config(tmp_path):
+  config = flags.to_config(_parse(
+      "--model=mlp", "--batch_size=64", "--binarize=dynamic", "--beta=0.5",
+      "--train_steps=77", "--nofigures", f"--data_dir={tmp_path}",
+      "--export_dir=/tmp/x", "--max_train_examples=500"))
+  path = tmp_path / "flags.txt"
+  path.write_text(config.to_flagfile())
+  assert flags.to_config(_parse(f"--flagfile={path}")) == config
+  assert RunConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("flag", ["--batch_size=0", "--latent_dim=0",
+                                  "--learning_rate=-1", "--beta=-0.1",
+                                  "--noise_factor=-1", "--log_every=0",
+                                  "--binarize=maybe",
+                                  "--reconstruction_loss=l1"])
+def test_invalid_values_are_rejected_at_parse_time(flag):
+  with pytest.raises(absl_flags.Error, match=flag.split("=")[0]):
+    _parse(flag)
