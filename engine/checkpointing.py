@@ -10,12 +10,20 @@ clear message instead of being half-restored.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from typing import Optional
 
 import tensorflow as tf
 
-from engine.errors import CheckpointMismatchError
+import models
+from engine.config import RunConfig
+from engine.errors import CheckpointMismatchError, UserError
 from engine.steps import Trainer
+from models.base import VariationalAutoencoder
+
+CONFIG_JSON = "config.json"
 
 _FINGERPRINT_KEY = "fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -97,3 +105,69 @@ class Checkpointer:
   def save(self, step: int) -> str:
     """Writes a checkpoint for `step` and returns its path."""
     return self.manager.save(checkpoint_number=step)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A model restored from a run's directory, for tools.
+
+  Attributes:
+    config: The run's saved config.
+    vae: The model with the checkpoint's weights.
+    step: The checkpoint's global step.
+    checkpoint: The checkpoint's path.
+  """
+
+  config: RunConfig
+  vae: VariationalAutoencoder
+  step: int
+  checkpoint: str
+
+
+def read_run_config(model_dir: str) -> RunConfig:
+  """Reads `<model_dir>/config.json`, written by every run.
+
+  Raises:
+    UserError: If it is missing or unreadable.
+  """
+  path = os.path.join(model_dir, CONFIG_JSON)
+  try:
+    with open(path) as f:
+      return RunConfig.from_dict(json.load(f))
+  except FileNotFoundError:
+    raise UserError(f"--model_dir={model_dir}: no {CONFIG_JSON}; not a "
+                    "vae-engine run directory") from None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserError(f"{path}: unreadable ({e})") from None
+
+
+def load_trained_model(model_dir: str,
+                       checkpoint: Optional[str] = None) -> TrainedModel:
+  """Rebuilds a run's model and restores a checkpoint's weights into it.
+
+  Args:
+    model_dir: The run's directory.
+    checkpoint: A checkpoint path; the latest in `model_dir` by default.
+
+  Raises:
+    UserError: If the directory has no config or checkpoint, or the
+      checkpoint does not fit the config's model.
+  """
+  config = read_run_config(model_dir)
+  path = checkpoint or tf.train.latest_checkpoint(model_dir)
+  if path is None:
+    raise UserError(f"--model_dir={model_dir}: holds no checkpoint")
+  try:
+    fingerprint = tf.train.load_variable(path, _FINGERPRINT_KEY)
+    step = int(tf.train.load_variable(
+        path, "global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+  except (tf.errors.OpError, ValueError) as e:
+    raise UserError(f"{path}: not a readable vae-engine checkpoint "
+                    f"({str(e).splitlines()[0][:160]})") from None
+  fields = dict(item.split("=", 1) for item in fingerprint.decode().split(";"))
+  image_shape = tuple(int(d) for d in fields["image_shape"].split("x"))
+  vae = models.get(config.model.name).build(image_shape,
+                                            config.model.latent_dim)
+  tf.train.Checkpoint(encoder=vae.encoder, decoder=vae.decoder).restore(
+      path).expect_partial().assert_existing_objects_matched()
+  return TrainedModel(config, vae, step, path)

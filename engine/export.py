@@ -84,6 +84,26 @@ class ServingModule(tf.Module):
     return signatures
 
 
+def recover(export_dir: str) -> None:
+  """Cleans up after an exporter that was killed part-way.
+
+  A version retired for replacement (`.old-<v>-*/old`) whose replacement never
+  arrived is put back; unfinished `.tmp-*` directories are removed. Assumes a
+  single exporter per directory (the chief).
+  """
+  for entry in sorted(os.listdir(export_dir)):
+    path = os.path.join(export_dir, entry)
+    if entry.startswith(".old-"):
+      version = entry.split("-")[1]
+      retired = os.path.join(path, "old")
+      if os.path.isdir(retired) and not os.path.exists(
+          os.path.join(export_dir, version)):
+        os.rename(retired, os.path.join(export_dir, version))
+      shutil.rmtree(path, ignore_errors=True)
+    elif entry.startswith(".tmp-"):
+      shutil.rmtree(path, ignore_errors=True)
+
+
 def export(vae: VariationalAutoencoder, export_dir: str, version: int,
            denoising: bool = False) -> str:
   """Writes `<export_dir>/<version>/` atomically and returns its path.
@@ -101,6 +121,7 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
     The path of the finished export.
   """
   os.makedirs(export_dir, exist_ok=True)
+  recover(export_dir)
   final = os.path.join(export_dir, str(version))
   staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
   try:

@@ -1,8 +1,9 @@
 """The matplotlib figures people judge a VAE by (PNG, Agg backend).
 
 Pure plotting functions take numpy arrays; `write_run_figures` computes what
-they need from a model and the test set and writes them all into
-`<model_dir>/figures/`.
+they need from two functions (encode to latent means, decode to pixel
+probabilities) and the test set, so the same figures come from a live model,
+a checkpoint or an exported SavedModel.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from typing import Callable  # noqa: E402
 
-from models.base import VariationalAutoencoder  # noqa: E402
+Encode = Callable[[np.ndarray], np.ndarray]  # images -> z_mean
+Decode = Callable[[np.ndarray], np.ndarray]  # z -> pixel probabilities
 
 MANIFOLD_SIZE = 30
 MANIFOLD_RANGE = 2.0
@@ -146,19 +148,28 @@ def manifold_latents(origin, basis, size=MANIFOLD_SIZE,
   return (origin + coords @ basis).astype(np.float32)
 
 
-def write_run_figures(vae: VariationalAutoencoder, test_batch: dict,
-                      z_means: np.ndarray, labels: np.ndarray,
-                      metrics: dict, directory: str, seed: int,
-                      denoising: bool) -> list[str]:
-  """Writes every figure for a model into `directory`.
+def encode_all(encode: Encode, images: np.ndarray,
+               batch_size: int = 1000) -> np.ndarray:
+  """Latent means of all `images` (float32 in [0, 1]), in batches."""
+  return np.concatenate([np.asarray(encode(images[i:i + batch_size]))
+                         for i in range(0, len(images), batch_size)])
+
+
+def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
+                      test_inputs: np.ndarray, test_targets: np.ndarray,
+                      test_labels: np.ndarray, metrics: dict, directory: str,
+                      seed: int, denoising: bool) -> list[str]:
+  """Writes every figure into `directory`.
 
   Args:
-    vae: The model.
-    test_batch: A pipeline element of test images (inputs, targets) with at
-      least 10 examples.
-    z_means: Latent means of the whole test set [M, D].
-    labels: Their labels [M].
-    metrics: `summaries.read_metrics(model_dir)`.
+    encode: images -> latent means.
+    decode: latents -> pixel probabilities.
+    latent_dim: Size of the latent code.
+    test_inputs: Test images as the encoder sees them (noisy when denoising),
+      float32 in [0, 1].
+    test_targets: The same images, clean.
+    test_labels: Their labels.
+    metrics: `summaries.read_metrics(model_dir)` ({} if there are no logs).
     directory: Output directory (created).
     seed: Seeds the prior samples.
     denoising: Also plot noisy / denoised / clean rows.
@@ -167,32 +178,29 @@ def write_run_figures(vae: VariationalAutoencoder, test_batch: dict,
     The paths written.
   """
   os.makedirs(directory, exist_ok=True)
-  decode = lambda z: tf.sigmoid(tf.cast(vae.decoder(z, training=False),  # noqa: E731
-                                        tf.float32)).numpy()
-  inputs = test_batch["inputs"][:10]
-  zeros = tf.zeros([inputs.shape[0], vae.latent_dim])
-  means, _, _ = vae.encoder([inputs, zeros], training=False)
-  reconstructions = decode(means)
-  paths = [plot_reconstructions(test_batch["targets"][:10].numpy(),
-                                reconstructions,
+  z_means = encode_all(encode, test_inputs)
+  reconstructions = np.asarray(decode(z_means[:10]))
+  paths = [plot_reconstructions(test_targets[:10], reconstructions,
                                 os.path.join(directory, "reconstructions.png"))]
-  prior = tf.random.stateless_normal([100, vae.latent_dim], seed=[seed, 7])
-  paths.append(plot_grid(decode(prior), os.path.join(directory, "samples.png"),
+  prior = np.random.default_rng(seed).standard_normal(
+      (100, latent_dim)).astype(np.float32)
+  paths.append(plot_grid(np.asarray(decode(prior)),
+                         os.path.join(directory, "samples.png"),
                          "samples from the prior"))
   origin, basis, names = latent_plane(z_means)
-  grid = manifold_latents(origin, basis)
-  paths.append(plot_grid(decode(grid),
+  paths.append(plot_grid(np.asarray(decode(manifold_latents(origin, basis))),
                          os.path.join(directory, "latent_manifold.png"),
                          f"latent manifold over [-2, 2]^2 ({names[0]}, "
                          f"{names[1]})", columns=MANIFOLD_SIZE))
   projected = (z_means - origin) @ np.linalg.pinv(basis)
-  paths.append(plot_latent_scatter(projected, labels,
+  paths.append(plot_latent_scatter(projected, test_labels,
                                    os.path.join(directory,
                                                 "latent_scatter.png"), names))
   if denoising:
-    paths.append(plot_denoising(inputs.numpy(), reconstructions,
-                                test_batch["targets"][:10].numpy(),
+    paths.append(plot_denoising(test_inputs[:10], reconstructions,
+                                test_targets[:10],
                                 os.path.join(directory, "denoising.png")))
-  paths.append(plot_loss_curves(metrics,
-                                os.path.join(directory, "loss_curves.png")))
+  if metrics:
+    paths.append(plot_loss_curves(metrics,
+                                  os.path.join(directory, "loss_curves.png")))
   return paths

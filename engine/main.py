@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 import flags  # noqa: E402
 
@@ -52,8 +53,12 @@ def main(argv: list[str]) -> None:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   from engine import runner  # noqa: E402  (imports TensorFlow; after parsing)
   # TensorFlow logs routine saver/exporter details at INFO through Python
-  # logging; the progress lines are what a user reads.
-  logging.getLogger("tensorflow").setLevel(logging.WARNING)
+  # logging; the progress lines are what a user reads. --verbosity=0 (absl's
+  # flag) brings them back.
+  # (absl's app.run sets INFO itself, so an explicit flag is looked for.)
+  if not any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:]):
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
   from engine.errors import UserError  # noqa: E402
 
   config = flags.to_config(FLAGS)

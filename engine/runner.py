@@ -17,7 +17,6 @@ import time
 from typing import Optional, TextIO
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import models
@@ -33,7 +32,7 @@ from engine.data import pipeline
 from engine.data import sources
 from engine.errors import UserError
 
-CONFIG_JSON = "config.json"
+CONFIG_JSON = checkpointing.CONFIG_JSON
 CONFIG_FLAGFILE = "flags.txt"
 
 
@@ -219,23 +218,25 @@ class _Run:
     samples = tf.sigmoid(tf.cast(self.vae.decoder(prior), tf.float32)).numpy()
     self.writer.images("eval", step, "prior_samples", figures.tile(samples, 8))
 
-  def _test_latent_means(self) -> np.ndarray:
-    encode = tf.function(lambda x: self.vae.encoder(
-        [x, tf.zeros([tf.shape(x)[0], self.vae.latent_dim])],
-        training=False)[0])
-    batches = pipeline.eval_dataset(
-        self.test_images, self.test_labels,
-        dataclasses.replace(self.options, global_batch_size=1000))
-    return np.concatenate([encode(b["inputs"]).numpy() for b in batches])
-
   def write_figures(self) -> list:
-    directory = os.path.join(self.config.train.model_dir, "figures")
+    test = self._first_test_batch(len(self.data.test_images))
+    encode, decode = model_functions(self.vae)
     return figures.write_run_figures(
-        self.vae, self._first_test_batch(10), self._test_latent_means(),
-        self.data.test_labels, summaries.read_metrics(
-            self.config.train.model_dir),
-        directory, self.config.train.seed,
-        denoising=self.config.data.noise_factor > 0)
+        encode, decode, self.vae.latent_dim, test["inputs"].numpy(),
+        test["targets"].numpy(), self.data.test_labels,
+        summaries.read_metrics(self.config.train.model_dir),
+        os.path.join(self.config.train.model_dir, "figures"),
+        self.config.train.seed, denoising=self.config.data.noise_factor > 0)
+
+
+def model_functions(vae) -> tuple:
+  """(encode: images -> z_mean, decode: z -> probabilities) as numpy calls."""
+  encode = tf.function(lambda x: vae.encoder(
+      [x, tf.zeros([tf.shape(x)[0], vae.latent_dim])], training=False)[0])
+  decode = tf.function(lambda z: tf.sigmoid(tf.cast(
+      vae.decoder(z, training=False), tf.float32)))
+  return (lambda images: encode(tf.constant(images, tf.float32)).numpy(),
+          lambda z: decode(tf.constant(z, tf.float32)).numpy())
 
 
 def run(config: RunConfig, stream: TextIO | None = None) -> RunResult:

@@ -71,6 +71,13 @@ def test_run_writes_checkpoints_summaries_config_and_prints_test_elbo(
   assert "--model=dense\n" in (tmp_path / "flags.txt").read_text()
   evals = summaries.read_metrics(str(tmp_path))["eval"]
   assert sorted(evals) == [20, 40]
+  tags = set()
+  for name in os.listdir(tmp_path / "eval"):
+    for event in tf.compat.v1.train.summary_iterator(
+        str(tmp_path / "eval" / name)):
+      tags.update(value.tag for value in event.summary.value)
+  assert {"elbo", "reconstruction", "kl", "inputs_vs_reconstructions",
+          "prior_samples"} <= tags
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(small_mnist_dir,

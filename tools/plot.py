@@ -1,0 +1,88 @@
+"""Draws a run's figures from a checkpoint or from an exported SavedModel.
+
+    python tools/plot.py --model_dir=/tmp/conv                 # latest checkpoint
+    python tools/plot.py --saved_model=/tmp/conv/export/4680 \
+        --data_dir=path/to/mnist --output_dir=/tmp/figs        # an export
+
+Test data comes from --dataset / --data_dir, defaulting to the run's own.
+"""
+
+import _entry  # noqa: F401  (sets up the import path)
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A run directory (uses a checkpoint).")
+flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: latest).")
+flags.DEFINE_string("saved_model", None, "An export directory (one version).")
+flags.DEFINE_string("output_dir", None,
+                    "Where to write PNGs (default: <model_dir>/figures).")
+flags.DEFINE_string("dataset", None, "Dataset (default: the run's).")
+flags.DEFINE_string("data_dir", None, "IDX directory (default: the run's).")
+flags.DEFINE_enum("binarize", None, ["none", "static", "dynamic"],
+                  "Test-image binarization (default: the run's, or none).")
+flags.DEFINE_float("noise_factor", None,
+                   "Input noise for denoising figures (default: the run's).")
+flags.DEFINE_integer("seed", 0, "Seeds the prior samples.")
+
+
+def main(argv):
+  del argv
+  import dataclasses
+
+  import numpy as np
+  import tensorflow as tf
+
+  from engine import checkpointing
+  from engine import figures
+  from engine import runner
+  from engine import summaries
+  from engine.config import DataConfig
+  from engine.data import pipeline
+  from engine.data import sources
+  from engine.errors import UserError
+
+  if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
+    raise UserError("pass exactly one of --model_dir or --saved_model")
+  data_config, metrics = DataConfig(), {}
+  if FLAGS.model_dir:
+    trained = checkpointing.load_trained_model(FLAGS.model_dir,
+                                               FLAGS.checkpoint)
+    encode, decode = runner.model_functions(trained.vae)
+    latent_dim = trained.vae.latent_dim
+    data_config = trained.config.data
+    metrics = summaries.read_metrics(FLAGS.model_dir)
+  else:
+    try:
+      loaded = tf.saved_model.load(FLAGS.saved_model)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+      raise UserError(f"--saved_model={FLAGS.saved_model}: cannot load it "
+                      f"({str(e).splitlines()[0][:160]})") from None
+    encode_fn, decode_fn = (loaded.signatures["encode"],
+                            loaded.signatures["decode"])
+    latent_dim = int(decode_fn.structured_input_signature[1]["z"].shape[-1])
+    encode = lambda x: encode_fn(images=tf.constant(x))["z_mean"].numpy()  # noqa: E731
+    decode = lambda z: decode_fn(z=tf.constant(z))["images"].numpy()  # noqa: E731
+  overrides = {name: getattr(FLAGS, name)
+               for name in ("dataset", "data_dir", "binarize", "noise_factor")
+               if getattr(FLAGS, name) is not None}
+  data_config = dataclasses.replace(data_config, **overrides)
+  data = sources.load(data_config)
+  options = pipeline.PipelineOptions(len(data.test_images), FLAGS.seed,
+                                     data_config.binarize,
+                                     data_config.noise_factor, latent_dim)
+  test = next(iter(pipeline.eval_dataset(
+      pipeline.as_tensor(data.test_images),
+      pipeline.as_tensor(data.test_labels), options)))
+  output_dir = FLAGS.output_dir or (
+      f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
+  paths = figures.write_run_figures(
+      encode, decode, latent_dim, test["inputs"].numpy(),
+      test["targets"].numpy(), np.asarray(data.test_labels), metrics,
+      output_dir, FLAGS.seed, denoising=data_config.noise_factor > 0)
+  for path in paths:
+    print(path)
+
+
+if __name__ == "__main__":
+  _entry.run_tool(main)
