@@ -36,18 +36,22 @@ def architecture_fingerprint(model_name: str, latent_dim: int,
 
 
 class Checkpointer:
-  """Saves and restores a `Trainer`'s state in `directory`.
+  """Saves and restores a `Trainer`'s state.
 
   Args:
-    directory: Where checkpoints live (the run's `--model_dir`).
+    directory: Where checkpoints are written: the run's `--model_dir` on the
+      chief, a scratch directory on other workers (all workers must save,
+      since saving mirrored variables is a collective operation).
     trainer: Whose model, optimizer and step are saved.
     fingerprint: `architecture_fingerprint(...)` of this run's model.
     max_to_keep: Number of checkpoints kept.
+    restore_from: Where the latest checkpoint is read from (default:
+      `directory`); every worker restores the chief's.
   """
 
   def __init__(self, directory: str, trainer: Trainer, fingerprint: str,
-               max_to_keep: int):
-    self._directory = directory
+               max_to_keep: int, restore_from: Optional[str] = None):
+    self._directory = restore_from or directory
     self._fingerprint = fingerprint
     self.checkpoint = tf.train.Checkpoint(
         encoder=trainer.vae.encoder,
@@ -62,7 +66,8 @@ class Checkpointer:
 
   @property
   def latest(self) -> Optional[str]:
-    return self.manager.latest_checkpoint
+    """The newest checkpoint to restore from."""
+    return tf.train.latest_checkpoint(self._directory)
 
   def restore_latest(self) -> Optional[str]:
     """Restores the newest checkpoint, if any.

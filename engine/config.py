@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 BINARIZE_MODES = ("none", "static", "dynamic")
 RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian")
-STRATEGIES = ("default", "one_device", "mirrored")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
+              "parameter_server", "tpu")
 PRECISION_POLICIES = ("float32",)
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +79,14 @@ class TrainConfig:
     epochs: Passes over the training set; used when train_steps is None.
     train_steps: Total optimizer steps; overrides epochs when set.
     steps_per_loop: Steps run inside one compiled call.
-    learning_rate: Adam learning rate.
+    learning_rate: The optimizer's learning rate.
+    optimizer: `adam` or `sgd` (plain gradient descent).
     seed: Seeds weights, data order, binarization, noise and sampling.
     eval_every: Evaluate on the test split every N steps (0: only at the end).
     checkpoint_every: Save a checkpoint every N steps (0: only at the end).
     log_every: Log and write summaries every N steps.
     keep_checkpoints: How many checkpoints to keep.
     export_dir: Where to write the SavedModel at the end (None: no export).
-    strategy: tf.distribute strategy name.
     mixed_precision: Keras dtype policy name.
     figures: Write matplotlib figures at the end of training.
   """
@@ -95,15 +97,38 @@ class TrainConfig:
   train_steps: Optional[int] = None
   steps_per_loop: int = 100
   learning_rate: float = 1e-3
+  optimizer: str = "adam"
   seed: int = 0
   eval_every: int = 0
   checkpoint_every: int = 1000
   log_every: int = 100
   keep_checkpoints: int = 3
   export_dir: Optional[str] = None
-  strategy: str = "default"
   mixed_precision: str = "float32"
   figures: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionConfig:
+  """How training is spread over devices and machines.
+
+  Attributes:
+    strategy: tf.distribute strategy name (see `STRATEGIES`).
+    cpu_devices: Split the host CPU into this many logical devices (0: don't);
+      a testing aid that lets `mirrored` run without GPUs.
+    num_gpus: Use the first N local GPUs for `mirrored` (None: all).
+    collective_timeout_s: A cross-worker collective that takes longer fails,
+      so a dead peer ends the job instead of hanging it.
+    peer_wait_timeout_s: How long a worker waits for the cluster to assemble.
+    tpu: TPU name or address for `tpu` (empty: discover).
+  """
+
+  strategy: str = "default"
+  cpu_devices: int = 0
+  num_gpus: Optional[int] = None
+  collective_timeout_s: float = 30.0
+  peer_wait_timeout_s: float = 120.0
+  tpu: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +138,8 @@ class RunConfig:
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  distribution: DistributionConfig = dataclasses.field(
+      default_factory=DistributionConfig)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -126,12 +153,13 @@ class RunConfig:
         data=DataConfig(**values["data"]),
         model=ModelConfig(**values["model"]),
         train=TrainConfig(**values["train"]),
+        distribution=DistributionConfig(**values.get("distribution", {})),
     )
 
   def to_flagfile(self) -> str:
     """Renders the config as absl flags that reproduce it (`--flagfile`)."""
     lines = []
-    for section in (self.data, self.model, self.train):
+    for section in (self.data, self.model, self.train, self.distribution):
       for field in dataclasses.fields(section):
         value = getattr(section, field.name)
         flag = _FLAG_NAMES.get(field.name, field.name)
@@ -145,4 +173,6 @@ class RunConfig:
 
 
 # Config fields whose flag has another name.
-_FLAG_NAMES = {"name": "model", "download_timeout_s": "download_timeout"}
+_FLAG_NAMES = {"name": "model", "download_timeout_s": "download_timeout",
+               "collective_timeout_s": "collective_timeout",
+               "peer_wait_timeout_s": "peer_wait_timeout"}

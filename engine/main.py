@@ -27,6 +27,8 @@ import flags  # noqa: E402
 
 FLAGS = absl_flags.FLAGS
 EXIT_USAGE = 2
+EXIT_CLUSTER_FAILURE = 1
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a scheduler expects.
 
 
 def fail(message: str) -> None:
@@ -61,11 +63,25 @@ def main(argv: list[str]) -> None:
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
   from engine.errors import UserError  # noqa: E402
 
+  import tensorflow as tf  # noqa: E402  (already imported by the runner)
+
   config = flags.to_config(FLAGS)
   try:
     runner.run(config)
   except UserError as e:
     fail(str(e))
+  except runner.Preempted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
+  except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+          tf.errors.AbortedError, tf.errors.CancelledError) as e:
+    # A peer died or stopped answering: end now so the job can be restarted
+    # from its last checkpoint, instead of hanging on a collective.
+    reason = " ".join(str(e).split())[:300]
+    print(f"error: training stopped: a worker failed or became unreachable "
+          f"({type(e).__name__}: {reason}); restart the job to resume from "
+          "the last checkpoint", file=sys.stderr, flush=True)
+    sys.exit(EXIT_CLUSTER_FAILURE)
 
 
 def run() -> None:

@@ -11,8 +11,12 @@ Models are only called through `models.base.VariationalAutoencoder`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Optional, TextIO
 
@@ -34,6 +38,37 @@ from engine.errors import UserError
 
 CONFIG_JSON = checkpointing.CONFIG_JSON
 CONFIG_FLAGFILE = "flags.txt"
+
+
+class Preempted(Exception):
+  """Raised after SIGTERM once a checkpoint has been saved; re-run to resume."""
+
+  def __init__(self, step: int, checkpoint: str):
+    super().__init__(f"preempted (SIGTERM) at step {step}: saved {checkpoint};"
+                     " re-run the same command to resume")
+    self.step = step
+    self.checkpoint = checkpoint
+
+
+class _PreemptionFlag:
+  """Turns SIGTERM into a flag the loop checks between compiled calls."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,15 +140,22 @@ class _Run:
     self.config = config
     self.stream = stream
     train = config.train
-    prepare_model_dir(train.model_dir)
+    distribute.configure_devices(config.distribution)
+    self.strategy = distribute.make_strategy(config.distribution)
+    self.role = distribute.task_role(self.strategy)
+    # Only the chief writes the run's files; other workers write what must
+    # be written (checkpoints: saving is collective) to a scratch directory.
+    self.write_dir = (train.model_dir if self.role.is_chief
+                      else self.role.scratch_dir(train.model_dir))
+    prepare_model_dir(self.write_dir)
     keras.utils.set_random_seed(train.seed)
     keras.mixed_precision.set_dtype_policy(train.mixed_precision)
     self.data = sources.load(config.data)
-    self.strategy = distribute.make_strategy(train.strategy)
     replicas = self.strategy.num_replicas_in_sync
     if train.batch_size % replicas:
       raise UserError(f"--batch_size={train.batch_size}: must divide by the "
-                      f"{replicas} replicas of --strategy={train.strategy}")
+                      f"{replicas} replicas of "
+                      f"--strategy={config.distribution.strategy}")
     if len(self.data.train_images) < train.batch_size:
       raise UserError(f"--batch_size={train.batch_size}: larger than the "
                       f"{len(self.data.train_images)} training examples")
@@ -126,31 +168,65 @@ class _Run:
                         f"{self.data.source}'s images of shape "
                         f"{self.data.image_shape} ({e})") from None
       self.trainer = steps.Trainer(self.vae, config.model, self.strategy,
-                                   train.batch_size, train.learning_rate)
+                                   train.batch_size, train.learning_rate,
+                                   train.optimizer)
       self.evaluator = steps.Evaluator(self.vae, config.model, self.strategy)
     fingerprint = checkpointing.architecture_fingerprint(
         spec.name, config.model.latent_dim, self.data.image_shape)
     self.checkpointer = checkpointing.Checkpointer(
-        train.model_dir, self.trainer, fingerprint, train.keep_checkpoints)
+        self.write_dir, self.trainer, fingerprint, train.keep_checkpoints,
+        restore_from=train.model_dir)
     self.resumed_from = self.checkpointer.restore_latest()
-    write_config(train.model_dir, config)
+    if self.role.is_chief:
+      write_config(train.model_dir, config)
     self.total_steps = total_steps(config, len(self.data.train_images))
     self.options = pipeline.PipelineOptions(
         global_batch_size=train.batch_size, seed=train.seed,
         binarize=config.data.binarize, noise_factor=config.data.noise_factor,
         latent_dim=config.model.latent_dim)
-    self.writer = summaries.SummaryWriter(train.model_dir)
+    self.writer = summaries.SummaryWriter(self.write_dir)
     self.test_images = pipeline.as_tensor(self.data.test_images)
     self.test_labels = pipeline.as_tensor(self.data.test_labels)
     self.eval_data = self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.eval_dataset(
             self.test_images, self.test_labels, self.options, context))
+    self._any_preempted = tf.function(self._count_preempted)
+
+  def _count_preempted(self, flag):
+    """How many replicas' processes got SIGTERM (a collective: all agree)."""
+    per_replica = self.strategy.run(lambda: tf.identity(flag))
+    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                axis=None)
+
+  def save(self, step: int) -> str:
+    """Saves on every worker; returns the chief's checkpoint path."""
+    self.checkpointer.save(step)
+    return os.path.join(self.config.train.model_dir, f"ckpt-{step}")
+
+  def cleanup(self) -> None:
+    if not self.role.is_chief:
+      shutil.rmtree(self.write_dir, ignore_errors=True)
+      try:
+        os.rmdir(os.path.dirname(self.write_dir))  # The last one out.
+      except OSError:
+        pass
+
+  def weights_fingerprint(self) -> str:
+    """A hash of this process's copy of the weights, to compare workers."""
+    digest = hashlib.sha256()
+    for variable in self.vae.trainable_variables:
+      digest.update(variable.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
   def say(self, message: str) -> None:
     print(message, file=self.stream, flush=True)
 
-  def train(self) -> int:
-    """Runs the training loop from the restored step to the last one."""
+  def train(self, preemption: _PreemptionFlag) -> int:
+    """Runs the training loop from the restored step to the last one.
+
+    Raises:
+      Preempted: After saving a checkpoint, if any worker got SIGTERM.
+    """
     train = self.config.train
     start = int(self.trainer.global_step.numpy())
     if start >= self.total_steps:
@@ -170,6 +246,8 @@ class _Run:
                    _next_boundary(step, train.eval_every, self.total_steps))
       self.trainer.train_loop(iterator, tf.constant(target - step, tf.int32))
       step = target
+      if int(self._any_preempted(tf.constant(int(preemption.raised)))):
+        raise Preempted(step, self.save(step))
       if step % train.log_every == 0 or step == self.total_steps:
         metrics = self.trainer.metrics.result_and_reset()
         rate = throughput.measure(metrics.pop("examples"))
@@ -180,7 +258,7 @@ class _Run:
         self.writer.scalars("train", step, {**metrics,
                                             "examples_per_sec": rate})
       if train.checkpoint_every and step % train.checkpoint_every == 0:
-        self.checkpointer.save(step)
+        self.save(step)
       if (train.eval_every and step % train.eval_every == 0
           and step != self.total_steps):
         self.evaluate(step)
@@ -253,6 +331,13 @@ def run(config: RunConfig, stream: TextIO | None = None) -> RunResult:
     UserError: For bad flags, data or model directories.
   """
   state = _Run(config, stream or sys.stdout)
+  try:
+    return _train_evaluate_export(state, config)
+  finally:
+    state.cleanup()
+
+
+def _train_evaluate_export(state: _Run, config: RunConfig) -> RunResult:
   if state.resumed_from:
     state.say(f"resumed from {state.resumed_from} at step "
               f"{int(state.trainer.global_step.numpy())}")
@@ -260,19 +345,28 @@ def run(config: RunConfig, stream: TextIO | None = None) -> RunResult:
             f"on {state.data.source}: {len(state.data.train_images)} train / "
             f"{len(state.data.test_images)} test images, "
             f"{state.total_steps} steps of {config.train.batch_size}, "
-            f"{state.strategy.num_replicas_in_sync} replica(s)")
-  step = state.train()
+            f"{state.strategy.num_replicas_in_sync} replica(s)"
+            + ("" if state.role.task_type is None else
+               f", task {state.role.task_type}:{state.role.task_id}"
+               f"{' (chief)' if state.role.is_chief else ''}"))
+  with _PreemptionFlag() as preemption:
+    step = state.train(preemption)
   checkpoint = state.checkpointer.latest
   if checkpoint is None or not checkpoint.endswith(f"-{step}"):
-    checkpoint = state.checkpointer.save(step)
+    checkpoint = state.save(step)
   metrics = state.evaluate(step)
   state.writer.flush()
-  figure_paths = state.write_figures() if config.train.figures else []
+  figure_paths = []
+  if config.train.figures and state.role.is_chief:
+    figure_paths = state.write_figures()
   export_path = None
   if config.train.export_dir:
-    export_path = export_lib.export(state.vae, config.train.export_dir, step,
+    export_dir = (config.train.export_dir if state.role.is_chief else
+                  os.path.join(state.write_dir, "export"))
+    export_path = export_lib.export(state.vae, export_dir, step,
                                     denoising=config.data.noise_factor > 0)
     state.say(f"exported SavedModel to {export_path}")
-  state.say(f"done: step {step}, test ELBO {metrics['elbo']:.2f} nats")
+  state.say(f"done: step {step}, test ELBO {metrics['elbo']:.2f} nats, "
+            f"weights {state.weights_fingerprint()}")
   return RunResult(step, metrics, checkpoint, state.resumed_from, export_path,
                    figure_paths)

@@ -59,17 +59,19 @@ class Trainer:
     model_config: Likelihood and beta.
     strategy: The tf.distribute strategy the loop runs under.
     global_batch_size: For averaging the loss over the global batch.
-    learning_rate: Adam's learning rate.
+    learning_rate: The optimizer's learning rate.
+    optimizer: `adam` or `sgd`.
   """
 
   def __init__(self, vae: VariationalAutoencoder, model_config: ModelConfig,
                strategy: tf.distribute.Strategy, global_batch_size: int,
-               learning_rate: float):
+               learning_rate: float, optimizer: str = "adam"):
     self.vae = vae
     self.model_config = model_config
     self.strategy = strategy
     self.global_batch_size = global_batch_size
-    self.optimizer = keras.optimizers.Adam(learning_rate)
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+    self.optimizer = optimizers[optimizer](learning_rate)
     # Optimizer slots must exist before a checkpoint is restored into them.
     self.optimizer.build(vae.trainable_variables)
     self.global_step = tf.Variable(

@@ -102,8 +102,10 @@ def _define_train_flags(fv):
   flags.DEFINE_integer("steps_per_loop", 100,
                        "Training steps run inside one compiled call.",
                        flag_values=fv)
-  flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.",
+  flags.DEFINE_float("learning_rate", 1e-3, "The optimizer's learning rate.",
                      flag_values=fv)
+  flags.DEFINE_enum("optimizer", "adam", config_lib.OPTIMIZERS,
+                    "adam, or sgd (plain gradient descent).", flag_values=fv)
   flags.DEFINE_integer("seed", 0,
                        "Seeds weights, data order, binarization, noise and "
                        "sampling; a run is reproducible for a given seed.",
@@ -122,8 +124,29 @@ def _define_train_flags(fv):
   flags.DEFINE_string("export_dir", None,
                       "Write a SavedModel here at the end of training "
                       "(versioned: <export_dir>/<step>/).", flag_values=fv)
-  flags.DEFINE_enum("strategy", "default", config_lib.STRATEGIES,
-                    "tf.distribute strategy.", flag_values=fv)
+  flags.DEFINE_enum(
+      "strategy", "default", config_lib.STRATEGIES,
+      "tf.distribute strategy: default (one device, no distribution), "
+      "one_device, mirrored (all local GPUs, or --cpu_devices logical CPUs), "
+      "multi_worker_mirrored (cluster from TF_CONFIG). tpu and "
+      "parameter_server fail with the reason.", flag_values=fv)
+  flags.DEFINE_integer(
+      "cpu_devices", 0,
+      "Testing aid: split the host CPU into N logical devices so mirrored "
+      "runs without GPUs (0: don't split).", flag_values=fv)
+  flags.DEFINE_integer("num_gpus", None,
+                       "Use the first N local GPUs (default: all).",
+                       flag_values=fv)
+  flags.DEFINE_float(
+      "collective_timeout", 30.0,
+      "Seconds a cross-worker collective may take before the job fails (a "
+      "dead peer ends the job instead of hanging it).", flag_values=fv)
+  flags.DEFINE_float(
+      "peer_wait_timeout", 120.0,
+      "Seconds a worker waits for every TF_CONFIG peer to connect.",
+      flag_values=fv)
+  flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.",
+                      flag_values=fv)
   flags.DEFINE_enum("mixed_precision", "float32",
                     config_lib.PRECISION_POLICIES,
                     "Keras dtype policy for the model's computations.",
@@ -150,9 +173,11 @@ def _register_validators(fv):
                "keep_checkpoints", "learning_rate", "gaussian_stddev",
                "download_timeout"):
     _positive(name, fv)
-  for name in ("latent_dim", "train_steps", "max_train_examples"):
+  for name in ("latent_dim", "train_steps", "max_train_examples", "num_gpus"):
     _positive(name, fv, allow_none=True)
-  for name in ("eval_every", "checkpoint_every", "beta"):
+  for name in ("collective_timeout", "peer_wait_timeout"):
+    _positive(name, fv)
+  for name in ("eval_every", "checkpoint_every", "beta", "cpu_devices"):
     _non_negative(name, fv)
   flags.register_validator(
       "noise_factor", lambda v: v is None or v >= 0,
@@ -194,14 +219,22 @@ def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
           train_steps=fv.train_steps,
           steps_per_loop=fv.steps_per_loop,
           learning_rate=fv.learning_rate,
+          optimizer=fv.optimizer,
           seed=fv.seed,
           eval_every=fv.eval_every,
           checkpoint_every=fv.checkpoint_every,
           log_every=fv.log_every,
           keep_checkpoints=fv.keep_checkpoints,
           export_dir=fv.export_dir,
-          strategy=fv.strategy,
           mixed_precision=fv.mixed_precision,
           figures=fv.figures,
+      ),
+      distribution=config_lib.DistributionConfig(
+          strategy=fv.strategy,
+          cpu_devices=fv.cpu_devices,
+          num_gpus=fv.num_gpus,
+          collective_timeout_s=fv.collective_timeout,
+          peer_wait_timeout_s=fv.peer_wait_timeout,
+          tpu=fv.tpu,
       ),
   )

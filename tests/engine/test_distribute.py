@@ -1,0 +1,234 @@
+"""Distribution on a CPU-only machine: logical CPU devices for mirrored, local
+processes on 127.0.0.1 for multi-worker jobs, and the faults clusters have."""
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.engine.test_main import assert_one_line_error, run_cli
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+import launch_local  # noqa: E402
+
+_MIRRORED_VS_SINGLE = r"""
+import io, json, sys
+import numpy as np
+import tensorflow as tf
+import models
+from engine import runner
+from engine.config import *
+
+data_dir, root = sys.argv[1], sys.argv[2]
+report = {}
+for name, optimizer in [(n, o) for n in models.names() for o in ("sgd", "adam")]:
+  spec = models.get(name)
+  def config(strategy, model_dir):
+    return RunConfig(
+        data=DataConfig(data_dir=data_dir, binarize="dynamic",
+                        noise_factor=spec.default_noise_factor),
+        model=ModelConfig(name=name, latent_dim=spec.default_latent_dim),
+        train=TrainConfig(model_dir=model_dir, batch_size=96, train_steps=10,
+                          steps_per_loop=4, log_every=5, checkpoint_every=0,
+                          figures=False, optimizer=optimizer,
+                          learning_rate=1e-4 if optimizer == "sgd" else 1e-3),
+        distribution=DistributionConfig(strategy=strategy, cpu_devices=2))
+  key = f"{name}_{optimizer}"
+  mirrored = runner._Run(config("mirrored", f"{root}/{key}_m"), io.StringIO())
+  mirrored_result = runner._train_evaluate_export(
+      mirrored, config("mirrored", f"{root}/{key}_m"))
+  single = runner._Run(config("default", f"{root}/{key}_s"), io.StringIO())
+  single_result = runner._train_evaluate_export(
+      single, config("default", f"{root}/{key}_s"))
+  worst, replicas_equal, finite = 0.0, True, True
+  for m, s in zip(mirrored.vae.trainable_variables,
+                  single.vae.trainable_variables):
+    copies = [v.numpy() for v in m.value.values]  # Keras wraps the tf variable.
+    replicas_equal &= len(copies) == 2 and all(np.array_equal(copies[0], c) for c in copies[1:])
+    finite &= bool(np.isfinite(copies[0]).all() and np.isfinite(s.numpy()).all())
+    worst = max(worst, float(np.max(np.abs(copies[0] - s.numpy()))))
+  report[key] = {
+      "replicas": mirrored.strategy.num_replicas_in_sync,
+      "replicas_equal": bool(replicas_equal), "max_abs_diff": worst,
+      "finite": finite,
+      "elbo": [mirrored_result.test_metrics["elbo"],
+               single_result.test_metrics["elbo"]]}
+print(json.dumps(report))
+"""
+
+
+def test_mirrored_on_two_cpus_matches_one_device_for_every_model(
+    small_mnist_dir, tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  result = subprocess.run([sys.executable, "-c", _MIRRORED_VS_SINGLE,
+                           small_mnist_dir, str(tmp_path)],
+                          capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert sorted(report) == sorted(f"{m}_{o}" for m in
+                                 ("conv", "denoising", "dense", "lambda",
+                                  "mlp") for o in ("adam", "sgd"))
+  for name, row in report.items():
+    assert row["replicas"] == 2, name
+    assert row["finite"] and row["replicas_equal"], name
+    # SGD: the only difference is the all-reduce's float32 summation order.
+    # Adam divides each update by sqrt(v), which amplifies that rounding for
+    # parameters with tiny gradients (conv reaches ~1.5e-5 after 10 steps).
+    tolerance = 1e-5 if name.endswith("sgd") else 5e-5
+    assert row["max_abs_diff"] < tolerance, (name, row)
+    assert abs(row["elbo"][0] - row["elbo"][1]) < 1e-3, (name, row)
+
+
+def test_batch_must_divide_by_replicas(small_mnist_dir, tmp_path):
+  assert_one_line_error(
+      run_cli("--strategy=mirrored", "--cpu_devices=3", "--batch_size=64",
+              f"--data_dir={small_mnist_dir}", f"--model_dir={tmp_path}"),
+      "--batch_size=64", "3 replicas")
+
+
+@pytest.mark.parametrize("strategy,fragment", [
+    ("tpu", "--strategy=tpu: no TPU could be reached"),
+    ("parameter_server", "--strategy=parameter_server: not supported"),
+    ("multi_worker_mirrored", "TF_CONFIG must describe the cluster"),
+])
+def test_strategies_that_cannot_start_say_why(tmp_path, strategy, fragment):
+  env_cleared = dict(os.environ)
+  env_cleared.pop("TF_CONFIG", None)
+  started = time.monotonic()
+  result = run_cli(f"--strategy={strategy}", f"--model_dir={tmp_path}",
+                   timeout=120)
+  assert_one_line_error(result, fragment)
+  assert time.monotonic() - started < 100
+
+
+def _worker_args(data_dir, model_dir, *extra):
+  return [f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+          "--model=dense", "--batch_size=64", "--steps_per_loop=10",
+          "--log_every=50", "--nofigures", *extra]
+
+
+def _wait_all(processes, timeout):
+  outputs = []
+  for p in processes:
+    out, _ = p.communicate(timeout=timeout)
+    outputs.append(out)
+  return outputs
+
+
+def _done_line(output):
+  return re.search(r"done: step (\d+), test ELBO (\S+) nats, weights (\w+)",
+                   output)
+
+
+def test_two_worker_job_on_localhost(small_mnist_dir, tmp_path):
+  model_dir = tmp_path / "run"
+  processes = launch_local.start_workers(
+      2, _worker_args(small_mnist_dir, model_dir, "--train_steps=40",
+                      "--checkpoint_every=20", f"--export_dir={tmp_path}/e"),
+      stdout=subprocess.PIPE)
+  outputs = _wait_all(processes, timeout=300)
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  chief, other = (_done_line(o) for o in outputs)
+  assert chief and other, outputs
+  assert chief.group(1) == other.group(1) == "40"
+  assert chief.group(3) == other.group(3)  # Identical weights.
+  assert "2 replica(s), task worker:0 (chief)" in outputs[0]
+  # Only the chief's directory holds the run's files.
+  assert sorted(os.path.basename(p) for p in glob.glob(
+      str(model_dir / "ckpt-*.index"))) == ["ckpt-20.index", "ckpt-40.index"]
+  assert os.listdir(tmp_path / "e") == ["40"]
+  assert not (model_dir / ".scratch").exists()
+  assert sorted(os.listdir(tmp_path)) == ["e", "run"]
+
+
+def test_killed_worker_ends_the_job_and_a_restart_resumes(small_mnist_dir,
+                                                          tmp_path):
+  model_dir = tmp_path / "run"
+  args = _worker_args(small_mnist_dir, model_dir, "--train_steps=3000",
+                      "--checkpoint_every=100", "--collective_timeout=20")
+  logs = [open(tmp_path / f"w{i}.log", "w+") for i in range(2)]
+  processes = launch_local.start_workers(2, args, stdout=subprocess.PIPE)
+  try:
+    deadline = time.monotonic() + 240
+    while not glob.glob(str(model_dir / "ckpt-*.index")):
+      assert time.monotonic() < deadline, "no checkpoint appeared"
+      assert all(p.poll() is None for p in processes)
+      time.sleep(0.5)
+    time.sleep(1.0)
+    processes[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    processes[0].wait(timeout=90)
+    assert time.monotonic() - killed_at < 60
+    assert processes[0].returncode not in (0, None)
+    survivor_output = processes[0].stdout.read()
+    assert "a worker failed or became unreachable" in survivor_output
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+    for log in logs:
+      log.close()
+  saved = sorted(int(re.search(r"ckpt-(\d+)", p).group(1)) for p in
+                 glob.glob(str(model_dir / "ckpt-*.index")))
+  restart_args = _worker_args(small_mnist_dir, model_dir, "--train_steps=400",
+                              "--checkpoint_every=100")
+  restarted = launch_local.start_workers(2, restart_args,
+                                         stdout=subprocess.PIPE)
+  outputs = _wait_all(restarted, timeout=300)
+  assert [p.returncode for p in restarted] == [0, 0], outputs
+  if saved[-1] < 400:
+    assert f"resumed from {model_dir}/ckpt-{saved[-1]} at step {saved[-1]}" \
+        in outputs[0]
+  chief, other = (_done_line(o) for o in outputs)
+  assert chief.group(1) == "400" or int(chief.group(1)) == saved[-1]
+  assert chief.group(3) == other.group(3)
+
+
+def test_a_peer_that_never_starts_is_reported(tmp_path, small_mnist_dir):
+  config = launch_local.tf_configs(2)[0]
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CONFIG=config)
+  started = time.monotonic()
+  result = subprocess.run(
+      [sys.executable, "-m", "engine.main", "--strategy=multi_worker_mirrored",
+       "--peer_wait_timeout=10", f"--data_dir={small_mnist_dir}",
+       f"--model_dir={tmp_path}"],
+      capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+  assert time.monotonic() - started < 60
+  assert result.returncode != 0
+  assert "--peer_wait_timeout=10: the cluster in TF_CONFIG" in result.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_continues(small_mnist_dir,
+                                                            tmp_path):
+  args = [sys.executable, "-m", "engine.main",
+          *_worker_args(small_mnist_dir, tmp_path, "--train_steps=100000",
+                        "--checkpoint_every=0", "--log_every=10")]
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  process = subprocess.Popen(args, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env,
+                             cwd=REPO_ROOT)
+  for line in process.stdout:
+    if line.startswith("step 20/"):
+      break
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 143, stderr
+  match = re.search(r"preempted \(SIGTERM\) at step (\d+): saved \S+ckpt-(\d+)",
+                    stderr)
+  assert match and match.group(1) == match.group(2), stderr
+  step = int(match.group(1))
+  assert os.path.exists(tmp_path / f"ckpt-{step}.index")
+  rerun = run_cli(*_worker_args(small_mnist_dir, tmp_path,
+                                f"--train_steps={step + 30}",
+                                "--checkpoint_every=0"))
+  assert rerun.returncode == 0, rerun.stderr
+  assert f"resumed from {tmp_path}/ckpt-{step} at step {step}" in rerun.stdout
+  assert f"done: step {step + 30}," in rerun.stdout
