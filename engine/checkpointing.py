@@ -53,13 +53,21 @@ class Checkpointer:
                max_to_keep: int, restore_from: Optional[str] = None):
     self._directory = restore_from or directory
     self._fingerprint = fingerprint
-    self.checkpoint = tf.train.Checkpoint(
+    # The plain optimizer is saved, not a LossScaleOptimizer wrapping it, so
+    # checkpoints restore across precision policies; the loss scale's own
+    # state is saved beside it and restored when both sides have one.
+    core = dict(
         encoder=trainer.vae.encoder,
         decoder=trainer.vae.decoder,
-        optimizer=trainer.optimizer,
+        optimizer=trainer.base_optimizer,
         global_step=trainer.global_step,
         fingerprint=tf.Variable(fingerprint, trainable=False),
     )
+    self._core = tf.train.Checkpoint(**core)
+    self._loss_scale = (tf.train.Checkpoint(**trainer.loss_scale_variables)
+                        if trainer.loss_scale_variables else None)
+    extra = {"loss_scale": self._loss_scale} if self._loss_scale else {}
+    self.checkpoint = tf.train.Checkpoint(**core, **extra)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, directory, max_to_keep=max_to_keep,
         step_counter=trainer.global_step)
@@ -84,7 +92,11 @@ class Checkpointer:
       return None
     self._check_fingerprint(path)
     try:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+      self._core.restore(path).expect_partial(
+      ).assert_existing_objects_matched()
+      if self._loss_scale is not None:
+        tf.train.Checkpoint(loss_scale=self._loss_scale).restore(
+            path).expect_partial()  # Absent when written under another policy.
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       first_line = str(e).strip().splitlines()[0][:200]
       raise CheckpointMismatchError(

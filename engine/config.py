@@ -16,7 +16,7 @@ BINARIZE_MODES = ("none", "static", "dynamic")
 RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "parameter_server", "tpu")
-PRECISION_POLICIES = ("float32",)
+PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -87,7 +87,8 @@ class TrainConfig:
     log_every: Log and write summaries every N steps.
     keep_checkpoints: How many checkpoints to keep.
     export_dir: Where to write the SavedModel at the end (None: no export).
-    mixed_precision: Keras dtype policy name.
+    mixed_precision: Keras dtype policy name, or `auto`.
+    jit_compile: Compile the forward and backward pass with XLA.
     figures: Write matplotlib figures at the end of training.
   """
 
@@ -105,6 +106,7 @@ class TrainConfig:
   keep_checkpoints: int = 3
   export_dir: Optional[str] = None
   mixed_precision: str = "float32"
+  jit_compile: bool = False
   figures: bool = True
 
 

@@ -28,6 +28,7 @@ from engine import checkpointing
 from engine import distribute
 from engine import export as export_lib
 from engine import figures
+from engine import precision
 from engine import progress
 from engine import steps
 from engine import summaries
@@ -149,7 +150,7 @@ class _Run:
                       else self.role.scratch_dir(train.model_dir))
     prepare_model_dir(self.write_dir)
     keras.utils.set_random_seed(train.seed)
-    keras.mixed_precision.set_dtype_policy(train.mixed_precision)
+    self.policy = precision.resolve(train.mixed_precision)
     self.data = sources.load(config.data)
     replicas = self.strategy.num_replicas_in_sync
     if train.batch_size % replicas:
@@ -160,7 +161,7 @@ class _Run:
       raise UserError(f"--batch_size={train.batch_size}: larger than the "
                       f"{len(self.data.train_images)} training examples")
     spec = models.get(config.model.name)
-    with self.strategy.scope():
+    with self.strategy.scope(), precision.policy_scope(self.policy):
       try:
         self.vae = spec.build(self.data.image_shape, config.model.latent_dim)
       except ValueError as e:
@@ -169,7 +170,9 @@ class _Run:
                         f"{self.data.image_shape} ({e})") from None
       self.trainer = steps.Trainer(self.vae, config.model, self.strategy,
                                    train.batch_size, train.learning_rate,
-                                   train.optimizer)
+                                   train.optimizer,
+                                   loss_scaling=self.policy == "mixed_float16",
+                                   jit_compile=train.jit_compile)
       self.evaluator = steps.Evaluator(self.vae, config.model, self.strategy)
     fingerprint = checkpointing.architecture_fingerprint(
         spec.name, config.model.latent_dim, self.data.image_shape)
@@ -345,7 +348,8 @@ def _train_evaluate_export(state: _Run, config: RunConfig) -> RunResult:
             f"on {state.data.source}: {len(state.data.train_images)} train / "
             f"{len(state.data.test_images)} test images, "
             f"{state.total_steps} steps of {config.train.batch_size}, "
-            f"{state.strategy.num_replicas_in_sync} replica(s)"
+            f"{state.strategy.num_replicas_in_sync} replica(s), "
+            f"{state.policy}{', XLA' if config.train.jit_compile else ''}"
             + ("" if state.role.task_type is None else
                f", task {state.role.task_type}:{state.role.task_id}"
                f"{' (chief)' if state.role.is_chief else ''}"))

@@ -61,34 +61,61 @@ class Trainer:
     global_batch_size: For averaging the loss over the global batch.
     learning_rate: The optimizer's learning rate.
     optimizer: `adam` or `sgd`.
+    loss_scaling: Wrap the optimizer in a dynamic `LossScaleOptimizer`
+      (float16: scales the loss, unscales gradients, skips non-finite steps).
+    jit_compile: Compile the forward and backward pass with XLA. The
+      optimizer update stays outside: under tf.distribute it is a cross-replica
+      operation XLA cannot hold.
   """
 
   def __init__(self, vae: VariationalAutoencoder, model_config: ModelConfig,
                strategy: tf.distribute.Strategy, global_batch_size: int,
-               learning_rate: float, optimizer: str = "adam"):
+               learning_rate: float, optimizer: str = "adam",
+               loss_scaling: bool = False, jit_compile: bool = False):
     self.vae = vae
     self.model_config = model_config
     self.strategy = strategy
     self.global_batch_size = global_batch_size
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-    self.optimizer = optimizers[optimizer](learning_rate)
+    self.base_optimizer = optimizers[optimizer](learning_rate)
+    self.optimizer = (keras.optimizers.LossScaleOptimizer(self.base_optimizer)
+                      if loss_scaling else self.base_optimizer)
     # Optimizer slots must exist before a checkpoint is restored into them.
     self.optimizer.build(vae.trainable_variables)
     self.global_step = tf.Variable(
         0, dtype=tf.int64, trainable=False, name="global_step",
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.metrics = _Accumulator(METRIC_NAMES)
+    self.loss_scaling = loss_scaling
+    self.gradients = tf.function(self._gradients, jit_compile=True) if (
+        jit_compile) else self._gradients
     self.train_loop = tf.function(self._train_loop)
 
-  def _step(self, batch):
+  @property
+  def loss_scale_variables(self) -> dict:
+    """The dynamic loss scale's state (empty without loss scaling)."""
+    if not self.loss_scaling:
+      return {}
+    return {"step_counter": self.optimizer.step_counter,
+            "dynamic_scale": self.optimizer.dynamic_scale}
+
+  def _gradients(self, batch):
+    """(gradients of the scaled mean loss, per-example terms) for a batch."""
     variables = self.vae.trainable_variables
     with tf.GradientTape() as tape:
       terms = elbo.per_example_terms(self.vae, self.model_config, batch,
                                      training=True)
       loss = tf.nn.compute_average_loss(
           terms["loss"], global_batch_size=self.global_batch_size)
-    gradients = tape.gradient(loss, variables)
-    self.optimizer.apply_gradients(zip(gradients, variables))
+      if self.loss_scaling:
+        loss = self.optimizer.scale_loss(loss)
+    return tape.gradient(loss, variables), terms
+
+  def _step(self, batch):
+    gradients, terms = self.gradients(batch)
+    # A LossScaleOptimizer unscales, and skips the update if not finite.
+    self.optimizer.apply_gradients(zip(gradients,
+                                       self.vae.trainable_variables))
     self.metrics.add(terms)
 
   def _train_loop(self, iterator, num_steps):

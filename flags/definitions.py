@@ -149,8 +149,14 @@ def _define_train_flags(fv):
                       flag_values=fv)
   flags.DEFINE_enum("mixed_precision", "float32",
                     config_lib.PRECISION_POLICIES,
-                    "Keras dtype policy for the model's computations.",
-                    flag_values=fv)
+                    "Compute dtype policy: float32, mixed_bfloat16, "
+                    "mixed_float16 (loss-scaled; GPUs), or auto (bf16 on TPUs "
+                    "and AMX/AVX512-BF16 CPUs, fp16 on GPUs of compute "
+                    "capability >= 7.0, else float32). Loss, KL and logits "
+                    "stay float32.", flag_values=fv)
+  flags.DEFINE_boolean("jit_compile", False,
+                       "Compile the training step's forward and backward "
+                       "pass with XLA.", flag_values=fv)
   flags.DEFINE_boolean("figures", True,
                        "Write matplotlib figures into <model_dir>/figures at "
                        "the end of training.", flag_values=fv)
@@ -227,6 +233,7 @@ def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
           keep_checkpoints=fv.keep_checkpoints,
           export_dir=fv.export_dir,
           mixed_precision=fv.mixed_precision,
+          jit_compile=fv.jit_compile,
           figures=fv.figures,
       ),
       distribution=config_lib.DistributionConfig(

@@ -121,3 +121,18 @@ def test_failed_export_leaves_no_directory(tmp_path, monkeypatch):
     export.export(vae, str(tmp_path), version=2)
   assert sorted(os.listdir(tmp_path)) == ["1"]
   assert os.path.exists(os.path.join(previous, "saved_model.pb"))
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_models_export_float32(tmp_path, policy):
+  from engine import precision
+  with precision.policy_scope(policy):
+    vae = models.get("conv").build((28, 28, 1), 2)
+  loaded = tf.saved_model.load(export.export(vae, str(tmp_path), 1))
+  images = tf.random.uniform([2, 28, 28, 1])
+  for name, outputs in (("encode", loaded.signatures["encode"](images=images)),
+                        ("reconstruct",
+                         loaded.signatures["reconstruct"](images=images))):
+    for value in outputs.values():
+      assert value.dtype == tf.float32, name
+      assert np.isfinite(value.numpy()).all(), name

@@ -1,0 +1,142 @@
+"""Precision policies, loss scaling, XLA, and tracing of the training loop."""
+
+import dataclasses
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from engine import precision
+from engine import runner
+from engine import steps
+from engine import summaries
+from engine.config import (DataConfig, DistributionConfig, ModelConfig,
+                           RunConfig, TrainConfig)
+from engine.data import pipeline
+
+
+def _config(data_dir, model_dir, model, policy, **train):
+  spec = models.get(model)
+  values = dict(model_dir=str(model_dir), batch_size=32, train_steps=4,
+                steps_per_loop=2, log_every=2, checkpoint_every=0,
+                figures=False, mixed_precision=policy)
+  values.update(train)
+  return RunConfig(
+      data=DataConfig(data_dir=data_dir, max_train_examples=256,
+                      noise_factor=spec.default_noise_factor),
+      model=ModelConfig(name=model, latent_dim=spec.default_latent_dim),
+      train=TrainConfig(**values))
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("model", sorted(models.names()))
+def test_every_policy_trains_every_model(small_mnist_dir, tmp_path, policy,
+                                         model):
+  result = runner.run(_config(small_mnist_dir, tmp_path, model, policy),
+                      stream=io.StringIO())
+  train = summaries.read_metrics(str(tmp_path))["train"]
+  assert all(np.isfinite(m["loss"]) for m in train.values())
+  assert np.isfinite(result.test_metrics["elbo"])
+
+
+def test_policy_scope_builds_mixed_layers_with_float32_outputs():
+  with precision.policy_scope("mixed_bfloat16"):
+    vae = models.get("conv").build((28, 28, 1), 2)
+  assert keras.mixed_precision.dtype_policy().name == "float32"  # Restored.
+  images, epsilon = tf.zeros([2, 28, 28, 1]), tf.zeros([2, 2])
+  z_mean, _, z = vae.encoder([images, epsilon])
+  assert z_mean.dtype == tf.bfloat16 and z.dtype == tf.bfloat16
+  assert vae.decoder(z).dtype == tf.float32  # Logits stay float32.
+  assert all(v.dtype == "float32" for v in vae.trainable_variables)
+
+
+def test_auto_resolves_by_hardware(monkeypatch):
+  monkeypatch.setattr(precision, "_cpu_has_fast_bfloat16", lambda: False)
+  assert precision.resolve("auto") == "float32"  # A CPU without AMX/BF16.
+  monkeypatch.setattr(precision, "_cpu_has_fast_bfloat16", lambda: True)
+  assert precision.resolve("auto") == "mixed_bfloat16"
+
+
+def _trainer(policy, loss_scaling=False, jit_compile=False, model="dense"):
+  keras.utils.set_random_seed(0)
+  with precision.policy_scope(policy):
+    vae = models.get(model).build((28, 28, 1), 2)
+  return steps.Trainer(vae, ModelConfig(name=model, latent_dim=2),
+                       tf.distribute.get_strategy(), 16, 1e-3,
+                       loss_scaling=loss_scaling, jit_compile=jit_compile)
+
+
+def _batches(mnist, count, poison=None):
+  options = pipeline.PipelineOptions(16, 0, "none", 0.0, 2)
+  dataset = pipeline.train_dataset(pipeline.as_tensor(
+      mnist.train_images[:512]), options, 0, count)
+  if poison is not None:
+    def maybe_poison(index, batch):
+      bad = tf.equal(index, poison)
+      batch["inputs"] = tf.where(bad, batch["inputs"] * np.nan,
+                                 batch["inputs"])
+      return batch
+    dataset = dataset.enumerate().map(maybe_poison)
+  return iter(dataset)
+
+
+def test_float16_loss_scaling_skips_a_non_finite_step_and_recovers(mnist):
+  trainer = _trainer("mixed_float16", loss_scaling=True)
+  iterator = _batches(mnist, 6, poison=2)
+  weights = lambda: [v.numpy().copy() for v in trainer.vae.trainable_variables]  # noqa: E731
+  trainer.train_loop(iterator, tf.constant(2))
+  before, scale_before = weights(), float(trainer.optimizer.dynamic_scale)
+  trainer.train_loop(iterator, tf.constant(1))  # The NaN batch.
+  for a, b in zip(before, weights()):
+    np.testing.assert_array_equal(a, b)  # Skipped.
+  assert float(trainer.optimizer.dynamic_scale) == scale_before / 2
+  trainer.train_loop(iterator, tf.constant(3))
+  after = weights()
+  assert all(np.isfinite(w).all() for w in after)
+  assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+  assert int(trainer.optimizer.iterations) == 5  # 6 batches, 1 skipped.
+
+
+@pytest.mark.parametrize("model", ["dense", "conv"])
+def test_xla_and_plain_steps_agree(mnist, model):
+  plain = _trainer("float32", model=model)
+  xla = _trainer("float32", jit_compile=True, model=model)
+  for a, b in zip(plain.vae.trainable_variables, xla.vae.trainable_variables):
+    b.assign(a)
+  batch = next(_batches(mnist, 1))
+  plain_gradients, plain_terms = plain.gradients(batch)
+  xla_gradients, xla_terms = xla.gradients(batch)
+  np.testing.assert_allclose(plain_terms["loss"], xla_terms["loss"],
+                             rtol=1e-4)
+  for a, b in zip(plain_gradients, xla_gradients):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_xla_run_trains(small_mnist_dir, tmp_path):
+  result = runner.run(_config(small_mnist_dir, tmp_path, "conv", "float32",
+                              jit_compile=True, train_steps=20),
+                      stream=io.StringIO())
+  assert np.isfinite(result.test_metrics["elbo"])
+
+
+def test_the_loop_traces_once_whatever_the_step_count(mnist):
+  trainer = _trainer("float32")
+  iterator = _batches(mnist, 30)
+  for count in (1, 7, 2, 10, 3):
+    trainer.train_loop(iterator, tf.constant(count))
+  assert trainer.train_loop.experimental_get_tracing_count() == 1
+  assert int(trainer.global_step) == 23
+
+
+def test_checkpoints_restore_across_policies(small_mnist_dir, tmp_path):
+  for policy, steps_done in (("float32", 4), ("mixed_float16", 8),
+                             ("mixed_bfloat16", 12), ("float32", 16)):
+    result = runner.run(_config(small_mnist_dir, tmp_path, "dense", policy,
+                                train_steps=steps_done, checkpoint_every=4),
+                        stream=io.StringIO())
+    assert result.final_step == steps_done
+    if steps_done > 4:
+      assert result.resumed_from.endswith(f"ckpt-{steps_done - 4}")
