@@ -1,0 +1,240 @@
+"""Training speed of the engine against Keras `model.fit`, in one process.
+
+    python tools/benchmark.py --data_dir=../shared/data/mnist --models=dense,conv
+
+For each model, on the same real data and batch size, in alternating rounds:
+
+  (a) fit        the seeds' way: a Keras model whose train_step computes the
+                 same loss, trained by `model.fit` on float32 numpy arrays;
+  (b) engine     our loop with steps_per_loop=1;
+  (c) best       our loop with steps_per_loop=100, and with XLA if faster;
+  synthetic      (c)'s loop fed one in-memory batch, to show the input
+                 pipeline is not the bottleneck.
+
+It also measures the machine's float32 matmul peak in the same run, counts
+model FLOPs per training example (forward + backward, from the traced graph)
+and reports achieved FLOP/s as a fraction of that peak. Prints a table of
+medians and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import _entry  # noqa: F401  (sets up the import path)
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "Directory with the MNIST IDX files.")
+flags.DEFINE_string("dataset", "mnist", "Dataset name (see engine.main).")
+flags.DEFINE_list("models", ["dense", "conv"], "Models to measure.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("steps", 200, "Steps timed per round.", lower_bound=1)
+flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.",
+                     lower_bound=1)
+flags.DEFINE_string("mixed_precision", "float32",
+                    "Policy for the engine's runs (see engine.main).")
+flags.DEFINE_string("json_out", "benchmark.json", "Where to write results.")
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 20) -> float:
+  """float32 FLOP/s of a large square matmul on this machine."""
+  import tensorflow as tf
+
+  a = tf.random.normal([size, size])
+  b = tf.random.normal([size, size])
+
+  @tf.function
+  def run():
+    c = a
+    for _ in range(repeats):
+      c = tf.matmul(c, b) * 1e-3
+    return tf.reduce_sum(c)
+
+  run().numpy()
+  best = 0.0
+  for _ in range(3):
+    started = time.perf_counter()
+    run().numpy()
+    best = max(best, repeats * 2 * size ** 3 / (time.perf_counter() - started))
+  return best
+
+
+def flops_per_example(trainer, batch, batch_size: int) -> float:
+  """Forward + backward FLOPs of one example, from the traced gradient graph."""
+  import tensorflow as tf
+
+  concrete = tf.function(trainer._gradients).get_concrete_function(batch)
+  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  options["output"] = "none"
+  profile = tf.compat.v1.profiler.profile(graph=concrete.graph,
+                                          options=options)
+  return profile.total_float_ops / batch_size
+
+
+class _FitModel:
+  """The seeds' way: a keras.Model with a custom train_step, fed numpy."""
+
+  @staticmethod
+  def build(vae, model_config):
+    import keras
+    import tensorflow as tf
+
+    from engine import elbo
+
+    class FitVAE(keras.Model):
+
+      def __init__(self):
+        super().__init__()
+        self.vae_encoder = vae.encoder
+        self.vae_decoder = vae.decoder
+
+      def train_step(self, data):
+        epsilon = tf.random.normal([tf.shape(data)[0], vae.latent_dim])
+        with tf.GradientTape() as tape:
+          terms = elbo.per_example_terms(
+              vae, model_config,
+              {"inputs": data, "targets": data, "epsilon": epsilon},
+              training=True)
+          loss = tf.reduce_mean(terms["loss"])
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+    model = FitVAE()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+def measure_model(name, data, batch_size, steps, rounds, policy):
+  """Returns the examples/sec of every variant in every round."""
+  import keras
+  import tensorflow as tf
+
+  import models
+  from engine import precision
+  from engine import steps as steps_lib
+  from engine.config import ModelConfig
+  from engine.data import pipeline
+
+  spec = models.get(name)
+  strategy = tf.distribute.get_strategy()
+  model_config = ModelConfig(name=name, latent_dim=spec.default_latent_dim)
+  images = pipeline.as_tensor(data.train_images)
+  options = pipeline.PipelineOptions(batch_size, 0, "none", 0.0,
+                                     model_config.latent_dim)
+
+  def engine(jit_compile, policy_name):
+    keras.utils.set_random_seed(0)
+    with precision.policy_scope(policy_name):
+      vae = spec.build(data.image_shape, model_config.latent_dim)
+    return steps_lib.Trainer(vae, model_config, strategy, batch_size, 1e-3,
+                             jit_compile=jit_compile,
+                             loss_scaling=policy_name == "mixed_float16")
+
+  trainers = {"engine": engine(False, policy), "best": engine(False, policy),
+              "best_xla": engine(True, policy)}
+  total = steps * (rounds + 1) * 2
+  iterators = {key: iter(pipeline.train_dataset(images, options, 0, total))
+               for key in trainers}
+  one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
+  synthetic = iter(tf.data.Dataset.from_tensors(one_batch).repeat())
+
+  def run_engine(trainer, iterator, steps_per_loop):
+    calls, remainder = divmod(steps, steps_per_loop)
+    started = time.perf_counter()
+    for _ in range(calls):
+      trainer.train_loop(iterator, tf.constant(steps_per_loop, tf.int32))
+    if remainder:
+      trainer.train_loop(iterator, tf.constant(remainder, tf.int32))
+    trainer.global_step.numpy()
+    return steps * batch_size / (time.perf_counter() - started)
+
+  with precision.policy_scope("float32"):
+    fit_model = _FitModel.build(spec.build(data.image_shape,
+                                           model_config.latent_dim),
+                                model_config)
+  arrays = (data.train_images[:steps * batch_size].astype("float32") / 255.0)
+
+  class Clock(keras.callbacks.Callback):
+
+    def on_train_batch_begin(self, batch, logs=None):
+      if batch == 1:  # After the first step: tracing excluded.
+        self.started = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+      self.elapsed = time.perf_counter() - self.started
+
+  def run_fit():
+    clock = Clock()
+    fit_model.fit(arrays, batch_size=batch_size, epochs=1, verbose=0,
+                  shuffle=True, callbacks=[clock])
+    return (steps - 1) * batch_size / clock.elapsed
+
+  variants = {
+      "fit": run_fit,
+      "engine": lambda: run_engine(trainers["engine"], iterators["engine"], 1),
+      "best": lambda: run_engine(trainers["best"], iterators["best"], 100),
+      "best_xla": lambda: run_engine(trainers["best_xla"],
+                                     iterators["best_xla"], 100),
+      "synthetic": lambda: run_engine(trainers["best"], synthetic, 100),
+  }
+  results = {key: [] for key in variants}
+  for key, run in variants.items():  # Warm-up: traces, fills pipelines.
+    run()
+  for _ in range(rounds):
+    for key, run in variants.items():
+      results[key].append(run())
+  flops = flops_per_example(trainers["engine"], one_batch, batch_size)
+  return results, flops
+
+
+def main(argv):
+  del argv
+  from engine.config import DataConfig
+  from engine.data import sources
+
+  data = sources.load(DataConfig(dataset=FLAGS.dataset,
+                                 data_dir=FLAGS.data_dir))
+  peak = matmul_peak_flops()
+  report = {"batch_size": FLAGS.batch_size, "steps": FLAGS.steps,
+            "rounds": FLAGS.rounds, "matmul_peak_flops": peak, "models": {}}
+  print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s; batch "
+        f"{FLAGS.batch_size}; medians of {FLAGS.rounds} rounds\n")
+  header = (f"{'model':10s} {'fit (a)':>9s} {'engine (b)':>10s} "
+            f"{'best (c)':>9s} {'c uses':>8s} {'synthetic':>9s} "
+            f"{'(c)/(a)':>8s} {'real/syn':>8s} {'GFLOP/ex':>8s} "
+            f"{'% peak':>7s}")
+  print(header)
+  for name in FLAGS.models:
+    rates, flops = measure_model(name, data, FLAGS.batch_size, FLAGS.steps,
+                                 FLAGS.rounds, FLAGS.mixed_precision)
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    best_key = max(("best", "best_xla"), key=medians.get)
+    best = medians[best_key]
+    row = {
+        "examples_per_sec": medians, "rounds": rates,
+        "best_variant": "steps_per_loop=100" + (
+            ", XLA" if best_key == "best_xla" else ""),
+        "ratio_best_over_fit": best / medians["fit"],
+        "real_over_synthetic": medians["best"] / medians["synthetic"],
+        "flops_per_example": flops,
+        "fraction_of_peak": best * flops / peak,
+    }
+    report["models"][name] = row
+    print(f"{name:10s} {medians['fit']:9,.0f} {medians['engine']:10,.0f} "
+          f"{best:9,.0f} {'spl100' + ('+xla' if best_key == 'best_xla' else ''):>8s} "
+          f"{medians['synthetic']:9,.0f} {row['ratio_best_over_fit']:8.2f} "
+          f"{row['real_over_synthetic']:8.2f} {flops / 1e9:8.4f} "
+          f"{100 * row['fraction_of_peak']:6.1f}%", flush=True)
+  with open(FLAGS.json_out, "w") as f:
+    json.dump(report, f, indent=2)
+  print(f"\nwrote {FLAGS.json_out}")
+
+
+if __name__ == "__main__":
+  _entry.run_tool(main)
