@@ -28,16 +28,20 @@ import _entry  # noqa: F401  (sets up the import path)
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "Directory with the MNIST IDX files.")
-flags.DEFINE_string("dataset", "mnist", "Dataset name (see engine.main).")
-flags.DEFINE_list("models", ["dense", "conv"], "Models to measure.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_integer("steps", 200, "Steps timed per round.", lower_bound=1)
-flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.",
-                     lower_bound=1)
-flags.DEFINE_string("mixed_precision", "float32",
-                    "Policy for the engine's runs (see engine.main).")
-flags.DEFINE_string("json_out", "benchmark.json", "Where to write results.")
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import the module."""
+  flags.DEFINE_string("data_dir", None, "Directory with the MNIST IDX files.")
+  flags.DEFINE_string("dataset", "mnist", "Dataset name (see engine.main).")
+  flags.DEFINE_list("models", ["dense", "conv"], "Models to measure.")
+  flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+  flags.DEFINE_integer("steps", 200, "Steps timed per round.", lower_bound=1)
+  flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.",
+                       lower_bound=1)
+  flags.DEFINE_string("mixed_precision", "float32",
+                      "Policy for the engine's runs (see engine.main).")
+  flags.DEFINE_string("json_out", "benchmark.json", "Where to write results.")
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 20) -> float:
@@ -237,4 +241,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   _entry.run_tool(main)

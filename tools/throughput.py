@@ -23,14 +23,18 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "Directory with the MNIST IDX files.")
-flags.DEFINE_string("dataset", "mnist", "Dataset name (see engine.main).")
-flags.DEFINE_list("models", ["dense", "conv"], "Models to measure.")
-flags.DEFINE_list("steps_per_loop", ["1", "100"], "Settings to compare.")
-flags.DEFINE_integer("batch_size", 128, "Global batch size.")
-flags.DEFINE_integer("steps", 400, "Steps timed per round.")
-flags.DEFINE_integer("rounds", 3, "Rounds; the median is reported.")
-flags.DEFINE_string("json_out", None, "Also write the results here as JSON.")
+
+
+def define_flags():
+  """Defined only when run as a script, so tests can import the module."""
+  flags.DEFINE_string("data_dir", None, "Directory with the MNIST IDX files.")
+  flags.DEFINE_string("dataset", "mnist", "Dataset name (see engine.main).")
+  flags.DEFINE_list("models", ["dense", "conv"], "Models to measure.")
+  flags.DEFINE_list("steps_per_loop", ["1", "100"], "Settings to compare.")
+  flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+  flags.DEFINE_integer("steps", 400, "Steps timed per round.")
+  flags.DEFINE_integer("rounds", 3, "Rounds; the median is reported.")
+  flags.DEFINE_string("json_out", None, "Also write the results here as JSON.")
 
 
 def measure(model_name, data, batch_size, steps_per_loop_values, steps,
@@ -104,4 +108,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
