@@ -24,6 +24,7 @@ import statistics
 import time
 
 import _entry  # noqa: F401  (sets up the import path)
+import throughput
 
 from absl import flags
 
@@ -149,14 +150,8 @@ def measure_model(name, data, batch_size, steps, rounds, policy):
   synthetic = iter(tf.data.Dataset.from_tensors(one_batch).repeat())
 
   def run_engine(trainer, iterator, steps_per_loop):
-    calls, remainder = divmod(steps, steps_per_loop)
-    started = time.perf_counter()
-    for _ in range(calls):
-      trainer.train_loop(iterator, tf.constant(steps_per_loop, tf.int32))
-    if remainder:
-      trainer.train_loop(iterator, tf.constant(remainder, tf.int32))
-    trainer.global_step.numpy()
-    return steps * batch_size / (time.perf_counter() - started)
+    return throughput.examples_per_sec(trainer, iterator, steps,
+                                       steps_per_loop, batch_size)
 
   with precision.policy_scope("float32"):
     fit_model = _FitModel.build(spec.build(data.image_shape,

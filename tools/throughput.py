@@ -37,6 +37,21 @@ def define_flags():
   flags.DEFINE_string("json_out", None, "Also write the results here as JSON.")
 
 
+def examples_per_sec(trainer, iterator, steps: int, steps_per_loop: int,
+                     batch_size: int) -> float:
+  """Times `steps` training steps run `steps_per_loop` per compiled call."""
+  import tensorflow as tf
+
+  calls, remainder = divmod(steps, steps_per_loop)
+  started = time.perf_counter()
+  for _ in range(calls):
+    trainer.train_loop(iterator, tf.constant(steps_per_loop, tf.int32))
+  if remainder:
+    trainer.train_loop(iterator, tf.constant(remainder, tf.int32))
+  trainer.global_step.numpy()  # Waits for the device.
+  return steps * batch_size / (time.perf_counter() - started)
+
+
 def measure(model_name, data, batch_size, steps_per_loop_values, steps,
             rounds):
   """Returns {steps_per_loop: [examples/sec per round]} for one model."""
@@ -63,14 +78,8 @@ def measure(model_name, data, batch_size, steps_per_loop_values, steps,
                                              context)))
 
   def timed(steps_per_loop):
-    calls, remainder = divmod(steps, steps_per_loop)
-    started = time.perf_counter()
-    for _ in range(calls):
-      trainer.train_loop(iterator, tf.constant(steps_per_loop, tf.int32))
-    if remainder:
-      trainer.train_loop(iterator, tf.constant(remainder, tf.int32))
-    trainer.global_step.numpy()  # Waits for the device.
-    return steps * batch_size / (time.perf_counter() - started)
+    return examples_per_sec(trainer, iterator, steps, steps_per_loop,
+                            batch_size)
 
   results = {value: [] for value in steps_per_loop_values}
   for value in steps_per_loop_values:  # Warm-up: trace, fill the pipeline.
