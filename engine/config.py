@@ -64,10 +64,6 @@ class ModelConfig:
   gaussian_stddev: float = 0.1
   beta: float = 1.0
 
-  def fingerprint(self) -> str:
-    """Identifies the architecture; checkpoints of another one are refused."""
-    return f"model={self.name};latent_dim={self.latent_dim}"
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

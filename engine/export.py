@@ -22,9 +22,6 @@ import tensorflow as tf
 
 from models.base import VariationalAutoencoder
 
-SIGNATURES = ("encode", "decode", "reconstruct", "sample", "serving_default")
-
-
 class ServingModule(tf.Module):
   """The exported functions of one VAE.
 

@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import REPO_ROOT, write_idx
 
 
-def run_cli(*args, timeout=600):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+def run_cli(*args, timeout=600, env=None):
+  env = dict(env if env is not None else os.environ, PYTHONPATH=REPO_ROOT)
   return subprocess.run([sys.executable, "-m", "engine.main", *args],
                         capture_output=True, text=True, cwd=REPO_ROOT,
                         env=env, timeout=timeout, check=False)
