@@ -18,6 +18,9 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "parameter_server", "tpu")
 PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 OPTIMIZERS = ("adam", "sgd")
+OBJECTIVES = ("elbo", "iwae")
+LR_SCHEDULES = ("constant", "iwae")
+NAN_POLICIES = ("stop", "skip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,13 @@ class ModelConfig:
       `gaussian` (fixed-variance Gaussian around the decoder's mean).
     gaussian_stddev: The fixed standard deviation of the Gaussian likelihood.
     beta: Weight of the KL term in the training loss (1 gives the ELBO).
+    objective: `elbo` or `iwae` (the importance-weighted bound).
+    iw_samples: Samples of z per example in training (K): the ELBO averages
+      over them; IWAE is the K-sample bound.
+    kl_warmup_steps: The KL weight grows linearly from 0 to beta over this
+      many steps (0: no warm-up).
+    free_bits: Minimum nats charged per latent unit (batch-averaged KL;
+      0: off).
   """
 
   name: str = "conv"
@@ -63,6 +73,10 @@ class ModelConfig:
   reconstruction_loss: str = "bernoulli"
   gaussian_stddev: float = 0.1
   beta: float = 1.0
+  objective: str = "elbo"
+  iw_samples: int = 1
+  kl_warmup_steps: int = 0
+  free_bits: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +89,10 @@ class TrainConfig:
     epochs: Passes over the training set; used when train_steps is None.
     train_steps: Total optimizer steps; overrides epochs when set.
     steps_per_loop: Steps run inside one compiled call.
-    learning_rate: The optimizer's learning rate.
+    learning_rate: The optimizer's learning rate (the first stage's, with a
+      schedule).
+    lr_schedule: `constant`, or `iwae` (Burda et al.'s: 3^i passes at
+      learning_rate * 10^(-i/7), i = 0..7).
     optimizer: `adam` or `sgd` (plain gradient descent).
     seed: Seeds weights, data order, binarization, noise and sampling.
     eval_every: Evaluate on the test split every N steps (0: only at the end).
@@ -86,6 +103,13 @@ class TrainConfig:
     mixed_precision: Keras dtype policy name, or `auto`.
     jit_compile: Compile the forward and backward pass with XLA.
     figures: Write matplotlib figures at the end of training.
+    eval_nll_samples: With K > 0, every evaluation also estimates the test
+      log-likelihood with the K-sample importance-weighted bound.
+    nan_policy: What a non-finite loss does: `stop` the run, or `skip` the
+      update (and stop after `max_skipped_steps` in a row).
+    max_skipped_steps: Consecutive skipped steps that end a `skip` run.
+    allow_slow: Run settings known to be very slow here (mixed_float16 on a
+      CPU) instead of refusing them.
   """
 
   model_dir: str = "/tmp/vae_engine"
@@ -94,6 +118,7 @@ class TrainConfig:
   train_steps: Optional[int] = None
   steps_per_loop: int = 100
   learning_rate: float = 1e-3
+  lr_schedule: str = "constant"
   optimizer: str = "adam"
   seed: int = 0
   eval_every: int = 0
@@ -104,6 +129,10 @@ class TrainConfig:
   mixed_precision: str = "float32"
   jit_compile: bool = False
   figures: bool = True
+  eval_nll_samples: int = 0
+  nan_policy: str = "stop"
+  max_skipped_steps: int = 10
+  allow_slow: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

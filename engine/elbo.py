@@ -7,6 +7,15 @@ averaging over 784 pixels while summing the KL over latent units weighs the
 KL ~784x too much and collapses the posterior, as seed 000 does); the KL is
 analytic. Everything is computed in float32 whatever the model's compute
 dtype.
+
+With K samples per example (epsilon of shape [B, K, D]) the same model gives
+importance weights w_k = p(x, z_k) / q(z_k | x), and
+
+    log p(x) >= IWAE_K(x) = log (1/K) sum_k w_k      (Burda et al., 2015)
+
+which is the ELBO's Monte-Carlo estimate at K = 1 and tends to log p(x) as K
+grows. `--objective=iwae` trains on it; `engine.likelihood` evaluates it with
+K = 5000 as the test log-likelihood.
 """
 
 from __future__ import annotations
@@ -38,10 +47,71 @@ def gaussian_nll(targets: tf.Tensor, logits: tf.Tensor,
   return _sum_over_example(per_pixel)
 
 
+def gaussian_kl_per_unit(z_mean: tf.Tensor,
+                         z_log_var: tf.Tensor) -> tf.Tensor:
+  """KL(N(z_mean, exp(z_log_var)) || N(0, 1)) of each latent unit [B, D]."""
+  return 0.5 * (tf.exp(z_log_var) + tf.square(z_mean) - 1.0 - z_log_var)
+
+
 def gaussian_kl(z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tf.Tensor:
   """KL(N(z_mean, exp(z_log_var)) || N(0, I)), summed over latents [B]."""
-  return 0.5 * tf.reduce_sum(
-      tf.exp(z_log_var) + tf.square(z_mean) - 1.0 - z_log_var, axis=1)
+  return tf.reduce_sum(gaussian_kl_per_unit(z_mean, z_log_var), axis=1)
+
+
+def free_bits_kl(kl_per_unit: tf.Tensor, free_bits: float) -> tf.Tensor:
+  """The KL penalty with "free bits" (Kingma et al., 2016), per example [B].
+
+  Each latent unit's KL, averaged over the batch, is charged at least
+  `free_bits` nats: a unit below the floor gets no gradient pushing it further
+  into the prior. Per example, that is the unit's KL where the batch mean is
+  above the floor and the floor itself elsewhere, so that the batch mean of
+  the result is sum_j max(free_bits, mean_batch KL_j).
+  """
+  if free_bits <= 0:
+    return tf.reduce_sum(kl_per_unit, axis=1)
+  above = tf.reduce_mean(kl_per_unit, axis=0, keepdims=True) > free_bits
+  floor = tf.fill(tf.shape(kl_per_unit), tf.constant(free_bits, tf.float32))
+  return tf.reduce_sum(tf.where(above, kl_per_unit, floor), axis=1)
+
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def log_importance_weights(log_likelihood, targets: tf.Tensor,
+                           z_mean: tf.Tensor, z_log_var: tf.Tensor,
+                           epsilon: tf.Tensor
+                           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x), for K samples.
+
+  Args:
+    log_likelihood: `(targets [N, ...], z [N, D]) -> log p(x | z) [N]`,
+      float32.
+    targets: float32 [B, ...], the examples x.
+    z_mean, z_log_var: float32 [B, D], the encoder's Gaussian.
+    epsilon: float32 [B, K, D] standard-normal noise; z_k = mean + std * eps_k.
+
+  Returns:
+    float32 tensors of shape [B, K]: the log weights, the reconstruction
+    NLL -log p(x | z_k), and the Monte-Carlo KL log q(z_k | x) - log p(z_k).
+  """
+  batch, samples = tf.shape(epsilon)[0], tf.shape(epsilon)[1]
+  z = (z_mean[:, tf.newaxis] + tf.exp(0.5 * z_log_var)[:, tf.newaxis]
+       * epsilon)
+  # z is flattened example-major, so each example's targets repeat K times.
+  reconstruction = -tf.reshape(
+      log_likelihood(tf.repeat(targets, samples, axis=0),
+                     tf.reshape(z, [batch * samples, -1])), [batch, samples])
+  log_prior = -0.5 * tf.reduce_sum(tf.square(z) + _LOG_2PI, axis=-1)
+  log_posterior = -0.5 * tf.reduce_sum(
+      tf.square(epsilon) + z_log_var[:, tf.newaxis] + _LOG_2PI, axis=-1)
+  kl = log_posterior - log_prior
+  return -reconstruction - kl, reconstruction, kl
+
+
+def iwae_bound(log_weights: tf.Tensor) -> tf.Tensor:
+  """log (1/K) sum_k exp(log_weights[:, k]), per example, computed stably."""
+  samples = tf.cast(tf.shape(log_weights)[1], log_weights.dtype)
+  return tf.reduce_logsumexp(log_weights, axis=1) - tf.math.log(samples)
 
 
 def reconstruction_nll(config: ModelConfig, targets: tf.Tensor,
@@ -56,27 +126,70 @@ def reconstruction_nll(config: ModelConfig, targets: tf.Tensor,
                    f"{config.reconstruction_loss!r}")
 
 
+def decoder_log_likelihood(vae: VariationalAutoencoder, config: ModelConfig,
+                           training: bool = False):
+  """`(targets, z) -> log p(targets | z)` [N] under the model's decoder."""
+  return lambda targets, z: -reconstruction_nll(
+      config, targets, vae.decoder(z, training=training))
+
+
 def per_example_terms(vae: VariationalAutoencoder, config: ModelConfig,
-                      batch: dict, training: bool) -> dict[str, tf.Tensor]:
+                      batch: dict, training: bool,
+                      kl_weight=None) -> dict[str, tf.Tensor]:
   """Runs the model on a batch and returns per-example loss terms.
+
+  With epsilon of shape [B, D] this is the usual one-sample ELBO with an
+  analytic KL. With epsilon [B, K, D] (`--iw_samples=K`), the `elbo`
+  objective averages the reconstruction over the K samples, and the `iwae`
+  objective minimizes -IWAE_K.
 
   Args:
     vae: The model.
-    config: Supplies the likelihood and beta.
+    config: Supplies the likelihood, objective, beta and free bits.
     batch: A pipeline element (inputs, targets, epsilon).
     training: Passed to the Keras models.
+    kl_weight: The KL's weight in the loss (default `config.beta`; KL
+      warm-up passes a growing one).
 
   Returns:
-    float32 tensors of shape [B]: `loss` (reconstruction + beta * kl, what is
-    minimized), `reconstruction`, `kl` and `elbo` (-(reconstruction + kl)).
+    float32 tensors of shape [B]: `loss` (what is minimized),
+    `reconstruction`, `kl` and `elbo` (-(reconstruction + kl)).
   """
-  z_mean, z_log_var, z = vae.encoder([batch["inputs"], batch["epsilon"]],
+  kl_weight = config.beta if kl_weight is None else kl_weight
+  inputs, targets, epsilon = (tf.convert_to_tensor(batch[key]) for key in
+                               ("inputs", "targets", "epsilon"))
+  if epsilon.shape.rank == 2 and config.objective == "elbo":
+    z_mean, z_log_var, z = vae.encoder([inputs, epsilon], training=training)
+    logits = vae.decoder(z, training=training)
+    reconstruction = reconstruction_nll(config, targets, logits)
+    return _elbo_terms(config, reconstruction, z_mean, z_log_var, kl_weight)
+  if epsilon.shape.rank == 2:
+    epsilon = epsilon[:, tf.newaxis]
+  z_mean, z_log_var, _ = vae.encoder([inputs, epsilon[:, 0]],
                                      training=training)
-  logits = vae.decoder(z, training=training)
-  reconstruction = reconstruction_nll(config, batch["targets"], logits)
-  kl = gaussian_kl(tf.cast(z_mean, tf.float32), tf.cast(z_log_var, tf.float32))
+  z_mean = tf.cast(z_mean, tf.float32)
+  z_log_var = tf.cast(z_log_var, tf.float32)
+  log_weights, reconstruction, kl = log_importance_weights(
+      decoder_log_likelihood(vae, config, training), targets,
+      z_mean, z_log_var, epsilon)
+  if config.objective == "elbo":
+    return _elbo_terms(config, tf.reduce_mean(reconstruction, axis=1), z_mean,
+                       z_log_var, kl_weight)
   return {
-      "loss": reconstruction + config.beta * kl,
+      "loss": -iwae_bound(log_weights),
+      "reconstruction": tf.reduce_mean(reconstruction, axis=1),
+      "kl": tf.reduce_mean(kl, axis=1),
+      "elbo": tf.reduce_mean(log_weights, axis=1),
+  }
+
+
+def _elbo_terms(config, reconstruction, z_mean, z_log_var, kl_weight):
+  kl_per_unit = gaussian_kl_per_unit(tf.cast(z_mean, tf.float32),
+                                     tf.cast(z_log_var, tf.float32))
+  kl = tf.reduce_sum(kl_per_unit, axis=1)
+  penalty = free_bits_kl(kl_per_unit, config.free_bits)
+  return {
+      "loss": reconstruction + kl_weight * penalty,
       "reconstruction": reconstruction,
       "kl": kl,
       "elbo": -(reconstruction + kl),

@@ -3,7 +3,7 @@
 The export is a `tf.Module` with explicit input signatures, so it loads with
 `tf.saved_model.load` (or TF Serving) in a process that never imported our
 code, and needs no Python lambdas or pickles. Images are float32 in [0, 1];
-the decoder's outputs are probabilities, not logits. Outputs are float32
+the decoder's outputs are probabilities (`images`) and their `logits`. Outputs are float32
 whatever policy the model computed in.
 
 Layout follows TF Serving: `<export_dir>/<step>/`. Each version is written to
@@ -57,8 +57,9 @@ class ServingModule(tf.Module):
     return {"z_mean": z_mean, "z_log_var": z_log_var}
 
   def _decode(self, z):
-    logits = self.decoder(z, training=False)
-    return {"images": tf.sigmoid(tf.cast(logits, tf.float32))}
+    logits = tf.cast(self.decoder(z, training=False), tf.float32)
+    # Logits too: likelihoods (tools/evaluate.py) need them for stability.
+    return {"images": tf.sigmoid(logits), "logits": logits}
 
   def _reconstruct(self, images):
     z_mean, _ = self._moments(images)

@@ -28,8 +28,10 @@ from engine import checkpointing
 from engine import distribute
 from engine import export as export_lib
 from engine import figures
+from engine import likelihood
 from engine import precision
 from engine import progress
+from engine import schedules
 from engine import steps
 from engine import summaries
 from engine.config import RunConfig
@@ -161,19 +163,38 @@ class _Run:
       raise UserError(f"--batch_size={train.batch_size}: larger than the "
                       f"{len(self.data.train_images)} training examples")
     spec = models.get(config.model.name)
+    steps_per_epoch = pipeline.steps_per_epoch(len(self.data.train_images),
+                                               train.batch_size)
     with self.strategy.scope(), precision.policy_scope(self.policy):
       try:
-        self.vae = spec.build(self.data.image_shape, config.model.latent_dim)
+        self.vae = spec.create(
+            self.data.image_shape, config.model.latent_dim,
+            pixel_mean=pipeline.target_mean(self.data.train_images,
+                                            config.data.binarize))
       except ValueError as e:
         raise UserError(f"--model={spec.name}: cannot take "
                         f"{self.data.source}'s images of shape "
                         f"{self.data.image_shape} ({e})") from None
-      self.trainer = steps.Trainer(self.vae, config.model, self.strategy,
-                                   train.batch_size, train.learning_rate,
-                                   train.optimizer,
-                                   loss_scaling=self.policy == "mixed_float16",
-                                   jit_compile=train.jit_compile)
-      self.evaluator = steps.Evaluator(self.vae, config.model, self.strategy)
+      self.trainer = steps.Trainer(
+          self.vae, config.model, self.strategy, train.batch_size,
+          schedules.learning_rate(train.lr_schedule, train.learning_rate,
+                                  steps_per_epoch),
+          train.optimizer, loss_scaling=self.policy == "mixed_float16",
+          jit_compile=train.jit_compile,
+          # The paper's Adam settings come with its schedule.
+          adam_epsilon=1e-4 if train.lr_schedule == "iwae" else 1e-7)
+      # Evaluation reports the ELBO itself, whatever the training objective.
+      self.evaluator = steps.Evaluator(
+          self.vae, dataclasses.replace(config.model, objective="elbo",
+                                        free_bits=0.0), self.strategy)
+      self.nll_evaluator = None
+      if train.eval_nll_samples:
+        encode, log_likelihood = likelihood.model_functions(self.vae,
+                                                            config.model)
+        self.nll_evaluator = likelihood.ImportanceSampledEvaluator(
+            encode, log_likelihood, self.strategy,
+            self.data.image_shape, config.model.latent_dim,
+            train.eval_nll_samples, train.batch_size, train.seed)
     fingerprint = checkpointing.architecture_fingerprint(
         spec.name, config.model.latent_dim, self.data.image_shape)
     self.checkpointer = checkpointing.Checkpointer(
@@ -186,13 +207,15 @@ class _Run:
     self.options = pipeline.PipelineOptions(
         global_batch_size=train.batch_size, seed=train.seed,
         binarize=config.data.binarize, noise_factor=config.data.noise_factor,
-        latent_dim=config.model.latent_dim)
+        latent_dim=config.model.latent_dim,
+        samples_per_example=config.model.iw_samples)
+    eval_options = dataclasses.replace(self.options, samples_per_example=1)
     self.writer = summaries.SummaryWriter(self.write_dir)
     self.test_images = pipeline.as_tensor(self.data.test_images)
     self.test_labels = pipeline.as_tensor(self.data.test_labels)
     self.eval_data = self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.eval_dataset(
-            self.test_images, self.test_labels, self.options, context))
+            self.test_images, self.test_labels, eval_options, context))
     self._any_preempted = tf.function(self._count_preempted)
 
   def _count_preempted(self, flag):
@@ -274,15 +297,26 @@ class _Run:
     if examples != len(self.data.test_images):
       raise RuntimeError(f"evaluated {examples} test examples, expected "
                          f"{len(self.data.test_images)}")
-    self.writer.scalars("eval", step, metrics)
     self._image_summaries(step)
     self.say(f"eval step {step}: test ELBO {metrics['elbo']:.2f} nats "
              f"(reconstruction {metrics['reconstruction']:.2f}, "
              f"kl {metrics['kl']:.2f}) over {examples} test images")
+    if self.nll_evaluator is not None:
+      result = self.nll_evaluator.evaluate(self.eval_data)
+      metrics.update(nll=result.nll, nll_stderr=result.nll_stderr,
+                     bits_per_dim=result.bits_per_dim,
+                     active_units=result.active_units)
+      self.say(f"eval step {step}: test NLL {result.nll:.2f} "
+               f"± {result.nll_stderr:.2f} nats "
+               f"({result.bits_per_dim:.4f} bits/dim, "
+               f"K={result.num_samples}), "
+               f"{result.active_units}/{self.vae.latent_dim} active units")
+    self.writer.scalars("eval", step, metrics)
     return metrics
 
   def _first_test_batch(self, size: int) -> dict:
-    options = dataclasses.replace(self.options, global_batch_size=size)
+    options = dataclasses.replace(self.options, global_batch_size=size,
+                                  samples_per_example=1)
     return next(iter(pipeline.eval_dataset(self.test_images, self.test_labels,
                                            options)))
 

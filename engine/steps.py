@@ -59,25 +59,33 @@ class Trainer:
     model_config: Likelihood and beta.
     strategy: The tf.distribute strategy the loop runs under.
     global_batch_size: For averaging the loss over the global batch.
-    learning_rate: The optimizer's learning rate.
+    learning_rate: The optimizer's learning rate, a float or a Keras schedule.
     optimizer: `adam` or `sgd`.
     loss_scaling: Wrap the optimizer in a dynamic `LossScaleOptimizer`
       (float16: scales the loss, unscales gradients, skips non-finite steps).
     jit_compile: Compile the forward and backward pass with XLA. The
       optimizer update stays outside: under tf.distribute it is a cross-replica
       operation XLA cannot hold.
+    adam_epsilon: Adam's epsilon (Keras's default 1e-7; the IWAE paper's
+      1e-4).
   """
 
   def __init__(self, vae: VariationalAutoencoder, model_config: ModelConfig,
                strategy: tf.distribute.Strategy, global_batch_size: int,
-               learning_rate: float, optimizer: str = "adam",
-               loss_scaling: bool = False, jit_compile: bool = False):
+               learning_rate, optimizer: str = "adam",
+               loss_scaling: bool = False, jit_compile: bool = False,
+               adam_epsilon: float = 1e-7):
     self.vae = vae
     self.model_config = model_config
     self.strategy = strategy
     self.global_batch_size = global_batch_size
-    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-    self.base_optimizer = optimizers[optimizer](learning_rate)
+    if optimizer == "adam":
+      self.base_optimizer = keras.optimizers.Adam(learning_rate,
+                                                  epsilon=adam_epsilon)
+    elif optimizer == "sgd":
+      self.base_optimizer = keras.optimizers.SGD(learning_rate)
+    else:
+      raise ValueError(f"unknown optimizer {optimizer!r}")
     self.optimizer = (keras.optimizers.LossScaleOptimizer(self.base_optimizer)
                       if loss_scaling else self.base_optimizer)
     # Optimizer slots must exist before a checkpoint is restored into them.
@@ -99,12 +107,23 @@ class Trainer:
     return {"step_counter": self.optimizer.step_counter,
             "dynamic_scale": self.optimizer.dynamic_scale}
 
+  def kl_weight(self):
+    """beta, ramped up linearly over `kl_warmup_steps` when warming up."""
+    warmup = self.model_config.kl_warmup_steps
+    if warmup <= 0:
+      return self.model_config.beta
+    # Step s (0-based) trains with weight (s + 1) / warmup, reaching beta at
+    # the last warm-up step.
+    progress = tf.cast(self.global_step + 1, tf.float32) / float(warmup)
+    return self.model_config.beta * tf.minimum(progress, 1.0)
+
   def _gradients(self, batch):
     """(gradients of the scaled mean loss, per-example terms) for a batch."""
     variables = self.vae.trainable_variables
     with tf.GradientTape() as tape:
       terms = elbo.per_example_terms(self.vae, self.model_config, batch,
-                                     training=True)
+                                     training=True,
+                                     kl_weight=self.kl_weight())
       loss = tf.nn.compute_average_loss(
           terms["loss"], global_batch_size=self.global_batch_size)
       if self.loss_scaling:

@@ -83,6 +83,23 @@ def _define_model_flags(fv):
       "beta", 1.0,
       "Weight of the KL term in the training loss (1: the ELBO). Evaluation "
       "always reports the ELBO (beta 1).", flag_values=fv)
+  flags.DEFINE_enum(
+      "objective", "elbo", config_lib.OBJECTIVES,
+      "Training objective: elbo, or iwae (the --iw_samples-sample "
+      "importance-weighted bound of Burda et al., 2015).", flag_values=fv)
+  flags.DEFINE_integer(
+      "iw_samples", 1,
+      "Samples of z per training example (K): elbo averages its "
+      "reconstruction term over them; iwae is the K-sample bound.",
+      flag_values=fv)
+  flags.DEFINE_integer(
+      "kl_warmup_steps", 0,
+      "Ramp the KL weight linearly from 0 to --beta over this many steps "
+      "(0: off; elbo objective only).", flag_values=fv)
+  flags.DEFINE_float(
+      "free_bits", 0.0,
+      "Free bits: charge each latent unit at least this many nats of "
+      "batch-averaged KL (0: off; elbo objective only).", flag_values=fv)
 
 
 def _define_train_flags(fv):
@@ -104,6 +121,11 @@ def _define_train_flags(fv):
                        flag_values=fv)
   flags.DEFINE_float("learning_rate", 1e-3, "The optimizer's learning rate.",
                      flag_values=fv)
+  flags.DEFINE_enum(
+      "lr_schedule", "constant", config_lib.LR_SCHEDULES,
+      "constant, or iwae: Burda et al.'s 3^i passes at --learning_rate * "
+      "10^(-i/7) for i = 0..7 (3,280 passes), with their Adam epsilon 1e-4.",
+      flag_values=fv)
   flags.DEFINE_enum("optimizer", "adam", config_lib.OPTIMIZERS,
                     "adam, or sgd (plain gradient descent).", flag_values=fv)
   flags.DEFINE_integer("seed", 0,
@@ -160,6 +182,25 @@ def _define_train_flags(fv):
   flags.DEFINE_boolean("figures", True,
                        "Write matplotlib figures into <model_dir>/figures at "
                        "the end of training.", flag_values=fv)
+  flags.DEFINE_integer(
+      "eval_nll_samples", 0,
+      "Also estimate the test negative log-likelihood at every evaluation "
+      "with this many importance samples per image (5000 in the IWAE paper; "
+      "0: off).", flag_values=fv)
+  flags.DEFINE_enum(
+      "nan_policy", "stop", config_lib.NAN_POLICIES,
+      "On a non-finite loss: stop (name the step and the term; the last good "
+      "checkpoint stays) or skip (drop that update; stop after "
+      "--max_skipped_steps in a row).", flag_values=fv)
+  flags.DEFINE_integer(
+      "max_skipped_steps", 10,
+      "With --nan_policy=skip: consecutive skipped steps that stop the run.",
+      flag_values=fv)
+  flags.DEFINE_boolean(
+      "allow_slow", False,
+      "Run settings that are known to be very slow on this machine "
+      "(mixed_float16 without a GPU) instead of refusing them.",
+      flag_values=fv)
 
 
 def _positive(name, fv, allow_none=False):
@@ -177,13 +218,14 @@ def _non_negative(name, fv):
 def _register_validators(fv):
   for name in ("batch_size", "epochs", "steps_per_loop", "log_every",
                "keep_checkpoints", "learning_rate", "gaussian_stddev",
-               "download_timeout"):
+               "download_timeout", "iw_samples", "max_skipped_steps"):
     _positive(name, fv)
   for name in ("latent_dim", "train_steps", "max_train_examples", "num_gpus"):
     _positive(name, fv, allow_none=True)
   for name in ("collective_timeout", "peer_wait_timeout"):
     _positive(name, fv)
-  for name in ("eval_every", "checkpoint_every", "beta", "cpu_devices"):
+  for name in ("eval_every", "checkpoint_every", "beta", "cpu_devices",
+               "kl_warmup_steps", "free_bits", "eval_nll_samples"):
     _non_negative(name, fv)
   flags.register_validator(
       "noise_factor", lambda v: v is None or v >= 0,
@@ -191,6 +233,12 @@ def _register_validators(fv):
   flags.register_validator(
       "data_dir", lambda v: v is None or os.path.isdir(v),
       message="--data_dir is not an existing directory", flag_values=fv)
+  flags.register_multi_flags_validator(
+      ["objective", "kl_warmup_steps", "free_bits"],
+      lambda v: v["objective"] == "elbo" or not (v["kl_warmup_steps"]
+                                                 or v["free_bits"]),
+      message="--kl_warmup_steps and --free_bits shape the ELBO's KL term; "
+      "they cannot be used with --objective=iwae", flag_values=fv)
   flags.register_validator(
       "model_dir", bool, message="--model_dir must not be empty",
       flag_values=fv)
@@ -205,7 +253,8 @@ def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
   return config_lib.RunConfig(
       data=config_lib.DataConfig(
           dataset=fv.dataset,
-          data_dir=fv.data_dir,
+          # Absolute, so tools reading the saved config work from anywhere.
+          data_dir=fv.data_dir and os.path.abspath(fv.data_dir),
           binarize=fv.binarize,
           noise_factor=noise_factor,
           max_train_examples=fv.max_train_examples,
@@ -217,6 +266,10 @@ def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
           reconstruction_loss=fv.reconstruction_loss,
           gaussian_stddev=fv.gaussian_stddev,
           beta=fv.beta,
+          objective=fv.objective,
+          iw_samples=fv.iw_samples,
+          kl_warmup_steps=fv.kl_warmup_steps,
+          free_bits=fv.free_bits,
       ),
       train=config_lib.TrainConfig(
           model_dir=fv.model_dir,
@@ -225,6 +278,7 @@ def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
           train_steps=fv.train_steps,
           steps_per_loop=fv.steps_per_loop,
           learning_rate=fv.learning_rate,
+          lr_schedule=fv.lr_schedule,
           optimizer=fv.optimizer,
           seed=fv.seed,
           eval_every=fv.eval_every,
@@ -235,6 +289,10 @@ def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
           mixed_precision=fv.mixed_precision,
           jit_compile=fv.jit_compile,
           figures=fv.figures,
+          eval_nll_samples=fv.eval_nll_samples,
+          nan_policy=fv.nan_policy,
+          max_skipped_steps=fv.max_skipped_steps,
+          allow_slow=fv.allow_slow,
       ),
       distribution=config_lib.DistributionConfig(
           strategy=fv.strategy,

@@ -28,6 +28,8 @@ class ModelSpec:
       latent size on 28x28x1 images, as in the source tutorial; tests assert
       them.
     description: One line for `--helpfull`.
+    initializes_from_data: The builder takes a `pixel_mean` keyword (the
+      training targets' mean image) to initialise its output layer.
   """
 
   name: str
@@ -36,6 +38,14 @@ class ModelSpec:
   parameter_counts: tuple[int, int]
   description: str
   default_noise_factor: float = 0.0
+  initializes_from_data: bool = False
+
+  def create(self, image_shape: tuple, latent_dim: int,
+             pixel_mean=None) -> VariationalAutoencoder:
+    """Builds the model, handing `pixel_mean` to builders that use it."""
+    if self.initializes_from_data:
+      return self.build(image_shape, latent_dim, pixel_mean=pixel_mean)
+    return self.build(image_shape, latent_dim)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -43,7 +53,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 def register(name: str, *, default_latent_dim: int,
              parameter_counts: tuple[int, int], description: str,
-             default_noise_factor: float = 0.0):
+             default_noise_factor: float = 0.0,
+             initializes_from_data: bool = False):
   """Decorator that registers a builder under `name`.
 
   Raises:
@@ -55,7 +66,7 @@ def register(name: str, *, default_latent_dim: int,
       raise ValueError(f"model {name!r} is registered twice")
     _REGISTRY[name] = ModelSpec(name, build, default_latent_dim,
                                 parameter_counts, description,
-                                default_noise_factor)
+                                default_noise_factor, initializes_from_data)
     return build
 
   return decorate

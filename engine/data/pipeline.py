@@ -15,8 +15,11 @@ Every element is a dict:
   inputs:  float32 [B, rows, cols, channels], what the encoder sees.
   targets: float32 [B, rows, cols, channels], what the decoder must explain
            (clean when input noise is on).
-  epsilon: float32 [B, latent_dim], the reparameterization noise.
-  labels:  int64 [B] (evaluation only), for figures.
+  epsilon: float32 [B, latent_dim], the reparameterization noise, or
+           [B, K, latent_dim] with K > 1 samples per example.
+  labels, batch_index, offset (evaluation only): int64 labels [B] for
+           figures; the global batch's index and this slice's offset in it,
+           scalars that key further noise (see `engine.likelihood`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class PipelineOptions:
     binarize: `none`, `static` or `dynamic`.
     noise_factor: Std-dev of the input noise (0: none).
     latent_dim: Width of the reparameterization noise.
+    samples_per_example: K, how many draws of the noise each example gets.
   """
 
   global_batch_size: int
@@ -49,6 +53,7 @@ class PipelineOptions:
   binarize: str
   noise_factor: float
   latent_dim: int
+  samples_per_example: int = 1
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -117,8 +122,10 @@ def _preprocess(images_uint8, options: PipelineOptions, counter, stream_offset,
     inputs = tf.clip_by_value(
         targets + options.noise_factor * noise[:tf.shape(targets)[0]],
         0.0, 1.0)
+  samples = ([options.samples_per_example]
+             if options.samples_per_example > 1 else [])
   epsilon = tf.random.stateless_normal(
-      [options.global_batch_size, options.latent_dim],
+      [options.global_batch_size, *samples, options.latent_dim],
       _stream_seed(options.seed, stream_offset + _EPSILON,
                    counter))[offset:offset + size]
   return {"inputs": inputs, "targets": targets,
@@ -196,11 +203,30 @@ def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,
     element = _preprocess(images[start:stop], options, index, _EVAL_OFFSET,
                           offset, layout.per_replica)
     element["labels"] = labels[start:stop]
+    element["batch_index"] = index
+    element["offset"] = tf.cast(offset, tf.int64)
     return element
 
   dataset = tf.data.Dataset.range(num_batches * layout.local_replicas).map(
       make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def target_mean(images: np.ndarray, binarize: str) -> np.ndarray:
+  """The expected training target per pixel, float32 [rows, cols, channels].
+
+  Dynamic binarization's expectation is the grey level itself; static
+  binarization's is the thresholded image's mean.
+  """
+  total = np.zeros(images.shape[1:], np.float64)
+  # In slices: no float copy of the whole set.
+  for start in range(0, len(images), 10_000):
+    part = images[start:start + 10_000]
+    if binarize == "static":
+      total += np.sum(part >= 128, axis=0)  # x / 255 >= 0.5
+    else:
+      total += np.sum(part, axis=0, dtype=np.float64) / 255.0
+  return (total / max(len(images), 1)).astype(np.float32)
 
 
 def as_tensor(array: np.ndarray) -> tf.Tensor:

@@ -26,7 +26,7 @@ for name, path in json.loads(sys.argv[1]).items():
     if signature in ("encode", "reconstruct", "serving_default", "denoise"):
       result = fn(images=tf.constant(images))
     elif signature == "decode":
-      result = fn(z=tf.zeros([3, int(sys.argv[3 if name != "denoising" else 4])]))
+      result = fn(z=tf.zeros([3, json.loads(sys.argv[3])[name]]))
     elif signature == "sample":
       result = fn(num=tf.constant(5))
     out[signature] = {k: [list(v.shape), v.dtype.name, float(tf.reduce_min(v)),
@@ -67,7 +67,8 @@ def test_fresh_process_calls_every_signature(exports, tmp_path, mnist):
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   result = subprocess.run(
       [sys.executable, "-c", _LOADER, json.dumps(paths),
-       str(tmp_path / "images.npy"), "2", "40"],
+       str(tmp_path / "images.npy"),
+       json.dumps({name: vae.latent_dim for name, vae in built.items()})],
       capture_output=True, text=True, cwd=str(tmp_path), env=env, check=True)
   outputs = json.loads(result.stdout.strip().splitlines()[-1])
   for name, out in outputs.items():
@@ -83,6 +84,7 @@ def test_fresh_process_calls_every_signature(exports, tmp_path, mnist):
       shape, dtype, low, high = out[signature]["images"]
       assert shape == [count, 28, 28, 1] and dtype == "float32"
       assert 0.0 <= low <= high <= 1.0, (name, signature)
+      assert out[signature]["logits"][:2] == [[count, 28, 28, 1], "float32"]
     in_process = built[name].encoder([images, np.zeros((3, latent),
                                                        np.float32)])[0]
     np.testing.assert_allclose(out["z_mean"], in_process, rtol=1e-5,

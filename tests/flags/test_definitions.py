@@ -53,3 +53,31 @@ def test_written_flagfile_reproduces_the_config(tmp_path):
 def test_invalid_values_are_rejected_at_parse_time(flag):
   with pytest.raises(absl_flags.Error, match=flag.split("=")[0]):
     _parse(flag)
+
+
+def test_iwae_paper_flags_round_trip(tmp_path):
+  config = flags.to_config(_parse(
+      "--model=iwae_mlp", "--objective=iwae", "--iw_samples=5",
+      "--lr_schedule=iwae", "--eval_nll_samples=5000", "--nan_policy=skip",
+      "--max_skipped_steps=3", "--allow_slow"))
+  assert config.model.latent_dim == 50 and config.model.iw_samples == 5
+  assert config.train.lr_schedule == "iwae"
+  assert config.train.nan_policy == "skip" and config.train.allow_slow
+  path = tmp_path / "flags.txt"
+  path.write_text(config.to_flagfile())
+  assert flags.to_config(_parse(f"--flagfile={path}")) == config
+
+
+@pytest.mark.parametrize("args", [("--objective=iwae", "--kl_warmup_steps=10"),
+                                  ("--objective=iwae", "--free_bits=0.5")])
+def test_warmup_and_free_bits_do_not_mix_with_iwae(args):
+  with pytest.raises(absl_flags.IllegalFlagValueError,
+                     match="cannot be used with --objective=iwae"):
+    _parse(*args)
+
+
+def test_elbo_takes_warmup_and_free_bits():
+  config = flags.to_config(_parse("--kl_warmup_steps=100", "--free_bits=0.25",
+                                  "--iw_samples=4"))
+  assert (config.model.kl_warmup_steps, config.model.free_bits,
+          config.model.iw_samples) == (100, 0.25, 4)

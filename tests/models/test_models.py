@@ -13,11 +13,34 @@ EXPECTED = {
     "conv": (69_076, 65_089),
     "mlp": (566_660, 567_184),
     "denoising": (442_960, 423_184),
+    # Burda et al.'s 784-200-200-50: 784*200+200 + 200*200+200 + 2*(200*50+50)
+    # and its mirror image.
+    "iwae_mlp": (217_300, 207_984),
 }
 
 
-def test_registry_holds_the_five_seed_models():
+def test_registry_holds_the_five_seed_models_and_the_iwae_network():
   assert models.names() == sorted(EXPECTED)
+
+
+def test_iwae_mlp_is_tanh_and_starts_its_output_bias_at_the_data_mean():
+  spec = models.get("iwae_mlp")
+  assert spec.default_latent_dim == 50 and spec.initializes_from_data
+  pixel_mean = np.linspace(0.0, 1.0, 784).reshape(28, 28, 1)
+  vae = spec.create((28, 28, 1), 50, pixel_mean=pixel_mean)
+  bias = vae.decoder.get_layer("logits").bias.numpy()
+  clipped = np.clip(pixel_mean.reshape(-1), 1e-3, 1 - 1e-3)
+  np.testing.assert_allclose(bias, np.log(clipped / (1 - clipped)), rtol=1e-5)
+  hidden = [layer for layer in vae.encoder.layers + vae.decoder.layers
+            if layer.name.startswith(("encoder_", "decoder_"))]
+  assert len(hidden) == 4
+  assert all(layer.activation.__name__ == "tanh" and layer.units == 200
+             for layer in hidden)
+  # Without data (e.g. before restoring a checkpoint) the bias is zero, and
+  # other models ignore pixel_mean.
+  assert not spec.create((28, 28, 1), 50).decoder.get_layer(
+      "logits").bias.numpy().any()
+  assert models.get("dense").create((28, 28, 1), 2, pixel_mean=pixel_mean)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -72,7 +95,7 @@ def test_conv_rejects_sides_not_divisible_by_four():
 
 
 def test_unknown_model_lists_the_known_ones():
-  with pytest.raises(KeyError, match="known models: conv, denoising, dense, lambda, mlp"):
+  with pytest.raises(KeyError, match="known models: conv, denoising, dense, iwae_mlp, lambda, mlp"):
     models.get("resnet")
 
 

@@ -151,3 +151,35 @@ def test_eval_sharded_covers_every_example_once(mnist):
 def test_batch_must_divide_by_replicas(images):
   with pytest.raises(ValueError, match="does not divide into 3 replicas"):
     pipeline.train_dataset(images, _options(), 0, 1, _Context(1, 0, 3))
+
+
+def test_k_samples_per_example_give_independent_noise(images):
+  element = next(iter(pipeline.train_dataset(
+      images, _options(samples_per_example=5), 0, 1)))
+  epsilon = element["epsilon"].numpy()
+  assert epsilon.shape == (100, 5, 2)
+  assert abs(np.corrcoef(epsilon[:, 0, 0], epsilon[:, 1, 0])[0, 1]) < 0.35
+  assert abs(epsilon.std() - 1.0) < 0.1
+
+
+def test_eval_elements_say_where_they_sit_in_the_global_batch(mnist):
+  test_images = pipeline.as_tensor(mnist.test_images[:250])
+  labels = tf.constant(np.arange(250))
+  for p in range(2):
+    for element in pipeline.eval_dataset(test_images, labels,
+                                         _options(global_batch_size=100),
+                                         _Context(2, p, 4)):
+      first = int(element["labels"][0]) if len(element["labels"]) else None
+      if first is not None:
+        assert first == (int(element["batch_index"]) * 100
+                         + int(element["offset"]))
+
+
+def test_target_mean_is_the_expected_target(mnist):
+  images = mnist.train_images[:3000]
+  np.testing.assert_allclose(pipeline.target_mean(images, "dynamic"),
+                             images.astype(np.float64).mean(0) / 255,
+                             atol=1e-6)
+  np.testing.assert_allclose(pipeline.target_mean(images, "static"),
+                             (images / 255.0 >= 0.5).mean(0), atol=1e-6)
+  assert pipeline.target_mean(images, "none").shape == (28, 28, 1)

@@ -1,0 +1,39 @@
+"""Learning-rate schedules selected by `--lr_schedule`."""
+
+from __future__ import annotations
+
+import keras
+
+# Burda et al. (2015), section 5: for i = 0..7, 3^i passes over the training
+# set at a learning rate of 1e-3 * 10^(-i/7); 3,280 passes in all.
+IWAE_STAGES = 8
+
+
+def iwae_boundaries(steps_per_epoch: int) -> list[int]:
+  """The first (0-based) step of each of the IWAE schedule's later stages."""
+  boundaries, passes = [], 0
+  for stage in range(IWAE_STAGES - 1):
+    passes += 3 ** stage
+    boundaries.append(passes * steps_per_epoch)
+  return boundaries
+
+
+def learning_rate(schedule: str, base_rate: float, steps_per_epoch: int):
+  """The optimizer's learning rate: a float, or a Keras schedule on its steps.
+
+  Args:
+    schedule: `constant` or `iwae`.
+    base_rate: The rate of the first stage (`--learning_rate`).
+    steps_per_epoch: Optimizer steps per pass over the training set.
+
+  Raises:
+    ValueError: For an unknown schedule name.
+  """
+  if schedule == "constant":
+    return base_rate
+  if schedule == "iwae":
+    # Keras's boundaries are inclusive: step <= boundary keeps the old rate.
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [step - 1 for step in iwae_boundaries(steps_per_epoch)],
+        [base_rate * 10.0 ** (-stage / 7.0) for stage in range(IWAE_STAGES)])
+  raise ValueError(f"unknown learning-rate schedule {schedule!r}")

@@ -1,0 +1,195 @@
+"""Test-set ELBO, importance-weighted NLL (nats, bits/dim) and active units.
+
+    python tools/evaluate.py --model_dir=/tmp/iwae              # latest ckpt
+    python tools/evaluate.py --model_dir=/tmp/iwae --checkpoint=/tmp/iwae/ckpt-30000
+    python tools/evaluate.py --saved_model=/tmp/iwae/export/30000 \
+        --data_dir=path/to/mnist --binarize=dynamic
+
+Takes the engine's flags. The model, likelihood, dataset and binarization come
+from the run's saved config.json; a flag given on the command line overrides
+the data settings (--dataset, --data_dir, --binarize, --seed, --batch_size,
+--strategy, ...), and a model flag that contradicts the run is an error.
+--eval_nll_samples defaults to 5000 here (Burda et al.'s K). Prints a table,
+and writes it as JSON (--output_json, by default
+<model_dir>/eval-<step>-k<K>.json).
+"""
+
+import _entry  # noqa: F401  (sets up the import path)
+
+from absl import flags as absl_flags
+
+import flags
+
+FLAGS = absl_flags.FLAGS
+PAPER_K = 5000
+# Run settings a command line may change for evaluation.
+_EVAL_OVERRIDES = {
+    "data": ("dataset", "data_dir", "binarize", "noise_factor",
+             "download_timeout_s"),
+    "train": ("seed", "batch_size", "eval_nll_samples", "mixed_precision"),
+    "distribution": ("strategy", "cpu_devices", "num_gpus", "tpu"),
+}
+# Model settings that must agree with the run's (or are taken from it).
+_MODEL_FLAGS = {"model": "name", "latent_dim": "latent_dim",
+                "reconstruction_loss": "reconstruction_loss",
+                "gaussian_stddev": "gaussian_stddev"}
+
+
+def define_flags():
+  flags.define()
+  absl_flags.DEFINE_string("checkpoint", None,
+                           "Checkpoint path (default: the latest in "
+                           "--model_dir).")
+  absl_flags.DEFINE_string("saved_model", None,
+                           "Evaluate an export (one version directory) "
+                           "instead of a checkpoint.")
+  absl_flags.DEFINE_string("output_json", None,
+                           "Where to write the results (default: "
+                           "<model_dir>/eval-<step>-k<K>.json).")
+  absl_flags.DEFINE_integer("max_test_examples", None,
+                            "Evaluate only the first N test images.")
+
+
+def resolve_config(fv):
+  """The run's saved config with the command line's explicit overrides.
+
+  Raises:
+    UserError: If a model flag contradicts the run's config.
+  """
+  import dataclasses
+
+  from engine import checkpointing
+  from engine.errors import UserError
+
+  config = flags.to_config(fv)
+  if fv["model_dir"].present or not fv.saved_model:
+    saved = checkpointing.read_run_config(fv.model_dir)
+    for flag, field in _MODEL_FLAGS.items():
+      ours, theirs = getattr(config.model, field), getattr(saved.model, field)
+      if fv[flag].present and ours != theirs:
+        raise UserError(f"--{flag}={ours}: the run in {fv.model_dir} was "
+                        f"trained with {theirs}; drop the flag")
+    sections = {}
+    for section, names in _EVAL_OVERRIDES.items():
+      ours, theirs = getattr(config, section), getattr(saved, section)
+      sections[section] = dataclasses.replace(theirs, **{
+          name: getattr(ours, name) for name in names
+          if fv[_flag_name(name)].present})
+    config = dataclasses.replace(saved, **sections)
+  if not fv["eval_nll_samples"].present:
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, eval_nll_samples=PAPER_K))
+  return config
+
+
+def _flag_name(field):
+  return {"download_timeout_s": "download_timeout"}.get(field, field)
+
+
+def main(argv):
+  del argv
+  import json
+  import os
+  import resource
+  import time
+
+  import tensorflow as tf
+
+  from engine import checkpointing
+  from engine import distribute
+  from engine import likelihood
+  from engine.data import pipeline
+  from engine.data import sources
+  from engine.errors import UserError
+
+  started = time.perf_counter()
+  config = resolve_config(FLAGS)
+  if config.train.eval_nll_samples < 1:
+    raise UserError("--eval_nll_samples must be positive for evaluation")
+  distribute.configure_devices(config.distribution)
+  strategy = distribute.make_strategy(config.distribution)
+  data = sources.load(config.data)
+  test_images, test_labels = data.test_images, data.test_labels
+  if FLAGS.max_test_examples:
+    test_images = test_images[:FLAGS.max_test_examples]
+    test_labels = test_labels[:FLAGS.max_test_examples]
+  batch_size = config.train.batch_size
+  if batch_size % strategy.num_replicas_in_sync:
+    raise UserError(f"--batch_size={batch_size}: must divide by the "
+                    f"{strategy.num_replicas_in_sync} replicas")
+
+  with strategy.scope():
+    if FLAGS.saved_model:
+      try:
+        loaded = tf.saved_model.load(FLAGS.saved_model)
+      except (OSError, ValueError, tf.errors.OpError) as e:
+        raise UserError(f"--saved_model={FLAGS.saved_model}: cannot load it "
+                        f"({str(e).splitlines()[0][:160]})") from None
+      encode, log_likelihood = likelihood.export_functions(
+          loaded, config.model)
+      latent_dim = int(loaded.signatures["decode"].structured_input_signature[
+          1]["z"].shape[-1])
+      source, step = FLAGS.saved_model, os.path.basename(
+          os.path.normpath(FLAGS.saved_model))
+    else:
+      trained = checkpointing.load_trained_model(FLAGS.model_dir,
+                                                 FLAGS.checkpoint)
+      encode, log_likelihood = likelihood.model_functions(
+          trained.vae, config.model)
+      latent_dim = trained.vae.latent_dim
+      source, step = trained.checkpoint, trained.step
+    evaluator = likelihood.ImportanceSampledEvaluator(
+        encode, log_likelihood, strategy, data.image_shape,
+        latent_dim, config.train.eval_nll_samples, batch_size,
+        config.train.seed)
+
+  options = pipeline.PipelineOptions(
+      global_batch_size=batch_size, seed=config.train.seed,
+      binarize=config.data.binarize, noise_factor=config.data.noise_factor,
+      latent_dim=latent_dim)
+  images, labels = pipeline.as_tensor(test_images), pipeline.as_tensor(
+      test_labels)
+  dataset = strategy.distribute_datasets_from_function(
+      lambda context: pipeline.eval_dataset(images, labels, options, context))
+  result = evaluator.evaluate(dataset)
+  seconds = time.perf_counter() - started
+  peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+  record = {"source": str(source), "step": step,
+            "dataset": data.source, "binarize": config.data.binarize,
+            "strategy": config.distribution.strategy,
+            "replicas": strategy.num_replicas_in_sync,
+            "samples_per_chunk": evaluator.chunk,
+            "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb),
+            **result.to_dict()}
+  rows = [
+      ("source", f"{source} (step {step})"),
+      ("test images", f"{result.examples} from {data.source}, binarize="
+                      f"{config.data.binarize}"),
+      ("ELBO", f"{result.elbo:.2f} ± {result.elbo_stderr:.2f} nats"),
+      (f"NLL (IWAE, K={result.num_samples})",
+       f"{result.nll:.2f} ± {result.nll_stderr:.2f} nats"),
+      ("bits/dim", f"{result.bits_per_dim:.4f}"),
+      ("active units", f"{result.active_units} / {latent_dim} "
+                       f"(Cov_x E_q[u|x] > {likelihood.ACTIVE_UNIT_THRESHOLD})"),
+      ("runtime", f"{seconds:.1f} s on {strategy.num_replicas_in_sync} "
+                  f"replica(s)"),
+      ("peak memory", f"{peak_rss_mb:.0f} MB RSS"),
+  ]
+  width = max(len(name) for name, _ in rows)
+  for name, value in rows:
+    print(f"{name:<{width}}  {value}")
+  output = FLAGS.output_json or (
+      os.path.normpath(FLAGS.saved_model) + f"-eval-k{result.num_samples}.json"
+      if FLAGS.saved_model else os.path.join(
+          FLAGS.model_dir, f"eval-{step}-k{result.num_samples}.json"))
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output + ".tmp", "w") as f:
+    json.dump(record, f, indent=2)
+  os.replace(output + ".tmp", output)
+  print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  _entry.run_tool(main)
