@@ -6,15 +6,25 @@ noise draw is a pure function of (seed, step) (see `engine.data.pipeline`).
 It also holds the architecture's fingerprint, checked before restoring, so a
 `--model_dir` written by another `--model` or `--latent_dim` is refused with a
 clear message instead of being half-restored.
+
+A checkpoint that cannot be read (truncated, garbage, half-written when the
+machine died) is never trained on: restoring falls back to the newest readable
+one, warns naming the bad one and moves it into `<model_dir>/corrupt/`; if
+none is readable the run stops and says so. Candidates are found by their
+files, not through the `checkpoint` state file, which may itself be damaged.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+import re
+import shutil
 from typing import Optional
 
+from absl import logging
 import tensorflow as tf
 
 import models
@@ -26,6 +36,31 @@ from models.base import VariationalAutoencoder
 CONFIG_JSON = "config.json"
 
 _FINGERPRINT_KEY = "fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
+_PREFIX = "ckpt"
+# What reading damaged checkpoint files raises (TF's reader turns short reads
+# into IndexError, checksum failures into DataLossError, ...).
+_READ_ERRORS = (tf.errors.OpError, IndexError, OSError, RuntimeError,
+                UnicodeDecodeError)
+CORRUPT_DIR = "corrupt"
+
+
+class _Unreadable(Exception):
+  """A checkpoint whose files cannot be read back."""
+
+
+def checkpoints_on_disk(directory: str) -> list[str]:
+  """Checkpoint prefixes in `directory` by their index files, newest first."""
+  found = []
+  for index in glob.glob(os.path.join(directory, f"{_PREFIX}-*.index")):
+    match = re.fullmatch(rf"{_PREFIX}-(\d+)\.index", os.path.basename(index))
+    if match:
+      found.append((int(match.group(1)), index[:-len(".index")]))
+  return [path for _, path in sorted(found, reverse=True)]
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:160] if text else ''}"
 
 
 def architecture_fingerprint(model_name: str, latent_dim: int,
@@ -47,11 +82,19 @@ class Checkpointer:
     max_to_keep: Number of checkpoints kept.
     restore_from: Where the latest checkpoint is read from (default:
       `directory`); every worker restores the chief's.
+    repair: Move unreadable checkpoints aside (the chief only: other workers
+      read the chief's directory and must not change it).
   """
 
   def __init__(self, directory: str, trainer: Trainer, fingerprint: str,
-               max_to_keep: int, restore_from: Optional[str] = None):
+               max_to_keep: int, restore_from: Optional[str] = None,
+               repair: bool = True):
     self._directory = restore_from or directory
+    self._write_directory = directory
+    self._max_to_keep = max_to_keep
+    self._repair = repair
+    self._step_counter = trainer.global_step
+    self._manager = None
     self._fingerprint = fingerprint
     # The plain optimizer is saved, not a LossScaleOptimizer wrapping it, so
     # checkpoints restore across precision policies; the loss scale's own
@@ -68,9 +111,16 @@ class Checkpointer:
                         if trainer.loss_scale_variables else None)
     extra = {"loss_scale": self._loss_scale} if self._loss_scale else {}
     self.checkpoint = tf.train.Checkpoint(**core, **extra)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, directory, max_to_keep=max_to_keep,
-        step_counter=trainer.global_step)
+
+  @property
+  def manager(self) -> tf.train.CheckpointManager:
+    # Created after restoring: it reads the `checkpoint` state file, which
+    # restoring may have repaired.
+    if self._manager is None:
+      self._manager = tf.train.CheckpointManager(
+          self.checkpoint, self._write_directory,
+          max_to_keep=self._max_to_keep, step_counter=self._step_counter)
+    return self._manager
 
   @property
   def latest(self) -> Optional[str]:
@@ -78,40 +128,98 @@ class Checkpointer:
     return tf.train.latest_checkpoint(self._directory)
 
   def restore_latest(self) -> Optional[str]:
-    """Restores the newest checkpoint, if any.
+    """Restores the newest readable checkpoint, if any.
+
+    Unreadable newer ones are skipped with a warning (and moved aside, when
+    repairing).
 
     Returns:
       The restored checkpoint's path, or None if the directory has none.
 
     Raises:
-      CheckpointMismatchError: If the checkpoint belongs to another
+      CheckpointMismatchError: If a checkpoint belongs to another
         architecture or does not hold this model's variables.
+      UserError: If there are checkpoints but none can be read.
     """
-    path = self.latest
-    if path is None:
-      return None
-    self._check_fingerprint(path)
+    candidates = checkpoints_on_disk(self._directory)
+    unreadable = []
+    for path in candidates:
+      try:
+        self._restore(path)
+      except _Unreadable as e:
+        unreadable.append((path, str(e)))
+        continue
+      if unreadable or not self._state_file_readable():
+        self._set_aside(unreadable, path, candidates)
+      return path
+    if unreadable:
+      listed = "; ".join(f"{os.path.basename(p)} ({why})"
+                         for p, why in unreadable)
+      raise UserError(
+          f"--model_dir={self._directory}: no readable checkpoint ({listed})."
+          " Move them away to start from scratch")
+    return None
+
+  def _restore(self, path: str) -> None:
+    try:
+      reader = tf.train.load_checkpoint(path)
+      names = reader.get_variable_to_shape_map()
+    except _READ_ERRORS + (ValueError,) as e:
+      raise _Unreadable(_first_line(e)) from None
+    self._check_fingerprint(path, reader if _FINGERPRINT_KEY in names
+                            else None)
     try:
       self._core.restore(path).expect_partial(
       ).assert_existing_objects_matched()
       if self._loss_scale is not None:
         tf.train.Checkpoint(loss_scale=self._loss_scale).restore(
             path).expect_partial()  # Absent when written under another policy.
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
       first_line = str(e).strip().splitlines()[0][:200]
       raise CheckpointMismatchError(
           f"--model_dir={self._directory}: checkpoint {path} does not match "
           f"this model ({first_line})") from None
-    return path
+    except _READ_ERRORS as e:
+      raise _Unreadable(_first_line(e)) from None
 
-  def _check_fingerprint(self, path: str) -> None:
+  def _state_file_readable(self) -> bool:
     try:
-      stored = tf.train.load_variable(path, _FINGERPRINT_KEY)
-    except (tf.errors.NotFoundError, ValueError):
+      tf.train.get_checkpoint_state(self._directory)
+      return True
+    except Exception:  # A damaged text proto raises parser-specific errors.
+      return False
+
+  def _set_aside(self, unreadable, restored: str, candidates) -> None:
+    """Warns about skipped checkpoints; the chief moves them aside."""
+    for path, why in unreadable:
+      where = ""
+      if self._repair:
+        quarantine = os.path.join(self._directory, CORRUPT_DIR)
+        os.makedirs(quarantine, exist_ok=True)
+        for part in glob.glob(glob.escape(path) + ".*"):
+          shutil.move(part, os.path.join(quarantine, os.path.basename(part)))
+        where = f"; moved to {quarantine}/"
+      logging.warning("checkpoint %s is unreadable (%s): resuming from %s "
+                      "instead%s", path, why, restored, where)
+    if self._repair:
+      # Rewritten atomically, so that the manager and tools see only
+      # readable checkpoints.
+      bad = {path for path, _ in unreadable}
+      good = sorted((p for p in candidates if p not in bad),
+                    key=lambda p: int(p.rsplit("-", 1)[1]))
+      tf.compat.v1.train.update_checkpoint_state(
+          self._directory, restored, all_model_checkpoint_paths=good)
+
+  def _check_fingerprint(self, path: str, reader) -> None:
+    if reader is None:
       raise CheckpointMismatchError(
           f"--model_dir={self._directory}: checkpoint {path} was not written "
           "by vae-engine (it has no architecture fingerprint); use a new "
-          "--model_dir") from None
+          "--model_dir")
+    try:
+      stored = reader.get_tensor(_FINGERPRINT_KEY)
+    except _READ_ERRORS + (ValueError,) as e:
+      raise _Unreadable(_first_line(e)) from None
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
     if stored != self._fingerprint:
       raise CheckpointMismatchError(

@@ -15,3 +15,10 @@ class DataError(UserError):
 
 class CheckpointMismatchError(UserError):
   """A `--model_dir` whose checkpoint belongs to another model or architecture."""
+
+
+class TrainingDiverged(Exception):
+  """The loss or its gradients became non-finite and `--nan_policy` says stop.
+
+  The message names the step and the term; the last good checkpoint is kept.
+  """

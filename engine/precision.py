@@ -15,6 +15,8 @@ import keras
 from absl import logging
 import tensorflow as tf
 
+from engine.errors import UserError
+
 
 def _cpu_has_fast_bfloat16() -> bool:
   """AVX512-BF16 or AMX: what makes bfloat16 matmuls fast on a CPU."""
@@ -26,14 +28,27 @@ def _cpu_has_fast_bfloat16() -> bool:
   return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def resolve(name: str) -> str:
+def resolve(name: str, allow_slow: bool = False) -> str:
   """The Keras policy name for `--mixed_precision=name`.
 
   `auto`: bfloat16 on TPUs and on CPUs with AVX512-BF16/AMX, float16 on GPUs
   of compute capability 7.0 or more, float32 otherwise.
+
+  Args:
+    name: The flag's value.
+    allow_slow: Run mixed_float16 without a GPU (with a warning) instead of
+      refusing it.
+
+  Raises:
+    UserError: For mixed_float16 without a GPU, unless `allow_slow`.
   """
   if name != "auto":
     if name == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+      if not allow_slow:
+        raise UserError(
+            "--mixed_precision=mixed_float16: no GPU here, and float16 is "
+            "emulated on a CPU (~100x slower); use --mixed_precision="
+            "mixed_bfloat16 or float32, or pass --allow_slow")
       logging.warning(
           "--mixed_precision=mixed_float16 on a CPU: float16 is emulated and "
           "runs ~100x slower here; use --mixed_precision=mixed_bfloat16 (or "

@@ -152,7 +152,8 @@ class _Run:
                       else self.role.scratch_dir(train.model_dir))
     prepare_model_dir(self.write_dir)
     keras.utils.set_random_seed(train.seed)
-    self.policy = precision.resolve(train.mixed_precision)
+    self.policy = precision.resolve(train.mixed_precision,
+                                     train.allow_slow)
     self.data = sources.load(config.data)
     replicas = self.strategy.num_replicas_in_sync
     if train.batch_size % replicas:
@@ -199,7 +200,7 @@ class _Run:
         spec.name, config.model.latent_dim, self.data.image_shape)
     self.checkpointer = checkpointing.Checkpointer(
         self.write_dir, self.trainer, fingerprint, train.keep_checkpoints,
-        restore_from=train.model_dir)
+        restore_from=train.model_dir, repair=self.role.is_chief)
     self.resumed_from = self.checkpointer.restore_latest()
     if self.role.is_chief:
       write_config(train.model_dir, config)
