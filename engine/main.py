@@ -3,7 +3,9 @@
 Usage: python -m engine.main --model=conv --data_dir=DIR --model_dir=DIR
        (or `vae-engine ...`; `--flagfile=FILE` reads flags from a file).
 Re-running the same command resumes from the latest checkpoint in
---model_dir. Bad input ends with a one-line `error: ...` and exit status 2.
+--model_dir. Bad input ends with a one-line `error: ...` and exit status 2; a
+non-finite loss (--nan_policy) with exit status 3; a failed peer with 1;
+SIGTERM with a checkpoint and 143.
 """
 
 # This module is the only reader of the engine's flags: it turns them into a
@@ -28,6 +30,7 @@ import flags  # noqa: E402
 FLAGS = absl_flags.FLAGS
 EXIT_USAGE = 2
 EXIT_CLUSTER_FAILURE = 1
+EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a scheduler expects.
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str]) -> None:
   if not any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:]):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
-  from engine.errors import UserError  # noqa: E402
+  from engine.errors import TrainingDiverged, UserError  # noqa: E402
 
   import tensorflow as tf  # noqa: E402  (already imported by the runner)
 
@@ -70,6 +73,9 @@ def main(argv: list[str]) -> None:
     runner.run(config)
   except UserError as e:
     fail(str(e))
+  except TrainingDiverged as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_DIVERGED)
   except runner.Preempted as e:
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)

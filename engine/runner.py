@@ -37,7 +37,7 @@ from engine import summaries
 from engine.config import RunConfig
 from engine.data import pipeline
 from engine.data import sources
-from engine.errors import UserError
+from engine.errors import TrainingDiverged, UserError
 
 CONFIG_JSON = checkpointing.CONFIG_JSON
 CONFIG_FLAGFILE = "flags.txt"
@@ -183,7 +183,9 @@ class _Run:
           train.optimizer, loss_scaling=self.policy == "mixed_float16",
           jit_compile=train.jit_compile,
           # The paper's Adam settings come with its schedule.
-          adam_epsilon=1e-4 if train.lr_schedule == "iwae" else 1e-7)
+          adam_epsilon=1e-4 if train.lr_schedule == "iwae" else 1e-7,
+          nan_policy=train.nan_policy,
+          max_skipped_steps=train.max_skipped_steps)
       # Evaluation reports the ELBO itself, whatever the training objective.
       self.evaluator = steps.Evaluator(
           self.vae, dataclasses.replace(config.model, objective="elbo",
@@ -202,6 +204,7 @@ class _Run:
         self.write_dir, self.trainer, fingerprint, train.keep_checkpoints,
         restore_from=train.model_dir, repair=self.role.is_chief)
     self.resumed_from = self.checkpointer.restore_latest()
+    self.trainer.reapply_learning_rate()
     if self.role.is_chief:
       write_config(train.model_dir, config)
     self.total_steps = total_steps(config, len(self.data.train_images))
@@ -272,7 +275,9 @@ class _Run:
                                   self.total_steps),
                    _next_boundary(step, train.eval_every, self.total_steps))
       self.trainer.train_loop(iterator, tf.constant(target - step, tf.int32))
-      step = target
+      step = int(self.trainer.global_step.numpy())
+      if bool(self.trainer.non_finite.stopped.read_value()):
+        raise TrainingDiverged(self._divergence_message())
       if int(self._any_preempted(tf.constant(int(preemption.raised)))):
         raise Preempted(step, self.save(step))
       if step % train.log_every == 0 or step == self.total_steps:
@@ -282,8 +287,13 @@ class _Run:
                                              1e-9)
         bar.report(step, metrics, rate,
                    (self.total_steps - step) / max(steps_per_sec, 1e-9))
+        skipped = int(self.trainer.non_finite.skipped_steps.read_value())
+        if skipped:
+          self.say(f"  {skipped} step(s) skipped so far: non-finite loss "
+                   "(--nan_policy=skip)")
         self.writer.scalars("train", step, {**metrics,
-                                            "examples_per_sec": rate})
+                                            "examples_per_sec": rate,
+                                            "skipped_steps": skipped})
       if train.checkpoint_every and step % train.checkpoint_every == 0:
         self.save(step)
       if (train.eval_every and step % train.eval_every == 0
@@ -291,6 +301,27 @@ class _Run:
         self.evaluate(step)
         throughput.restart()
     return step
+
+  def _divergence_message(self) -> str:
+    state = self.trainer.non_finite
+    names = {"reconstruction": "reconstruction term", "kl": "KL term",
+             "gradients": "gradients"}
+    terms = " and the ".join(names[t] for t in state.bad_terms()) or "loss"
+    last = int(state.last_bad_step.read_value())
+    checkpoint = self.checkpointer.latest
+    kept = (f"the last good checkpoint, {checkpoint}, is kept and re-running "
+            "resumes from it" if checkpoint else "no checkpoint was written "
+            "before it")
+    if self.config.train.nan_policy == "stop":
+      return (f"training stopped at step {last + 1}: the {terms} became "
+              f"non-finite (NaN or inf); that update was not applied, and "
+              f"{kept}. Lower --learning_rate, or pass --nan_policy=skip")
+    skipped = int(state.skipped_steps.read_value())
+    return (f"training stopped at step {last + 1}: "
+            f"{self.config.train.max_skipped_steps} steps in a row were "
+            f"non-finite (the {terms} at the last one; {skipped} skipped in "
+            f"all, since step {int(state.first_bad_step.read_value()) + 1}); "
+            f"{kept}. Lower --learning_rate")
 
   def evaluate(self, step: int) -> dict:
     metrics = self.evaluator.evaluate(self.eval_data)

@@ -5,6 +5,12 @@
 tensor so changing it never retraces). Loss terms are accumulated on-device in
 ON_READ variables, so a step never waits for the host; the controller reads
 and resets them when it logs.
+
+Every step checks that the loss terms and gradients are finite (all replicas
+agree through one 3-float all-reduce) and applies the update only if they are:
+weights never take a NaN. What happens next is `--nan_policy`: `stop` ends
+the loop at that step and records which term failed; `skip` counts the step
+and goes on, ending the loop after `max_skipped_steps` bad steps in a row.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from engine.config import ModelConfig
 from models.base import VariationalAutoencoder
 
 METRIC_NAMES = ("loss", "reconstruction", "kl", "elbo")
+# What the non-finite check looks at, in this order.
+CHECKED_TERMS = ("reconstruction", "kl", "gradients")
 
 
 class _Accumulator:
@@ -32,11 +40,13 @@ class _Accumulator:
                              synchronization=tf.VariableSynchronization.ON_READ,
                              aggregation=tf.VariableAggregation.SUM)
 
-  def add(self, per_example: dict[str, tf.Tensor]) -> None:
+  def add(self, per_example: dict[str, tf.Tensor], keep=True) -> None:
+    """Adds a batch's terms; `keep` false (a skipped step) adds nothing."""
     for name, total in self.sums.items():
-      total.assign_add(tf.reduce_sum(per_example[name]))
+      total.assign_add(tf.where(keep, tf.reduce_sum(per_example[name]), 0.0))
     some_term = next(iter(per_example.values()))
-    self.count.assign_add(tf.cast(tf.shape(some_term)[0], tf.float32))
+    self.count.assign_add(tf.where(
+        keep, tf.cast(tf.shape(some_term)[0], tf.float32), 0.0))
 
   def result_and_reset(self) -> dict[str, float]:
     """Means per example since the last reset, then zeroes the sums."""
@@ -47,6 +57,40 @@ class _Accumulator:
     for variable in list(self.sums.values()) + [self.count]:
       variable.assign(0.0)
     return means
+
+
+def _replica_local(name, value, dtype):
+  """A variable each replica updates alone; reads return the first replica's
+  (all replicas hold the same value: it is computed from all-reduced data)."""
+  return tf.Variable(value, dtype=dtype, trainable=False, name=name,
+                     synchronization=tf.VariableSynchronization.ON_READ,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+class NonFiniteState:
+  """What the non-finite guard has seen since the run (process) started.
+
+  Attributes:
+    stopped: The loop ended early because of non-finite steps.
+    first_bad_step: Global step of the first non-finite step (-1: none).
+    bad_terms: Names from `CHECKED_TERMS` that were non-finite at the step
+      that stopped the loop (or the latest bad step).
+    skipped_steps: Steps whose update was skipped.
+    consecutive_skips: Bad steps in a row, up to the latest step.
+  """
+
+  def __init__(self):
+    self.stopped = _replica_local("nan_stopped", False, tf.bool)
+    self.first_bad_step = _replica_local("nan_first_step", -1, tf.int64)
+    self.last_bad_step = _replica_local("nan_last_step", -1, tf.int64)
+    self.bad_flags = _replica_local("nan_terms", [0.0] * len(CHECKED_TERMS),
+                                    tf.float32)
+    self.skipped_steps = _replica_local("nan_skipped", 0, tf.int64)
+    self.consecutive_skips = _replica_local("nan_consecutive", 0, tf.int64)
+
+  def bad_terms(self) -> list[str]:
+    flags = self.bad_flags.read_value().numpy()
+    return [name for name, flag in zip(CHECKED_TERMS, flags) if flag > 0]
 
 
 class Trainer:
@@ -68,17 +112,25 @@ class Trainer:
       operation XLA cannot hold.
     adam_epsilon: Adam's epsilon (Keras's default 1e-7; the IWAE paper's
       1e-4).
+    nan_policy: `stop` or `skip` (see the module docstring).
+    max_skipped_steps: With `skip`, bad steps in a row that end the loop.
   """
 
   def __init__(self, vae: VariationalAutoencoder, model_config: ModelConfig,
                strategy: tf.distribute.Strategy, global_batch_size: int,
                learning_rate, optimizer: str = "adam",
                loss_scaling: bool = False, jit_compile: bool = False,
-               adam_epsilon: float = 1e-7):
+               adam_epsilon: float = 1e-7, nan_policy: str = "stop",
+               max_skipped_steps: int = 10):
+    if nan_policy not in ("stop", "skip"):
+      raise ValueError(f"unknown nan_policy {nan_policy!r}")
+    self.nan_policy = nan_policy
+    self.max_skipped_steps = max_skipped_steps
     self.vae = vae
     self.model_config = model_config
     self.strategy = strategy
     self.global_batch_size = global_batch_size
+    self._learning_rate = learning_rate
     if optimizer == "adam":
       self.base_optimizer = keras.optimizers.Adam(learning_rate,
                                                   epsilon=adam_epsilon)
@@ -94,10 +146,22 @@ class Trainer:
         0, dtype=tf.int64, trainable=False, name="global_step",
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.metrics = _Accumulator(METRIC_NAMES)
+    self.non_finite = NonFiniteState()
     self.loss_scaling = loss_scaling
     self.gradients = tf.function(self._gradients, jit_compile=True) if (
         jit_compile) else self._gradients
     self.train_loop = tf.function(self._train_loop)
+
+  def reapply_learning_rate(self) -> None:
+    """Sets the configured learning rate again after a checkpoint restore.
+
+    Keras saves a constant learning rate as an optimizer variable, so a
+    restore would silently bring back the old run's value; a resumed run
+    uses the rate it was started with now. (A schedule is a function of the
+    restored step count and needs nothing.)
+    """
+    if isinstance(self._learning_rate, (int, float)):
+      self.base_optimizer.learning_rate = float(self._learning_rate)
 
   @property
   def loss_scale_variables(self) -> dict:
@@ -130,17 +194,81 @@ class Trainer:
         loss = self.optimizer.scale_loss(loss)
     return tape.gradient(loss, variables), terms
 
+  def _non_finite_flags(self, terms, gradients):
+    """1.0 per `CHECKED_TERMS` entry that is not finite on this replica."""
+
+    def bad(tensors):
+      finite = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors
+                if t is not None]
+      return tf.cast(tf.logical_not(tf.reduce_all(finite)), tf.float32)
+
+    # With float16 loss scaling, overflowing gradients are routine: the
+    # LossScaleOptimizer skips those steps and lowers the scale itself.
+    gradient_flag = (tf.constant(0.0) if self.loss_scaling
+                     else bad(gradients))
+    return tf.stack([bad([terms["reconstruction"]]), bad([terms["kl"]]),
+                     gradient_flag])
+
+  def _apply_if(self, finite, gradients):
+    """Applies the update only when `finite` (the same on every replica)."""
+    variables = self.vae.trainable_variables
+
+    def apply(grads):
+      # A LossScaleOptimizer unscales, and skips the update if not finite.
+      self.optimizer.apply_gradients(zip(grads, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      tf.cond(finite, lambda: apply(gradients), lambda: None)
+      return
+
+    # Optimizers update through merge_call, which may not sit inside a cond
+    # in replica context: branch in cross-replica context (as Keras's
+    # LossScaleOptimizer does).
+    def cross_replica(distribution, gradients, finite):
+      agreed = distribution.experimental_local_results(finite)[0]
+      tf.cond(agreed, lambda: distribution.extended.call_for_each_replica(
+          apply, args=(gradients,)), lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(gradients, finite))
+
+  def _record(self, flags, finite):
+    """Updates the non-finite state; returns whether the loop must stop."""
+    state = self.non_finite
+    step = tf.cast(self.global_step, tf.int64)
+    consecutive = tf.where(finite, tf.constant(0, tf.int64),
+                           state.consecutive_skips + 1)
+    state.consecutive_skips.assign(consecutive)
+    state.skipped_steps.assign_add(tf.where(finite, tf.constant(0, tf.int64),
+                                            tf.constant(1, tf.int64)))
+    state.first_bad_step.assign(tf.where(
+        tf.logical_and(tf.logical_not(finite), state.first_bad_step < 0),
+        step, state.first_bad_step))
+    state.last_bad_step.assign(tf.where(finite, state.last_bad_step, step))
+    state.bad_flags.assign(tf.where(finite, state.bad_flags, flags))
+    limit = 1 if self.nan_policy == "stop" else self.max_skipped_steps
+    stop = consecutive >= limit
+    state.stopped.assign(stop)
+    return stop
+
   def _step(self, batch):
     gradients, terms = self.gradients(batch)
-    # A LossScaleOptimizer unscales, and skips the update if not finite.
-    self.optimizer.apply_gradients(zip(gradients,
-                                       self.vae.trainable_variables))
-    self.metrics.add(terms)
+    flags = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM,
+        self._non_finite_flags(terms, gradients))
+    finite = tf.equal(tf.reduce_sum(flags), 0.0)
+    self._apply_if(finite, gradients)
+    self.metrics.add(terms, keep=finite)
+    return self._record(tf.minimum(flags, 1.0), finite)
 
   def _train_loop(self, iterator, num_steps):
     for _ in tf.range(num_steps):
-      self.strategy.run(self._step, args=(next(iterator),))
+      stop = self.strategy.run(self._step, args=(next(iterator),))
       self.global_step.assign_add(1)
+      # Every replica computed the same value; the local one needs no
+      # collective.
+      if self.strategy.experimental_local_results(stop)[0]:
+        break
 
 
 class Evaluator:
