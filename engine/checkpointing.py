@@ -141,6 +141,12 @@ class Checkpointer:
         architecture or does not hold this model's variables.
       UserError: If there are checkpoints but none can be read.
     """
+    if self._repair:
+      # Half-written saves of a killed run (TF writes `<prefix>_temp/` and
+      # merges it into place): never readable, safe to drop.
+      for stale in glob.glob(os.path.join(glob.escape(self._directory),
+                                          f"{_PREFIX}-*_temp")):
+        shutil.rmtree(stale, ignore_errors=True)
     candidates = checkpoints_on_disk(self._directory)
     unreadable = []
     for path in candidates:

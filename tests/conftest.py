@@ -57,3 +57,10 @@ def small_mnist_dir(tmp_path_factory, mnist):
   write_idx(os.path.join(directory, "t10k-labels-idx1-ubyte.gz"),
             mnist.test_labels[:512])
   return directory
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      "--chaos-kills", type=int, default=4,
+      help="SIGKILLs in the kill-loop test (4 in CI; 12 or more for the "
+      "full run, or use tools/chaos.py directly)")
