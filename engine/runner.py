@@ -155,16 +155,17 @@ class _Run:
     self.policy = precision.resolve(train.mixed_precision,
                                      train.allow_slow)
     self.data = sources.load(config.data)
+    self.num_train_examples = len(self.data.train_images)
     replicas = self.strategy.num_replicas_in_sync
     if train.batch_size % replicas:
       raise UserError(f"--batch_size={train.batch_size}: must divide by the "
                       f"{replicas} replicas of "
                       f"--strategy={config.distribution.strategy}")
-    if len(self.data.train_images) < train.batch_size:
+    if self.num_train_examples < train.batch_size:
       raise UserError(f"--batch_size={train.batch_size}: larger than the "
-                      f"{len(self.data.train_images)} training examples")
+                      f"{self.num_train_examples} training examples")
     spec = models.get(config.model.name)
-    steps_per_epoch = pipeline.steps_per_epoch(len(self.data.train_images),
+    steps_per_epoch = pipeline.steps_per_epoch(self.num_train_examples,
                                                train.batch_size)
     with self.strategy.scope(), precision.policy_scope(self.policy):
       try:
@@ -207,7 +208,12 @@ class _Run:
     self.trainer.reapply_learning_rate()
     if self.role.is_chief:
       write_config(train.model_dir, config)
-    self.total_steps = total_steps(config, len(self.data.train_images))
+    self.total_steps = total_steps(config, self.num_train_examples)
+    # Hold one copy of the training set: the tensor the pipeline gathers
+    # from. tf.convert_to_tensor copies (and .numpy() would copy back), so
+    # the loaded array is dropped once converted.
+    self.train_images = pipeline.as_tensor(self.data.train_images)
+    self.data = dataclasses.replace(self.data, train_images=None)
     self.options = pipeline.PipelineOptions(
         global_batch_size=train.batch_size, seed=train.seed,
         binarize=config.data.binarize, noise_factor=config.data.noise_factor,
@@ -229,8 +235,24 @@ class _Run:
                                 axis=None)
 
   def save(self, step: int) -> str:
-    """Saves on every worker; returns the chief's checkpoint path."""
-    self.checkpointer.save(step)
+    """Saves on every worker; returns the chief's checkpoint path.
+
+    Raises:
+      UserError: If the checkpoint cannot be written (disk full, directory
+        gone or read-only); the previous checkpoint is untouched, since TF
+        writes a new one beside it and the state file is replaced last.
+    """
+    previous = self.checkpointer.latest
+    try:
+      self.checkpointer.save(step)
+    except (tf.errors.OpError, OSError) as e:
+      reason = " ".join(str(getattr(e, "message", e)).split())[:200]
+      kept = (f"the previous checkpoint, {previous}, is intact" if previous
+              else "no earlier checkpoint exists")
+      raise UserError(
+          f"--model_dir={self.config.train.model_dir}: could not write "
+          f"checkpoint ckpt-{step} ({type(e).__name__}: {reason}); {kept}. "
+          "Free space or fix the directory, then re-run to resume") from None
     return os.path.join(self.config.train.model_dir, f"ckpt-{step}")
 
   def cleanup(self) -> None:
@@ -261,7 +283,7 @@ class _Run:
     start = int(self.trainer.global_step.numpy())
     if start >= self.total_steps:
       return start
-    train_images = pipeline.as_tensor(self.data.train_images)
+    train_images = self.train_images
     iterator = iter(self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.train_dataset(
             train_images, self.options, start, self.total_steps, context)))
@@ -411,7 +433,7 @@ def _train_evaluate_export(state: _Run, config: RunConfig) -> RunResult:
     state.say(f"resumed from {state.resumed_from} at step "
               f"{int(state.trainer.global_step.numpy())}")
   state.say(f"training {config.model.name} (latent {config.model.latent_dim}) "
-            f"on {state.data.source}: {len(state.data.train_images)} train / "
+            f"on {state.data.source}: {state.num_train_examples} train / "
             f"{len(state.data.test_images)} test images, "
             f"{state.total_steps} steps of {config.train.batch_size}, "
             f"{state.strategy.num_replicas_in_sync} replica(s), "

@@ -36,7 +36,8 @@ class ImageDataset:
   """A train/test split of images in memory.
 
   Attributes:
-    train_images: uint8 array [N, rows, cols, channels].
+    train_images: uint8 array [N, rows, cols, channels]; None once a run
+      has moved it into the tensor its pipeline reads (one copy in memory).
     train_labels: int64 array [N].
     test_images: uint8 array [M, rows, cols, channels].
     test_labels: int64 array [M].
@@ -51,7 +52,9 @@ class ImageDataset:
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    return tuple(self.train_images.shape[1:])
+    # Both splits have it (checked on load); the training array may have
+    # been handed over to a tensor (see engine.runner).
+    return tuple(self.test_images.shape[1:])
 
 
 def load(config: DataConfig) -> ImageDataset:

@@ -40,7 +40,7 @@ def data_copy(tmp_path, small_mnist_dir):
 
 def test_unknown_model():
   assert_one_line_error(run_cli("--model=resnet"), "--model=resnet",
-                        "conv|denoising|dense|lambda|mlp")
+                        "conv|denoising|dense|iwae_mlp|lambda|mlp")
 
 
 @pytest.mark.parametrize("flag,name", [("--batch_size=0", "--batch_size"),
