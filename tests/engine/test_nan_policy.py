@@ -42,10 +42,12 @@ def _weights(trainer):
   return [v.numpy().copy() for v in trainer.vae.trainable_variables]
 
 
-def test_stop_ends_the_loop_at_the_bad_step_without_applying_it(mnist):
-  reference = _trainer()
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_stop_ends_the_loop_at_the_bad_step_without_applying_it(mnist,
+                                                                jit_compile):
+  reference = _trainer(jit_compile=jit_compile)
   reference.train_loop(_batches(mnist, range(3)), tf.constant(3))
-  trainer = _trainer()
+  trainer = _trainer(jit_compile=jit_compile)
   trainer.train_loop(_batches(mnist, range(6), poisoned={3}), tf.constant(6))
   state = trainer.non_finite
   assert bool(state.stopped.read_value())
@@ -58,10 +60,11 @@ def test_stop_ends_the_loop_at_the_bad_step_without_applying_it(mnist):
   assert metrics["examples"] == 3 * 16 and np.isfinite(metrics["loss"])
 
 
-def test_skip_drops_the_bad_update_and_carries_on(mnist):
-  reference = _trainer(nan_policy="skip")
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_skip_drops_the_bad_update_and_carries_on(mnist, jit_compile):
+  reference = _trainer(nan_policy="skip", jit_compile=jit_compile)
   reference.train_loop(_batches(mnist, [0, 1, 2, 4, 5]), tf.constant(5))
-  trainer = _trainer(nan_policy="skip")
+  trainer = _trainer(nan_policy="skip", jit_compile=jit_compile)
   trainer.train_loop(_batches(mnist, range(6), poisoned={3}), tf.constant(6))
   state = trainer.non_finite
   assert not bool(state.stopped.read_value())

@@ -111,10 +111,32 @@ def test_float16_loss_scaling_skips_an_overflowing_step_and_recovers(mnist):
 
 @pytest.mark.parametrize("model", ["dense", "conv"])
 def test_xla_and_plain_steps_agree(mnist, model):
+  """One device: XLA compiles the whole step, optimizer update included."""
   plain = _trainer("float32", model=model)
   xla = _trainer("float32", jit_compile=True, model=model)
+  assert xla.whole_step_xla and not plain.whole_step_xla
   for a, b in zip(plain.vae.trainable_variables, xla.vae.trainable_variables):
     b.assign(a)
+  plain.train_loop(_batches(mnist, 1), tf.constant(1))
+  xla.train_loop(_batches(mnist, 1), tf.constant(1))
+  assert xla._replica_step.experimental_get_tracing_count() == 1
+  np.testing.assert_allclose(plain.metrics.result_and_reset()["loss"],
+                             xla.metrics.result_and_reset()["loss"],
+                             rtol=1e-4)
+  for a, b in zip(plain.vae.trainable_variables, xla.vae.trainable_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_xla_gradients_agree_under_a_strategy(mnist):
+  """Under tf.distribute only forward and backward are compiled."""
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  with strategy.scope():
+    keras.utils.set_random_seed(0)
+    vae = models.get("conv").build((28, 28, 1), 2)
+    config = ModelConfig(name="conv", latent_dim=2)
+    plain = steps.Trainer(vae, config, strategy, 16, 1e-3)
+    xla = steps.Trainer(vae, config, strategy, 16, 1e-3, jit_compile=True)
+  assert not xla.whole_step_xla
   batch = next(_batches(mnist, 1))
   plain_gradients, plain_terms = plain.gradients(batch)
   xla_gradients, xla_terms = xla.gradients(batch)

@@ -24,3 +24,13 @@ def test_every_variant_is_measured_and_flops_are_counted(small_mnist_dir):
 
 def test_matmul_peak_is_measured():
   assert benchmark.matmul_peak_flops(size=256, repeats=2) > 1e8
+
+
+def test_large_batch_fraction_of_peak_is_measured(small_mnist_dir):
+  from engine.config import DataConfig
+  from engine.data import sources
+  data = sources.load(DataConfig(data_dir=small_mnist_dir))
+  rates, flops = benchmark.measure_large_batch("dense", data, batch_size=256,
+                                               steps=4, rounds=1)
+  assert len(rates) == 1 and rates[0] > 0
+  assert 2e6 < flops < 4e6
