@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+import models
+
 from tests.conftest import REPO_ROOT
 from tests.engine.test_main import assert_one_line_error, run_cli
 
@@ -73,9 +75,8 @@ def test_mirrored_on_two_cpus_matches_one_device_for_every_model(
                           cwd=REPO_ROOT, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
-  assert sorted(report) == sorted(f"{m}_{o}" for m in
-                                 ("conv", "denoising", "dense", "lambda",
-                                  "mlp") for o in ("adam", "sgd"))
+  assert sorted(report) == sorted(f"{m}_{o}" for m in models.names()
+                                 for o in ("adam", "sgd"))
   for name, row in report.items():
     assert row["replicas"] == 2, name
     assert row["finite"] and row["replicas_equal"], name

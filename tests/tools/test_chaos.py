@@ -34,7 +34,9 @@ def test_killed_runs_lose_nothing_and_end_identical(small_mnist_dir, tmp_path,
       assert kill.left_behind.endswith("_temp"), kill
     if kill.target == "export":
       assert kill.left_behind.startswith(".tmp-"), kill
-    assert kill.checked >= 1
+    # Everything on disk was verified (nothing yet, if the kill came
+    # before the first checkpoint).
+    assert kill.checked >= 1 or kill.latest == "-", kill
   assert summary["weights"] == summary["reference_weights"]
   assert summary["final_step"] == 600
   # The restarts cleaned up after the kills.
