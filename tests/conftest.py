@@ -59,6 +59,17 @@ def small_mnist_dir(tmp_path_factory, mnist):
   return directory
 
 
+@pytest.fixture
+def data_copy(tmp_path, small_mnist_dir):
+  """A writable copy of the small MNIST directory, for damaging."""
+  directory = tmp_path / "data"
+  directory.mkdir()
+  for name in os.listdir(small_mnist_dir):
+    (directory / name).write_bytes(
+        open(os.path.join(small_mnist_dir, name), "rb").read())
+  return directory
+
+
 def pytest_addoption(parser):
   parser.addoption(
       "--chaos-kills", type=int, default=4,

@@ -17,16 +17,6 @@ from tests.engine.test_main import assert_one_line_error, run_cli
 from tests.engine.test_runner import _config
 
 
-@pytest.fixture
-def data_copy(tmp_path, small_mnist_dir):
-  directory = tmp_path / "data"
-  directory.mkdir()
-  for name in os.listdir(small_mnist_dir):
-    (directory / name).write_bytes(
-        open(os.path.join(small_mnist_dir, name), "rb").read())
-  return directory
-
-
 def _run(data_dir, model_dir, *flags):
   return run_cli(f"--data_dir={data_dir}", f"--model_dir={model_dir}",
                  "--model=dense", "--train_steps=4", "--batch_size=32",

@@ -28,16 +28,6 @@ def assert_one_line_error(result, *fragments):
   return errors[0]
 
 
-@pytest.fixture
-def data_copy(tmp_path, small_mnist_dir):
-  directory = tmp_path / "data"
-  directory.mkdir()
-  for name in os.listdir(small_mnist_dir):
-    (directory / name).write_bytes(
-        open(os.path.join(small_mnist_dir, name), "rb").read())
-  return directory
-
-
 def test_unknown_model():
   assert_one_line_error(run_cli("--model=resnet"), "--model=resnet",
                         "conv|denoising|dense|iwae_mlp|lambda|mlp")
