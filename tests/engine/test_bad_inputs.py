@@ -1,6 +1,7 @@
 """Bad input, one case each, as a user meets it on the command line: a
 one-line `error:` naming the culprit, a non-zero exit, no traceback, and
-nothing lost. (More cases: test_main.py, data/test_idx.py.)"""
+nothing lost. (More cases: test_main.py (unknown flag, missing flagfile),
+test_distribute.py (batch vs replicas), data/test_idx.py.)"""
 
 import io
 import os
@@ -77,13 +78,6 @@ def test_model_dir_that_is_a_file(data_copy, tmp_path):
   _report("--model_dir is a file", line)
 
 
-def test_batch_size_not_divisible_by_replicas(data_copy, tmp_path):
-  line = assert_one_line_error(
-      _run(data_copy, tmp_path / "m", "--strategy=mirrored",
-           "--cpu_devices=3"), "--batch_size=32", "3 replicas")
-  _report("--batch_size=32 over 3 replicas", line)
-
-
 def test_float16_on_a_cpu_without_allow_slow(data_copy, tmp_path):
   line = assert_one_line_error(
       _run(data_copy, tmp_path / "m", "--mixed_precision=mixed_float16"),
@@ -108,14 +102,6 @@ def test_no_readable_checkpoint(data_copy, tmp_path):
       _run(data_copy, tmp_path / "m", "--train_steps=8"),
       "no readable checkpoint", "ckpt-4", "ckpt-2")
   _report("every checkpoint corrupt", line)
-
-
-def test_unknown_flag_and_missing_flagfile(tmp_path):
-  _report("unknown flag", assert_one_line_error(run_cli("--lerning_rate=1"),
-                                                "lerning_rate"))
-  _report("missing --flagfile", assert_one_line_error(
-      run_cli(f"--flagfile={tmp_path}/nope.flags"), "--flagfile",
-      "nope.flags"))
 
 
 def test_disk_full_while_checkpointing_keeps_the_previous_one(
