@@ -284,9 +284,14 @@ class _Run:
     if start >= self.total_steps:
       return start
     train_images = self.train_images
-    iterator = iter(self.strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_dataset(
-            train_images, self.options, start, self.total_steps, context)))
+    if self.trainer.whole_step_xla:
+      # One device with XLA: the compiled loop builds its own batches.
+      batches = pipeline.StepBatches(train_images, self.options,
+                                     train.steps_per_loop)
+    else:
+      batches = iter(self.strategy.distribute_datasets_from_function(
+          lambda context: pipeline.train_dataset(
+              train_images, self.options, start, self.total_steps, context)))
     bar = progress.ProgressBar(self.total_steps, self.stream)
     throughput = progress.Throughput()
     step, started = start, time.perf_counter()
@@ -296,7 +301,7 @@ class _Run:
                    _next_boundary(step, train.checkpoint_every,
                                   self.total_steps),
                    _next_boundary(step, train.eval_every, self.total_steps))
-      self.trainer.train_loop(iterator, tf.constant(target - step, tf.int32))
+      self.trainer.train_loop(batches, tf.constant(target - step, tf.int32))
       step = int(self.trainer.global_step.numpy())
       if bool(self.trainer.non_finite.stopped.read_value()):
         raise TrainingDiverged(self._divergence_message())

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from engine import elbo
 from engine.config import ModelConfig
+from engine.data import pipeline
 from models.base import VariationalAutoencoder
 
 METRIC_NAMES = ("loss", "reconstruction", "kl", "elbo")
@@ -158,6 +159,8 @@ class Trainer:
                       else self._gradients)
     self._replica_step = (tf.function(self._step, jit_compile=True)
                           if self.whole_step_xla else self._step)
+    self._device_steps = (tf.function(self._steps_on_device, jit_compile=True)
+                          if self.whole_step_xla else None)
     self.train_loop = tf.function(self._train_loop)
 
   def reapply_learning_rate(self) -> None:
@@ -269,13 +272,50 @@ class Trainer:
     self.metrics.add(terms, keep=finite)
     return self._record(tf.minimum(flags, 1.0), finite)
 
-  def _train_loop(self, iterator, num_steps):
+  def _train_loop(self, batches, num_steps):
+    """Runs `num_steps` steps (fewer if the non-finite guard stops it).
+
+    Args:
+      batches: An iterator of (distributed) batches, or, with whole-step XLA,
+        a `pipeline.StepBatches` that the compiled loop builds batches from.
+      num_steps: int32 scalar tensor.
+    """
+    if isinstance(batches, pipeline.StepBatches):
+      self._train_loop_on_device(batches, num_steps)
+      return
     for _ in tf.range(num_steps):
-      stop = self.strategy.run(self._replica_step, args=(next(iterator),))
+      stop = self.strategy.run(self._replica_step, args=(next(batches),))
       self.global_step.assign_add(1)
       # Every replica computed the same value; the local one needs no
       # collective.
       if self.strategy.experimental_local_results(stop)[0]:
+        break
+
+  def _train_loop_on_device(self, batches, num_steps):
+    """Whole-step XLA over `batches.steps_per_call` steps per XLA call.
+
+    Between steps nothing returns to the host executor: no iterator, no
+    kernel launch, no argument marshalling (together ~0.7 ms a step on a
+    2-core CPU, 15% of a dense step).
+    """
+    if not self.whole_step_xla:
+      raise ValueError("StepBatches need jit_compile=True on one device")
+    remaining = num_steps
+    while remaining > 0:
+      draws = batches.draw(self.global_step)
+      count = tf.minimum(remaining, batches.steps_per_call)
+      # The draws always cover steps_per_call steps, so XLA compiles once.
+      self._device_steps(batches, draws, count)
+      remaining -= count
+      if self.non_finite.stopped:
+        break
+
+  def _steps_on_device(self, batches, draws, num_steps):
+    for i in tf.range(num_steps):
+      batch = batches.batch(tf.nest.map_structure(lambda d: d[i], draws))
+      stop = self._step(batch)
+      self.global_step.assign_add(1)
+      if stop:
         break
 
 

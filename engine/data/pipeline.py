@@ -33,6 +33,10 @@ import tensorflow as tf
 # Independent random streams, folded into the seed.
 _ORDER, _BINARIZE, _INPUT_NOISE, _EPSILON = 1, 2, 3, 4
 _EVAL_OFFSET = 100
+# uint8 grey level -> float32 level / 255, correctly rounded. A table rather
+# than a division: XLA turns `x / 255` into `x * (1 / 255)`, which rounds
+# differently, and batches built inside an XLA step must equal tf.data's.
+_GREY_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,39 +101,82 @@ class _ReplicaLayout:
     return batch_index, replica * self.per_replica
 
 
-def _preprocess(images_uint8, options: PipelineOptions, counter, stream_offset,
-                offset, size):
-  """uint8 global-batch slice -> dict(inputs, targets, epsilon), as floats.
+def _random_draws(options: PipelineOptions, image_shape, counter,
+                  stream_offset, offset, size) -> dict:
+  """The random numbers a global-batch slice uses, keyed on (seed, counter).
 
-  Random draws are made for the whole global batch and sliced, so an example's
-  noise does not depend on which replica processes it.
+  Draws are made for the whole global batch and sliced, so an example's noise
+  does not depend on which replica processes it.
+
+  Returns:
+    Dict with `epsilon` and, when configured, `binarize` (uniforms) and
+    `input_noise` (standard normals), each [size, ...].
   """
-  global_shape = tf.concat(
-      [[options.global_batch_size], tf.shape(images_uint8)[1:]], axis=0)
-  targets = tf.cast(images_uint8, tf.float32) / 255.0
-  if options.binarize == "static":
-    targets = tf.cast(targets >= 0.5, tf.float32)
-  elif options.binarize == "dynamic":
-    uniform = tf.random.stateless_uniform(
+  global_shape = tf.concat([[options.global_batch_size], image_shape], axis=0)
+  draws = {}
+  if options.binarize == "dynamic":
+    draws["binarize"] = tf.random.stateless_uniform(
         global_shape, _stream_seed(options.seed, stream_offset + _BINARIZE,
                                    counter))[offset:offset + size]
-    targets = tf.cast(uniform[:tf.shape(targets)[0]] < targets, tf.float32)
-  inputs = targets
   if options.noise_factor > 0:
-    noise = tf.random.stateless_normal(
+    draws["input_noise"] = tf.random.stateless_normal(
         global_shape, _stream_seed(options.seed, stream_offset + _INPUT_NOISE,
                                    counter))[offset:offset + size]
-    inputs = tf.clip_by_value(
-        targets + options.noise_factor * noise[:tf.shape(targets)[0]],
-        0.0, 1.0)
   samples = ([options.samples_per_example]
              if options.samples_per_example > 1 else [])
-  epsilon = tf.random.stateless_normal(
+  draws["epsilon"] = tf.random.stateless_normal(
       [options.global_batch_size, *samples, options.latent_dim],
       _stream_seed(options.seed, stream_offset + _EPSILON,
                    counter))[offset:offset + size]
+  return draws
+
+
+def _apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
+  """uint8 images + their random draws -> dict(inputs, targets, epsilon).
+
+  Deterministic arithmetic only, so it may run inside an XLA step.
+  """
+  count = tf.shape(images_uint8)[0]  # A short last eval batch uses a prefix.
+  targets = tf.gather(tf.constant(_GREY_LEVELS),
+                      tf.cast(images_uint8, tf.int32))
+  if options.binarize == "static":
+    targets = tf.cast(targets >= 0.5, tf.float32)
+  elif options.binarize == "dynamic":
+    targets = tf.cast(draws["binarize"][:count] < targets, tf.float32)
+  inputs = targets
+  if options.noise_factor > 0:
+    inputs = tf.clip_by_value(
+        targets + options.noise_factor * draws["input_noise"][:count],
+        0.0, 1.0)
   return {"inputs": inputs, "targets": targets,
-          "epsilon": epsilon[:tf.shape(targets)[0]]}
+          "epsilon": draws["epsilon"][:count]}
+
+
+def _preprocess(images_uint8, options: PipelineOptions, counter, stream_offset,
+                offset, size):
+  """uint8 global-batch slice -> dict(inputs, targets, epsilon), as floats."""
+  return _apply_draws(images_uint8, options, _random_draws(
+      options, tf.shape(images_uint8)[1:], counter, stream_offset, offset,
+      size))
+
+
+def _example_order(options: PipelineOptions, num_examples: int, step,
+                   first_in_batch, size) -> tf.Tensor:
+  """Training-set indices of examples [first_in_batch, +size) of a step.
+
+  Each epoch visits every example once in a stateless random order keyed on
+  (seed, epoch); the remainder of an epoch that cannot fill a batch is
+  skipped.
+  """
+  batches_per_epoch = steps_per_epoch(num_examples, options.global_batch_size)
+  step = tf.cast(step, tf.int64)
+  epoch = step // batches_per_epoch
+  first = ((step % batches_per_epoch) * options.global_batch_size
+           + tf.cast(first_in_batch, tf.int64))
+  positions = tf.range(first, first + size, dtype=tf.int64)
+  return tf.random.experimental.index_shuffle(
+      positions, seed=_stream_seed(options.seed, _ORDER, epoch),
+      max_index=num_examples - 1)
 
 
 def train_dataset(images: tf.Tensor, options: PipelineOptions,
@@ -157,12 +204,8 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
 
   def make_batch(element):
     step, offset = layout.locate(element)
-    epoch = step // batches_per_epoch
-    first = (step % batches_per_epoch) * options.global_batch_size + offset
-    positions = tf.range(first, first + layout.per_replica, dtype=tf.int64)
-    order = tf.random.experimental.index_shuffle(
-        positions, seed=_stream_seed(options.seed, _ORDER, epoch),
-        max_index=num_examples - 1)
+    order = _example_order(options, num_examples, step, offset,
+                           layout.per_replica)
     return _preprocess(tf.gather(images, order), options, step, 0, offset,
                        layout.per_replica)
 
@@ -171,6 +214,81 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
   dataset = dataset.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+class StepBatches:
+  """`train_dataset`'s batches, built inside a compiled training loop.
+
+  For one device with XLA: instead of a tf.data iterator feeding one step at
+  a time, the loop computes batches itself, so many steps run in one XLA
+  computation with no host work between them. The work splits in two:
+
+  - `draw(first_step)`, ordinary TF ops run once per `steps_per_call`
+    steps: each step's example order (`index_shuffle` has no XLA kernel) and
+    random draws (XLA's stateless RNG yields other numbers than TF's
+    kernels, and batches must match `train_dataset`'s bit for bit so that
+    runs agree whatever the path and resume exactly).
+  - `batch(draws_of_one_step)`, inside the compiled step: the gather from the
+    uint8 training set and the arithmetic that makes inputs and targets.
+
+  Args:
+    images: uint8 tensor [N, rows, cols, channels], the training set.
+    options: Pipeline options.
+    max_steps_per_call: Upper bound on the steps one `draw` covers; it is
+      lowered so that the draws stay under `draw_budget_bytes`.
+    draw_budget_bytes: Memory the draws of one call may take.
+  """
+
+  def __init__(self, images: tf.Tensor, options: PipelineOptions,
+               max_steps_per_call: int, draw_budget_bytes: int = 64 << 20):
+    self.images = images
+    self.options = options
+    self.num_examples = int(images.shape[0])
+    if steps_per_epoch(self.num_examples, options.global_batch_size) < 1:
+      raise ValueError(f"{self.num_examples} training examples cannot fill "
+                       f"one batch of {options.global_batch_size}")
+    self.image_shape = tuple(int(d) for d in images.shape[1:])
+    pixels = int(np.prod(self.image_shape))
+    floats_per_example = (
+        pixels * ((options.binarize == "dynamic") + (options.noise_factor > 0))
+        + options.samples_per_example * options.latent_dim)
+    bytes_per_step = options.global_batch_size * (4 * floats_per_example + 8)
+    self.steps_per_call = int(max(1, min(max_steps_per_call,
+                                         draw_budget_bytes // bytes_per_step)))
+
+  def draw(self, first_step) -> dict:
+    """Orders and random draws of steps [first_step, +steps_per_call).
+
+    Returns:
+      Dict of tensors with a leading [steps_per_call] axis: `order`
+      (int64 [steps, B]) and the `_random_draws` of each step.
+    """
+    batch = self.options.global_batch_size
+
+    def one_step(step):
+      return {"order": _example_order(self.options, self.num_examples, step,
+                                      0, batch),
+              **_random_draws(self.options, self.image_shape, step, 0, 0,
+                              batch)}
+
+    steps = (tf.cast(first_step, tf.int64)
+             + tf.range(self.steps_per_call, dtype=tf.int64))
+    images = tf.TensorSpec([batch, *self.image_shape], tf.float32)
+    samples = ([self.options.samples_per_example]
+               if self.options.samples_per_example > 1 else [])
+    signature = {"order": tf.TensorSpec([batch], tf.int64),
+                 "epsilon": tf.TensorSpec(
+                     [batch, *samples, self.options.latent_dim], tf.float32)}
+    if self.options.binarize == "dynamic":
+      signature["binarize"] = images
+    if self.options.noise_factor > 0:
+      signature["input_noise"] = images
+    return tf.map_fn(one_step, steps, fn_output_signature=signature)
+
+  def batch(self, draws: dict) -> dict:
+    """One step's batch from its row of `draw()`'s result (XLA-compilable)."""
+    return _apply_draws(tf.gather(self.images, draws["order"]), self.options,
+                        draws)
 
 
 def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,

@@ -78,6 +78,52 @@ def test_skip_drops_the_bad_update_and_carries_on(mnist, jit_compile):
   assert trainer.metrics.result_and_reset()["examples"] == 5 * 16
 
 
+class _PoisonedStepBatches(pipeline.StepBatches):
+  """`StepBatches` whose targets are NaN at the `poisoned` steps."""
+
+  def __init__(self, mnist, poisoned, steps_per_call):
+    super().__init__(pipeline.as_tensor(mnist.train_images[:512]),
+                     pipeline.PipelineOptions(16, 0, "none", 0.0, 2),
+                     steps_per_call)
+    self.poisoned = tf.constant(sorted(poisoned) or [-1], tf.int64)
+
+  def draw(self, first_step):
+    draws = super().draw(first_step)
+    draws["step"] = (tf.cast(first_step, tf.int64)
+                     + tf.range(self.steps_per_call, dtype=tf.int64))
+    return draws
+
+  def batch(self, draws):
+    batch = super().batch(draws)
+    bad = tf.reduce_any(tf.equal(draws["step"], self.poisoned))
+    batch["targets"] = tf.where(bad, batch["targets"] * np.nan,
+                                batch["targets"])
+    return batch
+
+
+@pytest.mark.parametrize("nan_policy", ["stop", "skip"])
+def test_the_on_device_loop_guards_and_stops_inside_xla(mnist, nan_policy):
+  """Steps 0-1 run in one XLA call, 2-3 in the next: the bad step 3 ends
+  (`stop`) or is skipped in the middle of the compiled loop."""
+  reference = _trainer(jit_compile=True, nan_policy=nan_policy)
+  reference.train_loop(_PoisonedStepBatches(mnist, (), 2), tf.constant(3))
+  trainer = _trainer(jit_compile=True, nan_policy=nan_policy)
+  trainer.train_loop(_PoisonedStepBatches(mnist, {3}, 2), tf.constant(6))
+  state = trainer.non_finite
+  assert int(state.last_bad_step.read_value()) == 3
+  if nan_policy == "stop":
+    assert bool(state.stopped.read_value())
+    assert int(trainer.global_step) == 4
+    for a, b in zip(_weights(reference), _weights(trainer)):
+      np.testing.assert_array_equal(a, b)
+  else:
+    assert not bool(state.stopped.read_value())
+    assert int(trainer.global_step) == 6
+    assert int(trainer.base_optimizer.iterations) == 5
+    assert int(state.skipped_steps.read_value()) == 1
+    assert all(np.isfinite(w).all() for w in _weights(trainer))
+
+
 def test_skip_stops_after_too_many_in_a_row(mnist):
   trainer = _trainer(nan_policy="skip", max_skipped_steps=3)
   trainer.train_loop(_batches(mnist, range(8), poisoned={1, 3, 4, 5}),

@@ -162,6 +162,37 @@ def test_the_loop_traces_once_whatever_the_step_count(mnist):
   assert int(trainer.global_step) == 23
 
 
+def test_the_on_device_loop_trains_like_the_iterator_loop(mnist):
+  """Whole-step XLA fed by `StepBatches` (many steps per XLA call) takes the
+  same steps as XLA fed one batch at a time by tf.data, and compiles once."""
+  options = pipeline.PipelineOptions(16, 0, "dynamic", 0.0, 2)
+  images = pipeline.as_tensor(mnist.train_images[:512])
+  fed = _trainer("float32", jit_compile=True)
+  on_device = _trainer("float32", jit_compile=True)
+  iterator = iter(pipeline.train_dataset(images, options, 0, 23))
+  source = pipeline.StepBatches(images, options, max_steps_per_call=4)
+  for count in (1, 7, 2, 10, 3):  # Crosses the epoch boundary at step 32/16.
+    fed.train_loop(iterator, tf.constant(count))
+    on_device.train_loop(source, tf.constant(count))
+  assert int(on_device.global_step) == 23
+  assert on_device.train_loop.experimental_get_tracing_count() == 1
+  assert on_device._device_steps.experimental_get_tracing_count() == 1
+  np.testing.assert_allclose(on_device.metrics.result_and_reset()["loss"],
+                             fed.metrics.result_and_reset()["loss"],
+                             rtol=1e-5)
+  for a, b in zip(fed.vae.trainable_variables,
+                  on_device.vae.trainable_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_step_batches_need_whole_step_xla(mnist):
+  options = pipeline.PipelineOptions(16, 0, "none", 0.0, 2)
+  source = pipeline.StepBatches(
+      pipeline.as_tensor(mnist.train_images[:64]), options, 4)
+  with pytest.raises(ValueError, match="jit_compile=True on one device"):
+    _trainer("float32").train_loop(source, tf.constant(1))
+
+
 def test_checkpoints_restore_across_policies(small_mnist_dir, tmp_path):
   for policy, steps_done in (("float32", 4), ("mixed_float16", 8),
                              ("mixed_bfloat16", 12), ("float32", 16)):

@@ -183,3 +183,42 @@ def test_target_mean_is_the_expected_target(mnist):
   np.testing.assert_allclose(pipeline.target_mean(images, "static"),
                              (images / 255.0 >= 0.5).mean(0), atol=1e-6)
   assert pipeline.target_mean(images, "none").shape == (28, 28, 1)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"binarize": "dynamic", "noise_factor": 0.4, "samples_per_example": 3},
+    {"binarize": "static"},
+])
+def test_step_batches_are_the_datasets_batches(images, overrides):
+  """The in-loop batches (host draws, XLA gather and arithmetic) equal the
+  tf.data ones: steps 5-15 cross the epoch boundary at 10."""
+  options = _options(**overrides)
+  source = pipeline.StepBatches(images, options, max_steps_per_call=4)
+  assert source.steps_per_call == 4
+  expected = _collect(pipeline.train_dataset(images, options, 5, 16))
+  build = tf.function(source.batch, jit_compile=True)
+  got = []
+  for first in (5, 9, 13):
+    draws = source.draw(tf.constant(first, tf.int64))
+    assert draws["order"].shape == (4, 100)
+    got += [build({k: v[i] for k, v in draws.items()}) for i in range(4)]
+  for step, (want, have) in enumerate(zip(expected, got), start=5):
+    np.testing.assert_array_equal(have["targets"], want["targets"],
+                                  err_msg=f"step {step}")
+    np.testing.assert_array_equal(have["epsilon"], want["epsilon"])
+    # Noise is added with a fused multiply-add under XLA: one rounding.
+    np.testing.assert_allclose(have["inputs"], want["inputs"], atol=1e-6)
+
+
+def test_step_batches_bound_the_memory_of_their_draws(images):
+  options = _options(binarize="dynamic", noise_factor=0.5)
+  # Per step: 100 examples x (2 x 784 pixels + 2 latent) floats + order.
+  per_step = 100 * (4 * (2 * 784 + 2) + 8)
+  source = pipeline.StepBatches(images, options, max_steps_per_call=1000,
+                                draw_budget_bytes=10 * per_step + 1)
+  assert source.steps_per_call == 10
+  tiny = pipeline.StepBatches(images, options, 1000, draw_budget_bytes=1)
+  assert tiny.steps_per_call == 1
+  with pytest.raises(ValueError, match="cannot fill one batch"):
+    pipeline.StepBatches(images[:50], options, 10)
