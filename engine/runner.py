@@ -284,8 +284,8 @@ class _Run:
     if start >= self.total_steps:
       return start
     train_images = self.train_images
-    if self.trainer.whole_step_xla:
-      # One device with XLA: the compiled loop builds its own batches.
+    if self.trainer.loops_on_device:
+      # XLA runs many steps per call and builds their batches itself.
       batches = pipeline.StepBatches(train_images, self.options,
                                      train.steps_per_loop)
     else:

@@ -5,9 +5,12 @@
 For each model, on the same real data and batch size, in alternating rounds:
 
   (a) fit        the seeds' way: a Keras model whose train_step computes the
-                 same loss, trained by `model.fit` on float32 numpy arrays;
+                 same loss and tracks the same means, trained by `model.fit`
+                 on float32 numpy arrays;
   (b) engine     our loop with steps_per_loop=1;
-  (c) best       our loop with steps_per_loop=100, and with XLA if faster;
+  (c) best       our loop with steps_per_loop=100, and with XLA if faster
+                 (with XLA, on one device, the loop builds its own batches
+                 and runs 100 steps per XLA call);
   synthetic      (c)'s loop fed one in-memory batch, to show the input
                  pipeline is not the bottleneck.
 
@@ -19,6 +22,7 @@ medians and writes JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -85,7 +89,12 @@ def flops_per_example(trainer, batch, batch_size: int) -> float:
 
 
 class _FitModel:
-  """The seeds' way: a keras.Model with a custom train_step, fed numpy."""
+  """The seeds' way: a keras.Model with a custom train_step, fed numpy.
+
+  Like the seeds' VAE (keras.io), it tracks the mean total, reconstruction
+  and KL losses with `keras.metrics.Mean`: the same terms our loop
+  accumulates.
+  """
 
   @staticmethod
   def build(vae, model_config):
@@ -100,6 +109,12 @@ class _FitModel:
         super().__init__()
         self.vae_encoder = vae.encoder
         self.vae_decoder = vae.decoder
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ("loss", "reconstruction", "kl")}
+
+      @property
+      def metrics(self):
+        return list(self.trackers.values())
 
       def train_step(self, data):
         epsilon = tf.random.normal([tf.shape(data)[0], vae.latent_dim])
@@ -112,15 +127,43 @@ class _FitModel:
         variables = self.trainable_variables
         self.optimizer.apply_gradients(
             zip(tape.gradient(loss, variables), variables))
-        return {"loss": loss}
+        for name, tracker in self.trackers.items():
+          tracker.update_state(tf.reduce_mean(terms[name]))
+        return {name: tracker.result()
+                for name, tracker in self.trackers.items()}
 
     model = FitVAE()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
 
 
+def _one_batch_source(images, options, steps_per_call, batch):
+  """A `StepBatches` whose every step trains on `batch` (no data work)."""
+  import tensorflow as tf
+
+  from engine.data import pipeline
+
+  class OneBatch(pipeline.StepBatches):
+
+    def draw(self, first_step):
+      del first_step
+      return {"unused": tf.zeros([self.steps_per_call])}
+
+    def batch(self, draws):
+      del draws
+      return batch
+
+  return OneBatch(images, options, steps_per_call)
+
+
 def measure_model(name, data, batch_size, steps, rounds, policy):
-  """Returns the examples/sec of every variant in every round."""
+  """Returns the examples/sec of every variant in every round.
+
+  Variants: `fit` (a); `engine` (b); `best` and `best_xla` (c without and
+  with XLA, steps_per_loop 100; with XLA the loop builds its own batches
+  where `Trainer.loops_on_device`); `synthetic` and `synthetic_xla`, the same
+  loops fed one in-memory batch.
+  """
   import keras
   import tensorflow as tf
 
@@ -136,26 +179,34 @@ def measure_model(name, data, batch_size, steps, rounds, policy):
   images = pipeline.as_tensor(data.train_images)
   options = pipeline.PipelineOptions(batch_size, 0, "none", 0.0,
                                      model_config.latent_dim)
+  steps_per_loop = min(steps, 100)
 
-  def engine(jit_compile, policy_name):
+  def engine(jit_compile):
     keras.utils.set_random_seed(0)
-    with precision.policy_scope(policy_name):
+    with precision.policy_scope(policy):
       vae = spec.build(data.image_shape, model_config.latent_dim)
     return steps_lib.Trainer(vae, model_config, strategy, batch_size, 1e-3,
                              jit_compile=jit_compile,
-                             loss_scaling=policy_name == "mixed_float16")
+                             loss_scaling=policy == "mixed_float16")
 
-  trainers = {"engine": engine(False, policy), "best": engine(False, policy),
-              "best_xla": engine(True, policy)}
-  total = steps * (rounds + 1) * 2
-  iterators = {key: iter(pipeline.train_dataset(images, options, 0, total))
-               for key in trainers}
+  def dataset_iterator():
+    return iter(pipeline.train_dataset(images, options, 0, 1 << 40))
+
   one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
-  synthetic = iter(tf.data.Dataset.from_tensors(one_batch).repeat())
-
-  def run_engine(trainer, iterator, steps_per_loop):
-    return throughput.examples_per_sec(trainer, iterator, steps,
-                                       steps_per_loop, batch_size)
+  trainers = {"engine": engine(False), "best": engine(False),
+              "best_xla": engine(True), "synthetic": engine(False),
+              "synthetic_xla": engine(True)}
+  on_device = trainers["best_xla"].loops_on_device
+  feeds = {
+      "engine": dataset_iterator(), "best": dataset_iterator(),
+      "best_xla": (pipeline.StepBatches(images, options, steps_per_loop)
+                   if on_device else dataset_iterator()),
+      "synthetic": iter(tf.data.Dataset.from_tensors(one_batch).repeat()),
+      "synthetic_xla": (
+          _one_batch_source(images, options, steps_per_loop, one_batch)
+          if on_device else
+          iter(tf.data.Dataset.from_tensors(one_batch).repeat())),
+  }
 
   with precision.policy_scope("float32"):
     fit_model = _FitModel.build(spec.build(data.image_shape,
@@ -172,26 +223,27 @@ def measure_model(name, data, batch_size, steps, rounds, policy):
     def on_train_end(self, logs=None):
       self.elapsed = time.perf_counter() - self.started
 
-  def run_fit():
+  def run_fit(count):
     clock = Clock()
-    fit_model.fit(arrays, batch_size=batch_size, epochs=1, verbose=0,
-                  shuffle=True, callbacks=[clock])
-    return (steps - 1) * batch_size / clock.elapsed
+    fit_model.fit(arrays[:count * batch_size], batch_size=batch_size,
+                  epochs=1, verbose=0, shuffle=True, callbacks=[clock])
+    return (count - 1) * batch_size / clock.elapsed
 
-  variants = {
-      "fit": run_fit,
-      "engine": lambda: run_engine(trainers["engine"], iterators["engine"], 1),
-      "best": lambda: run_engine(trainers["best"], iterators["best"], 100),
-      "best_xla": lambda: run_engine(trainers["best_xla"],
-                                     iterators["best_xla"], 100),
-      "synthetic": lambda: run_engine(trainers["best"], synthetic, 100),
-  }
+  def run_engine(key, count):
+    return throughput.examples_per_sec(
+        trainers[key], feeds[key], count,
+        1 if key == "engine" else steps_per_loop, batch_size)
+
+  variants = ["fit"] + list(trainers)
+  run = {key: (run_fit if key == "fit" else
+               functools.partial(run_engine, key)) for key in variants}
+  # Warm-up: traces and compiles everything, fills pipelines.
+  for key in variants:
+    run[key](max(2, steps // 4))
   results = {key: [] for key in variants}
-  for key, run in variants.items():  # Warm-up: traces, fills pipelines.
-    run()
   for _ in range(rounds):
-    for key, run in variants.items():
-      results[key].append(run())
+    for key in variants:
+      results[key].append(run[key](steps))
   flops = flops_per_example(trainers["engine"], one_batch, batch_size)
   return results, flops
 
@@ -216,10 +268,13 @@ def measure_large_batch(name, data, batch_size, steps, rounds):
   trainer = steps_lib.Trainer(
       spec.build(data.image_shape, model_config.latent_dim), model_config,
       tf.distribute.get_strategy(), batch_size, 1e-3, jit_compile=True)
-  iterator = iter(pipeline.train_dataset(images, options, 0,
-                                         steps * (rounds + 1)))
-  rates = [throughput.examples_per_sec(trainer, iterator, steps,
-                                       min(steps, 100), batch_size)
+  steps_per_loop = min(steps, 100)
+  batches = (pipeline.StepBatches(images, options, steps_per_loop)
+             if trainer.loops_on_device else
+             iter(pipeline.train_dataset(images, options, 0,
+                                         steps * (rounds + 1))))
+  rates = [throughput.examples_per_sec(trainer, batches, steps,
+                                       steps_per_loop, batch_size)
            for _ in range(rounds + 1)][1:]  # The first round traces.
   one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
   return rates, flops_per_example(trainer, one_batch, batch_size)
@@ -248,19 +303,20 @@ def main(argv):
     medians = {k: statistics.median(v) for k, v in rates.items()}
     best_key = max(("best", "best_xla"), key=medians.get)
     best = medians[best_key]
+    synthetic = medians[best_key.replace("best", "synthetic")]
     row = {
         "examples_per_sec": medians, "rounds": rates,
         "best_variant": "steps_per_loop=100" + (
             ", XLA" if best_key == "best_xla" else ""),
         "ratio_best_over_fit": best / medians["fit"],
-        "real_over_synthetic": medians["best"] / medians["synthetic"],
+        "real_over_synthetic": best / synthetic,
         "flops_per_example": flops,
         "fraction_of_peak": best * flops / peak,
     }
     report["models"][name] = row
     print(f"{name:10s} {medians['fit']:9,.0f} {medians['engine']:10,.0f} "
           f"{best:9,.0f} {'spl100' + ('+xla' if best_key == 'best_xla' else ''):>8s} "
-          f"{medians['synthetic']:9,.0f} {row['ratio_best_over_fit']:8.2f} "
+          f"{synthetic:9,.0f} {row['ratio_best_over_fit']:8.2f} "
           f"{row['real_over_synthetic']:8.2f} {flops / 1e9:8.4f} "
           f"{100 * row['fraction_of_peak']:6.1f}%", flush=True)
   if FLAGS.large_batch_size and "dense" in FLAGS.models:

@@ -16,7 +16,8 @@ def test_every_variant_is_measured_and_flops_are_counted(small_mnist_dir):
   data = sources.load(DataConfig(data_dir=small_mnist_dir))
   rates, flops = benchmark.measure_model("dense", data, batch_size=32,
                                          steps=6, rounds=1, policy="float32")
-  assert set(rates) == {"fit", "engine", "best", "best_xla", "synthetic"}
+  assert set(rates) == {"fit", "engine", "best", "best_xla", "synthetic",
+                        "synthetic_xla"}
   assert all(len(r) == 1 and r[0] > 0 for r in rates.values())
   # Dense VAE: ~0.94 MFLOP forward per example; backward about twice that.
   assert 2e6 < flops < 4e6
