@@ -101,7 +101,9 @@ class TrainConfig:
     keep_checkpoints: How many checkpoints to keep.
     export_dir: Where to write the SavedModel at the end (None: no export).
     mixed_precision: Keras dtype policy name, or `auto`.
-    jit_compile: Compile the forward and backward pass with XLA.
+    jit_compile: Compile training with XLA: on one device the whole step
+      (and, unless convolutions on a CPU, many steps per XLA call); under
+      tf.distribute the forward and backward pass.
     figures: Write matplotlib figures at the end of training.
     eval_nll_samples: With K > 0, every evaluation also estimates the test
       log-likelihood with the K-sample importance-weighted bound.
@@ -110,6 +112,8 @@ class TrainConfig:
     max_skipped_steps: Consecutive skipped steps that end a `skip` run.
     allow_slow: Run settings known to be very slow here (mixed_float16 on a
       CPU) instead of refusing them.
+    profile_steps: (first, last): capture a profiler trace of training steps
+      [first, last) into <model_dir>/plugins/profile (None: no trace).
   """
 
   model_dir: str = "/tmp/vae_engine"
@@ -133,6 +137,11 @@ class TrainConfig:
   nan_policy: str = "stop"
   max_skipped_steps: int = 10
   allow_slow: bool = False
+  profile_steps: Optional[tuple[int, int]] = None
+
+  def __post_init__(self):
+    if self.profile_steps is not None:  # A list when read back from JSON.
+      object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +203,8 @@ class RunConfig:
           continue
         if isinstance(value, bool):
           lines.append(f"--{flag}" if value else f"--no{flag}")
+        elif isinstance(value, tuple):
+          lines.append(f"--{flag}={','.join(str(v) for v in value)}")
         else:
           lines.append(f"--{flag}={value}")
     return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from engine import export as export_lib
 from engine import figures
 from engine import likelihood
 from engine import precision
+from engine import profiling
 from engine import progress
 from engine import schedules
 from engine import steps
@@ -295,38 +296,46 @@ class _Run:
     bar = progress.ProgressBar(self.total_steps, self.stream)
     throughput = progress.Throughput()
     step, started = start, time.perf_counter()
-    while step < self.total_steps:
-      target = min(step + train.steps_per_loop,
-                   _next_boundary(step, train.log_every, self.total_steps),
-                   _next_boundary(step, train.checkpoint_every,
-                                  self.total_steps),
-                   _next_boundary(step, train.eval_every, self.total_steps))
-      self.trainer.train_loop(batches, tf.constant(target - step, tf.int32))
-      step = int(self.trainer.global_step.numpy())
-      if bool(self.trainer.non_finite.stopped.read_value()):
-        raise TrainingDiverged(self._divergence_message())
-      if int(self._any_preempted(tf.constant(int(preemption.raised)))):
-        raise Preempted(step, self.save(step))
-      if step % train.log_every == 0 or step == self.total_steps:
-        metrics = self.trainer.metrics.result_and_reset()
-        rate = throughput.measure(metrics.pop("examples"))
-        steps_per_sec = (step - start) / max(time.perf_counter() - started,
-                                             1e-9)
-        bar.report(step, metrics, rate,
-                   (self.total_steps - step) / max(steps_per_sec, 1e-9))
-        skipped = int(self.trainer.non_finite.skipped_steps.read_value())
-        if skipped:
-          self.say(f"  {skipped} step(s) skipped so far: non-finite loss "
-                   "(--nan_policy=skip)")
-        self.writer.scalars("train", step, {**metrics,
-                                            "examples_per_sec": rate,
-                                            "skipped_steps": skipped})
-      if train.checkpoint_every and step % train.checkpoint_every == 0:
-        self.save(step)
-      if (train.eval_every and step % train.eval_every == 0
-          and step != self.total_steps):
-        self.evaluate(step)
-        throughput.restart()
+    profiler = profiling.StepProfiler(train.profile_steps, self.write_dir,
+                                      self.say)
+    try:
+      while step < self.total_steps:
+        target = min(step + train.steps_per_loop,
+                     _next_boundary(step, train.log_every, self.total_steps),
+                     _next_boundary(step, train.checkpoint_every,
+                                    self.total_steps),
+                     _next_boundary(step, train.eval_every, self.total_steps),
+                     profiler.next_edge(step, self.total_steps))
+        profiler.before_loop(step)
+        self.trainer.train_loop(batches, tf.constant(target - step, tf.int32))
+        step = int(self.trainer.global_step.numpy())
+        profiler.after_loop(step)
+        if bool(self.trainer.non_finite.stopped.read_value()):
+          raise TrainingDiverged(self._divergence_message())
+        if int(self._any_preempted(tf.constant(int(preemption.raised)))):
+          raise Preempted(step, self.save(step))
+        if step % train.log_every == 0 or step == self.total_steps:
+          metrics = self.trainer.metrics.result_and_reset()
+          rate = throughput.measure(metrics.pop("examples"))
+          steps_per_sec = (step - start) / max(time.perf_counter() - started,
+                                               1e-9)
+          bar.report(step, metrics, rate,
+                     (self.total_steps - step) / max(steps_per_sec, 1e-9))
+          skipped = int(self.trainer.non_finite.skipped_steps.read_value())
+          if skipped:
+            self.say(f"  {skipped} step(s) skipped so far: non-finite loss "
+                     "(--nan_policy=skip)")
+          self.writer.scalars("train", step, {**metrics,
+                                              "examples_per_sec": rate,
+                                              "skipped_steps": skipped})
+        if train.checkpoint_every and step % train.checkpoint_every == 0:
+          self.save(step)
+        if (train.eval_every and step % train.eval_every == 0
+            and step != self.total_steps):
+          self.evaluate(step)
+          throughput.restart()
+    finally:
+      profiler.stop()
     return step
 
   def _divergence_message(self) -> str:

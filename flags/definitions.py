@@ -177,8 +177,10 @@ def _define_train_flags(fv):
                     "capability >= 7.0, else float32). Loss, KL and logits "
                     "stay float32.", flag_values=fv)
   flags.DEFINE_boolean("jit_compile", False,
-                       "Compile the training step's forward and backward "
-                       "pass with XLA.", flag_values=fv)
+                       "Compile training with XLA: on one device the whole "
+                       "step (many steps per XLA call unless the model has "
+                       "convolutions and runs on a CPU); under --strategy "
+                       "the forward and backward pass.", flag_values=fv)
   flags.DEFINE_boolean("figures", True,
                        "Write matplotlib figures into <model_dir>/figures at "
                        "the end of training.", flag_values=fv)
@@ -201,6 +203,11 @@ def _define_train_flags(fv):
       "Run settings that are known to be very slow on this machine "
       "(mixed_float16 without a GPU) instead of refusing them.",
       flag_values=fv)
+  flags.DEFINE_list(
+      "profile_steps", [],
+      "FIRST,LAST: capture a TensorBoard profiler trace of training steps "
+      "[FIRST, LAST) into <model_dir>/plugins/profile (summarize it with "
+      "tools/profile_summary.py).", flag_values=fv)
 
 
 def _positive(name, fv, allow_none=False):
@@ -242,6 +249,19 @@ def _register_validators(fv):
   flags.register_validator(
       "model_dir", bool, message="--model_dir must not be empty",
       flag_values=fv)
+  flags.register_validator(
+      "profile_steps", lambda v: not v or _profile_range(v) is not None,
+      message="--profile_steps must be FIRST,LAST with 0 <= FIRST < LAST",
+      flag_values=fv)
+
+
+def _profile_range(values):
+  """[FIRST, LAST] strings -> (first, last), or None if not a valid range."""
+  try:
+    first, last = (int(v) for v in values)
+  except ValueError:
+    return None
+  return (first, last) if 0 <= first < last else None
 
 
 def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
@@ -293,6 +313,8 @@ def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
           nan_policy=fv.nan_policy,
           max_skipped_steps=fv.max_skipped_steps,
           allow_slow=fv.allow_slow,
+          profile_steps=(_profile_range(fv.profile_steps)
+                         if fv.profile_steps else None),
       ),
       distribution=config_lib.DistributionConfig(
           strategy=fv.strategy,

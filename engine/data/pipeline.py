@@ -25,6 +25,7 @@ Every element is a dict:
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Optional
 
 import numpy as np
@@ -211,9 +212,21 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
 
   dataset = tf.data.Dataset.range(start_step * layout.local_replicas,
                                   end_step * layout.local_replicas)
-  dataset = dataset.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  threads = _pipeline_threads()
+  dataset = dataset.map(make_batch, num_parallel_calls=threads,
+                        deterministic=True).prefetch(2 * threads)
+  # A batch is a few hundred microseconds of work. Fixed, few threads of the
+  # pipeline's own leave the cores to the training step; AUTOTUNE's threads
+  # compete with it (2-core CPU: real data 3% slower).
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  options.threading.private_threadpool_size = threads
+  return dataset.with_options(options)
+
+
+def _pipeline_threads() -> int:
+  """Threads that build training batches: a quarter of the cores, 1 to 4."""
+  return max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 class StepBatches:

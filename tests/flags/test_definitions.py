@@ -38,7 +38,9 @@ def test_written_flagfile_reproduces_the_config(tmp_path):
   config = flags.to_config(_parse(
       "--model=mlp", "--batch_size=64", "--binarize=dynamic", "--beta=0.5",
       "--train_steps=77", "--nofigures", f"--data_dir={tmp_path}",
-      "--export_dir=/tmp/x", "--max_train_examples=500"))
+      "--export_dir=/tmp/x", "--max_train_examples=500",
+      "--profile_steps=10,30"))
+  assert config.train.profile_steps == (10, 30)
   path = tmp_path / "flags.txt"
   path.write_text(config.to_flagfile())
   assert flags.to_config(_parse(f"--flagfile={path}")) == config
@@ -49,7 +51,10 @@ def test_written_flagfile_reproduces_the_config(tmp_path):
                                   "--learning_rate=-1", "--beta=-0.1",
                                   "--noise_factor=-1", "--log_every=0",
                                   "--binarize=maybe",
-                                  "--reconstruction_loss=l1"])
+                                  "--reconstruction_loss=l1",
+                                  "--profile_steps=30,10",
+                                  "--profile_steps=5", "--profile_steps=a,b",
+                                  "--profile_steps=-1,4"])
 def test_invalid_values_are_rejected_at_parse_time(flag):
   with pytest.raises(absl_flags.Error, match=flag.split("=")[0]):
     _parse(flag)
