@@ -44,6 +44,17 @@ def test_every_policy_trains_every_model(small_mnist_dir, tmp_path, policy,
   assert np.isfinite(result.test_metrics["elbo"])
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_policies_train_in_the_on_device_xla_loop(small_mnist_dir,
+                                                        tmp_path, policy):
+  result = runner.run(_config(small_mnist_dir, tmp_path, "dense", policy,
+                              jit_compile=True, train_steps=6),
+                      stream=io.StringIO())
+  train = summaries.read_metrics(str(tmp_path))["train"]
+  assert all(np.isfinite(m["loss"]) for m in train.values())
+  assert np.isfinite(result.test_metrics["elbo"])
+
+
 def test_policy_scope_builds_mixed_layers_with_float32_outputs():
   with precision.policy_scope("mixed_bfloat16"):
     vae = models.get("conv").build((28, 28, 1), 2)
