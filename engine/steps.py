@@ -338,10 +338,15 @@ class Trainer:
         break
 
   def _steps_on_device(self, batches, draws, num_steps):
-    for i in tf.range(num_steps):
-      batch = batches.batch(tf.nest.map_structure(lambda d: d[i], draws))
+    # A `while`, not `for ... in tf.range(num_steps)`: autograph gives the
+    # latter `maximum_iterations=num_steps`, which XLA needs as a
+    # compile-time constant, so every new step count would recompile.
+    index = tf.constant(0, num_steps.dtype)
+    while index < num_steps:
+      batch = batches.batch(tf.nest.map_structure(lambda d: d[index], draws))
       stop = self._step(batch)
       self.global_step.assign_add(1)
+      index += 1
       if stop:
         break
 

@@ -2,6 +2,9 @@
 
 import dataclasses
 import io
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -16,6 +19,7 @@ from engine import summaries
 from engine.config import (DataConfig, DistributionConfig, ModelConfig,
                            RunConfig, TrainConfig)
 from engine.data import pipeline
+from tests.conftest import REPO_ROOT
 
 
 def _config(data_dir, model_dir, model, policy, **train):
@@ -196,6 +200,42 @@ def test_the_on_device_loop_trains_like_the_iterator_loop(mnist):
   for a, b in zip(fed.vae.trainable_variables,
                   on_device.vae.trainable_variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+_COMPILE_COUNT_SCRIPT = """
+import numpy as np, tensorflow as tf, keras
+import models
+from engine import steps
+from engine.config import ModelConfig
+from engine.data import pipeline
+images = tf.constant(np.zeros((256, 28, 28, 1), np.uint8))
+keras.utils.set_random_seed(0)
+trainer = steps.Trainer(models.get("dense").build((28, 28, 1), 2),
+                        ModelConfig(name="dense", latent_dim=2),
+                        tf.distribute.get_strategy(), 16, 1e-3,
+                        jit_compile=True)
+source = pipeline.StepBatches(
+    images, pipeline.PipelineOptions(16, 0, "none", 0.0, 2), 4)
+for count in (5, 3, 7, 1):
+  trainer.train_loop(source, tf.constant(count))
+assert int(trainer.global_step) == 16
+"""
+
+
+def test_the_on_device_loop_compiles_once_whatever_the_step_count(tmp_path):
+  """XLA compiles each module it runs: one dump of the loop's module means
+  new step counts reuse the executable (a `tf.range` loop would not)."""
+  dump = tmp_path / "xla"
+  result = subprocess.run(
+      [sys.executable, "-c", _COMPILE_COUNT_SCRIPT], cwd=REPO_ROOT,
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2",
+               XLA_FLAGS=f"--xla_dump_to={dump}"),
+      capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  compiled = [name for name in os.listdir(dump)
+              if "_steps_on_device" in name
+              and name.endswith("before_optimizations.txt")]
+  assert len(compiled) == 1, compiled
 
 
 def test_step_batches_need_whole_step_xla(mnist):
