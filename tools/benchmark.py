@@ -41,9 +41,18 @@ def define_flags():
   flags.DEFINE_string("dataset", "mnist", "Dataset name (see engine.main).")
   flags.DEFINE_list("models", ["dense", "conv"], "Models to measure.")
   flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-  flags.DEFINE_integer("steps", 200, "Steps timed per round.", lower_bound=1)
-  flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.",
+  flags.DEFINE_integer("steps", 200, "Steps timed per variant and round, at "
+                       "most (see --round_seconds).", lower_bound=10)
+  flags.DEFINE_float("round_seconds", 4.0,
+                     "Fewer steps per round where the slowest variant would "
+                     "take longer than this (0: always --steps).",
+                     lower_bound=0.0)
+  flags.DEFINE_integer("rounds", 3, "Rounds at least; medians are reported.",
                        lower_bound=1)
+  flags.DEFINE_float("min_seconds", 60.0,
+                     "Per model, keep adding rounds until this long has "
+                     "passed (more rounds: medians that resist this "
+                     "machine's noise).", lower_bound=0.0)
   flags.DEFINE_string("mixed_precision", "float32",
                       "Policy for the engine's runs (see engine.main).")
   flags.DEFINE_string("json_out", "benchmark.json", "Where to write results.")
@@ -156,8 +165,10 @@ def _one_batch_source(images, options, steps_per_call, batch):
   return OneBatch(images, options, steps_per_call)
 
 
-def measure_model(name, data, batch_size, steps, rounds, policy):
-  """Returns the examples/sec of every variant in every round.
+def measure_model(name, data, batch_size, steps, rounds, policy,
+                  min_seconds=0.0, round_seconds=0.0):
+  """Returns (examples/sec of every variant in every round, FLOPs per
+  example, steps per round).
 
   Variants: `fit` (a); `engine` (b); `best` and `best_xla` (c without and
   with XLA, steps_per_loop 100; with XLA the loop builds its own batches
@@ -237,15 +248,27 @@ def measure_model(name, data, batch_size, steps, rounds, policy):
   variants = ["fit"] + list(trainers)
   run = {key: (run_fit if key == "fit" else
                functools.partial(run_engine, key)) for key in variants}
-  # Warm-up: traces and compiles everything, fills pipelines.
+  # Warm-up: traces and compiles everything, fills pipelines. Then a short
+  # round sizes the timed ones.
   for key in variants:
-    run[key](max(2, steps // 4))
+    run[key](max(10, steps // 4))
+  slowest = min(run[key](10) for key in variants)
+  if round_seconds:
+    steps = int(min(steps, max(10, round_seconds * slowest / batch_size)))
   results = {key: [] for key in variants}
-  for _ in range(rounds):
+  started = time.perf_counter()
+  while (len(results["fit"]) < rounds
+         or time.perf_counter() - started < min_seconds):
     for key in variants:
       results[key].append(run[key](steps))
   flops = flops_per_example(trainers["engine"], one_batch, batch_size)
-  return results, flops
+  return results, flops, steps
+
+
+def paired_median(numerators, denominators) -> float:
+  """Median over rounds of one variant's rate over another's in that round
+  (the rounds alternate, so a pair shares the machine's state)."""
+  return statistics.median(a / b for a, b in zip(numerators, denominators))
 
 
 def measure_large_batch(name, data, batch_size, steps, rounds):
@@ -289,27 +312,34 @@ def main(argv):
                                  data_dir=FLAGS.data_dir))
   peak = matmul_peak_flops()
   report = {"batch_size": FLAGS.batch_size, "steps": FLAGS.steps,
-            "rounds": FLAGS.rounds, "matmul_peak_flops": peak, "models": {}}
+            "min_rounds": FLAGS.rounds, "min_seconds": FLAGS.min_seconds,
+            "matmul_peak_flops": peak, "models": {}}
   print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s; batch "
-        f"{FLAGS.batch_size}; medians of {FLAGS.rounds} rounds\n")
+        f"{FLAGS.batch_size}; medians of at least {FLAGS.rounds} rounds "
+        f"and {FLAGS.min_seconds:.0f} s per model; ratios are medians of "
+        f"the rounds' ratios\n")
   header = (f"{'model':10s} {'fit (a)':>9s} {'engine (b)':>10s} "
             f"{'best (c)':>9s} {'c uses':>8s} {'synthetic':>9s} "
             f"{'(c)/(a)':>8s} {'real/syn':>8s} {'GFLOP/ex':>8s} "
             f"{'% peak':>7s}")
   print(header)
   for name in FLAGS.models:
-    rates, flops = measure_model(name, data, FLAGS.batch_size, FLAGS.steps,
-                                 FLAGS.rounds, FLAGS.mixed_precision)
+    rates, flops, steps = measure_model(
+        name, data, FLAGS.batch_size, FLAGS.steps, FLAGS.rounds,
+        FLAGS.mixed_precision, FLAGS.min_seconds, FLAGS.round_seconds)
     medians = {k: statistics.median(v) for k, v in rates.items()}
     best_key = max(("best", "best_xla"), key=medians.get)
     best = medians[best_key]
-    synthetic = medians[best_key.replace("best", "synthetic")]
+    synthetic_key = best_key.replace("best", "synthetic")
+    synthetic = medians[synthetic_key]
     row = {
         "examples_per_sec": medians, "rounds": rates,
+        "steps_per_round": steps,
         "best_variant": "steps_per_loop=100" + (
             ", XLA" if best_key == "best_xla" else ""),
-        "ratio_best_over_fit": best / medians["fit"],
-        "real_over_synthetic": best / synthetic,
+        "ratio_best_over_fit": paired_median(rates[best_key], rates["fit"]),
+        "real_over_synthetic": paired_median(rates[best_key],
+                                             rates[synthetic_key]),
         "flops_per_example": flops,
         "fraction_of_peak": best * flops / peak,
     }
@@ -318,7 +348,8 @@ def main(argv):
           f"{best:9,.0f} {'spl100' + ('+xla' if best_key == 'best_xla' else ''):>8s} "
           f"{synthetic:9,.0f} {row['ratio_best_over_fit']:8.2f} "
           f"{row['real_over_synthetic']:8.2f} {flops / 1e9:8.4f} "
-          f"{100 * row['fraction_of_peak']:6.1f}%", flush=True)
+          f"{100 * row['fraction_of_peak']:6.1f}%  "
+          f"({len(rates['fit'])} rounds of {steps} steps)", flush=True)
   if FLAGS.large_batch_size and "dense" in FLAGS.models:
     rates, flops = measure_large_batch("dense", data, FLAGS.large_batch_size,
                                        max(FLAGS.steps // 4, 10),

@@ -14,8 +14,9 @@ def test_every_variant_is_measured_and_flops_are_counted(small_mnist_dir):
   from engine.config import DataConfig
   from engine.data import sources
   data = sources.load(DataConfig(data_dir=small_mnist_dir))
-  rates, flops = benchmark.measure_model("dense", data, batch_size=32,
-                                         steps=6, rounds=1, policy="float32")
+  rates, flops, steps = benchmark.measure_model(
+      "dense", data, batch_size=32, steps=12, rounds=1, policy="float32")
+  assert steps == 12
   assert set(rates) == {"fit", "engine", "best", "best_xla", "synthetic",
                         "synthetic_xla"}
   assert all(len(r) == 1 and r[0] > 0 for r in rates.values())
@@ -35,3 +36,19 @@ def test_large_batch_fraction_of_peak_is_measured(small_mnist_dir):
                                                steps=4, rounds=1)
   assert len(rates) == 1 and rates[0] > 0
   assert 2e6 < flops < 4e6
+
+
+def test_min_seconds_adds_alternating_rounds(small_mnist_dir):
+  from engine.config import DataConfig
+  from engine.data import sources
+  data = sources.load(DataConfig(data_dir=small_mnist_dir))
+  rates, _, steps = benchmark.measure_model(
+      "dense", data, batch_size=32, steps=400, rounds=1, policy="float32",
+      min_seconds=2.0, round_seconds=0.05)
+  counts = {len(r) for r in rates.values()}
+  assert len(counts) == 1 and counts.pop() > 1  # Every variant, every round.
+  assert 10 <= steps < 400  # Sized down to about 0.05 s for the slowest.
+
+
+def test_paired_median_takes_each_rounds_ratio():
+  assert benchmark.paired_median([10, 40, 90], [5, 10, 30]) == 3.0
