@@ -286,7 +286,8 @@ class _Run:
       return start
     train_images = self.train_images
     if self.trainer.loops_on_device:
-      # XLA runs many steps per call and builds their batches itself.
+      # The compiled loop builds its batches itself (bit-identical to
+      # tf.data's), without an iterator between steps.
       batches = pipeline.StepBatches(train_images, self.options,
                                      train.steps_per_loop)
     else:

@@ -2,9 +2,10 @@
 
 `Trainer.train_loop(batches, num_steps)` is one `tf.function` that runs
 `num_steps` optimizer steps (`for _ in tf.range(num_steps)`, the count a
-tensor so changing it never retraces). `batches` is a tf.data iterator, or,
-with XLA on one device, a `pipeline.StepBatches` from which one XLA
-computation builds the batches of many steps and runs them. Loss terms are
+tensor so changing it never retraces). `batches` is a tf.data iterator
+(under tf.distribute), or on one device a `pipeline.StepBatches` from which
+the loop builds each step's batch itself; with XLA, one XLA computation
+builds and runs many steps. Loss terms are
 accumulated on-device in ON_READ variables, so a step never waits for the
 host; the controller reads and resets them when it logs.
 
@@ -127,10 +128,9 @@ class Trainer:
     loss_scaling: Wrap the optimizer in a dynamic `LossScaleOptimizer`
       (float16: scales the loss, unscales gradients, skips non-finite steps).
     jit_compile: Compile with XLA: the whole step on one device (and
-      there, fed a `pipeline.StepBatches`, many steps per XLA call; see
-      `loops_on_device`); forward and backward only under tf.distribute,
-      where the optimizer update is a cross-replica operation XLA cannot
-      hold.
+      there, fed a `pipeline.StepBatches`, many steps per XLA call); forward
+      and backward only under tf.distribute, where the optimizer update is a
+      cross-replica operation XLA cannot hold.
     adam_epsilon: Adam's epsilon (Keras's default 1e-7; the IWAE paper's
       1e-4).
     nan_policy: `stop` or `skip` (see the module docstring).
@@ -173,20 +173,24 @@ class Trainer:
     # included (fusing Adam's elementwise updates is most of its gain for
     # small models). Under tf.distribute the update is a cross-replica
     # operation XLA cannot hold, so only forward and backward are compiled.
-    self.whole_step_xla = jit_compile and not tf.distribute.has_strategy()
+    one_device = not tf.distribute.has_strategy()
+    self.whole_step_xla = jit_compile and one_device
     self.gradients = (tf.function(self._gradients, jit_compile=True)
                       if jit_compile and not self.whole_step_xla
                       else self._gradients)
     self._replica_step = (tf.function(self._step, jit_compile=True)
                           if self.whole_step_xla else self._step)
-    # Many steps per XLA call (see `_train_loop_on_device`), except where
-    # XLA:CPU compiles convolution gradients inside a loop into a naive loop
-    # nest (conv: 55 examples/s against 1,000 one step per call).
-    self.loops_on_device = self.whole_step_xla and (
-        bool(tf.config.list_logical_devices("GPU"))
-        or not _has_convolutions(vae))
-    self._device_steps = (tf.function(self._steps_on_device, jit_compile=True)
-                          if self.loops_on_device else None)
+    # On one device the loop builds its own batches from a StepBatches (see
+    # `_train_loop_on_device`), and with XLA runs many steps per XLA call;
+    # except where XLA:CPU compiles convolution gradients inside a loop into
+    # a naive loop nest (conv: 55 examples/s against 1,000 one step per
+    # call), which keeps one XLA step per call, fed by tf.data.
+    self.loops_on_device = one_device and not (
+        jit_compile and not tf.config.list_logical_devices("GPU")
+        and _has_convolutions(vae))
+    self._device_steps = (
+        tf.function(self._steps_on_device, jit_compile=self.whole_step_xla)
+        if self.loops_on_device else None)
     self.train_loop = tf.function(self._train_loop)
 
   def reapply_learning_rate(self) -> None:
@@ -318,20 +322,22 @@ class Trainer:
         break
 
   def _train_loop_on_device(self, batches, num_steps):
-    """Whole-step XLA over `batches.steps_per_call` steps per XLA call.
+    """Runs steps on batches the loop builds, `steps_per_call` at a time.
 
-    Between steps nothing returns to the host executor: no iterator, no
-    kernel launch, no argument marshalling (together ~0.7 ms a step on a
-    2-core CPU, 15% of a dense step).
+    No tf.data iterator feeds the steps, and with XLA one execution runs
+    them all: nothing returns to the host executor between steps (no kernel
+    launch, no argument marshalling; together ~0.7 ms a step on a 2-core
+    CPU, 15% of a dense step).
     """
     if not self.loops_on_device:
-      raise ValueError("StepBatches need jit_compile=True on one device (and "
-                       "on a CPU, a model without convolutions)")
+      raise ValueError("StepBatches need one device (and with XLA on a CPU, "
+                       "a model without convolutions)")
     remaining = num_steps
     while remaining > 0:
       draws = batches.draw(self.global_step)
       count = tf.minimum(remaining, batches.steps_per_call)
-      # The draws always cover steps_per_call steps, so XLA compiles once.
+      # The draws always cover steps_per_call steps: one shape, so XLA
+      # compiles once.
       self._device_steps(batches, draws, count)
       remaining -= count
       if self.non_finite.stopped:

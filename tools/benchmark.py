@@ -9,8 +9,8 @@ For each model, on the same real data and batch size, in alternating rounds:
                  on float32 numpy arrays;
   (b) engine     our loop with steps_per_loop=1;
   (c) best       our loop with steps_per_loop=100, and with XLA if faster
-                 (with XLA, on one device, the loop builds its own batches
-                 and runs 100 steps per XLA call);
+                 (on one device the loop builds its own batches; with XLA,
+                 100 steps run as one XLA execution);
   synthetic      (c)'s loop fed one in-memory batch, to show the input
                  pipeline is not the bottleneck.
 
@@ -49,7 +49,7 @@ def define_flags():
                      lower_bound=0.0)
   flags.DEFINE_integer("rounds", 3, "Rounds at least; medians are reported.",
                        lower_bound=1)
-  flags.DEFINE_float("min_seconds", 60.0,
+  flags.DEFINE_float("min_seconds", 90.0,
                      "Per model, keep adding rounds until this long has "
                      "passed (more rounds: medians that resist this "
                      "machine's noise).", lower_bound=0.0)
@@ -171,9 +171,9 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
   example, steps per round).
 
   Variants: `fit` (a); `engine` (b); `best` and `best_xla` (c without and
-  with XLA, steps_per_loop 100; with XLA the loop builds its own batches
-  where `Trainer.loops_on_device`); `synthetic` and `synthetic_xla`, the same
-  loops fed one in-memory batch.
+  with XLA, steps_per_loop 100); `synthetic` and `synthetic_xla`, the same
+  loops fed one in-memory batch. Each engine variant is fed as the runner
+  would feed it (see `Trainer.loops_on_device`).
   """
   import keras
   import tensorflow as tf
@@ -200,24 +200,25 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
                              jit_compile=jit_compile,
                              loss_scaling=policy == "mixed_float16")
 
-  def dataset_iterator():
-    return iter(pipeline.train_dataset(images, options, 0, 1 << 40))
-
   one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
   trainers = {"engine": engine(False), "best": engine(False),
               "best_xla": engine(True), "synthetic": engine(False),
               "synthetic_xla": engine(True)}
-  on_device = trainers["best_xla"].loops_on_device
-  feeds = {
-      "engine": dataset_iterator(), "best": dataset_iterator(),
-      "best_xla": (pipeline.StepBatches(images, options, steps_per_loop)
-                   if on_device else dataset_iterator()),
-      "synthetic": iter(tf.data.Dataset.from_tensors(one_batch).repeat()),
-      "synthetic_xla": (
-          _one_batch_source(images, options, steps_per_loop, one_batch)
-          if on_device else
-          iter(tf.data.Dataset.from_tensors(one_batch).repeat())),
-  }
+
+  def feed(key):
+    """What the runner would feed this trainer: its own batches where the
+    loop builds them, else tf.data; one in-memory batch if synthetic."""
+    trainer = trainers[key]
+    calls = 1 if key == "engine" else steps_per_loop
+    if key.startswith("synthetic"):
+      if trainer.loops_on_device:
+        return _one_batch_source(images, options, calls, one_batch)
+      return iter(tf.data.Dataset.from_tensors(one_batch).repeat())
+    if trainer.loops_on_device:
+      return pipeline.StepBatches(images, options, calls)
+    return iter(pipeline.train_dataset(images, options, 0, 1 << 40))
+
+  feeds = {key: feed(key) for key in trainers}
 
   with precision.policy_scope("float32"):
     fit_model = _FitModel.build(spec.build(data.image_shape,

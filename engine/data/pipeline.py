@@ -232,8 +232,9 @@ def _pipeline_threads() -> int:
 class StepBatches:
   """`train_dataset`'s batches, built inside a compiled training loop.
 
-  For one device with XLA: instead of a tf.data iterator feeding one step at
-  a time, the loop computes batches itself, so many steps run in one XLA
+  For one device: instead of a tf.data iterator feeding one step at a time
+  (and, on a small host, its threads competing with the step for cores), the
+  loop computes batches itself; with XLA many steps then run in one XLA
   computation with no host work between them. The work splits in two:
 
   - `draw(first_step)`, ordinary TF ops run once per `steps_per_call`

@@ -179,13 +179,16 @@ def test_the_loop_traces_once_whatever_the_step_count(mnist):
   assert int(trainer.global_step) == 23
 
 
-def test_the_on_device_loop_trains_like_the_iterator_loop(mnist):
-  """Whole-step XLA fed by `StepBatches` (many steps per XLA call) takes the
-  same steps as XLA fed one batch at a time by tf.data, and compiles once."""
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_on_device_loop_trains_like_the_iterator_loop(mnist, jit_compile):
+  """Fed by `StepBatches` (with XLA: many steps per XLA call), the loop takes
+  the same steps as when tf.data feeds it one batch at a time, and traces
+  once."""
   options = pipeline.PipelineOptions(16, 0, "dynamic", 0.0, 2)
   images = pipeline.as_tensor(mnist.train_images[:512])
-  fed = _trainer("float32", jit_compile=True)
-  on_device = _trainer("float32", jit_compile=True)
+  fed = _trainer("float32", jit_compile=jit_compile)
+  on_device = _trainer("float32", jit_compile=jit_compile)
+  assert on_device.loops_on_device
   iterator = iter(pipeline.train_dataset(images, options, 0, 23))
   source = pipeline.StepBatches(images, options, max_steps_per_call=4)
   for count in (1, 7, 2, 10, 3):  # Crosses the epoch boundary at step 32/16.
@@ -238,12 +241,14 @@ def test_the_on_device_loop_compiles_once_whatever_the_step_count(tmp_path):
   assert len(compiled) == 1, compiled
 
 
-def test_step_batches_need_whole_step_xla(mnist):
+def test_step_batches_are_refused_where_the_loop_is_fed_by_tf_data(mnist):
   options = pipeline.PipelineOptions(16, 0, "none", 0.0, 2)
   source = pipeline.StepBatches(
       pipeline.as_tensor(mnist.train_images[:64]), options, 4)
-  with pytest.raises(ValueError, match="jit_compile=True on one device"):
-    _trainer("float32").train_loop(source, tf.constant(1))
+  conv_xla = _trainer("float32", jit_compile=True, model="conv")
+  assert not conv_xla.loops_on_device  # On this CPU.
+  with pytest.raises(ValueError, match="StepBatches need one device"):
+    conv_xla.train_loop(source, tf.constant(1))
 
 
 def test_checkpoints_restore_across_policies(small_mnist_dir, tmp_path):
