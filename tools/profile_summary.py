@@ -85,7 +85,10 @@ def summarize(path: str) -> dict:
         begin = line.timestamp_ns * 1000 + event.offset_ps
         if name == _XLA_EXECUTION:
           executions.append((begin, event.duration_ps))
-        if line.name == "python" or any(w in name for w in _WRAPPERS):
+        # Only TF's own threads (tf_Compute, tf_numa_*_Eigen, tf_data_*)
+        # run ops; the Python thread's events enclose whole loop calls.
+        if (not line.name.startswith("tf_")
+            or any(w in name for w in _WRAPPERS)):
           continue
         totals[name] += event.duration_ps
         counts[name] += 1
