@@ -218,10 +218,10 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
   # A batch is a few hundred microseconds of work. Fixed, few threads of the
   # pipeline's own leave the cores to the training step; AUTOTUNE's threads
   # compete with it (2-core CPU: real data 3% slower).
-  options = tf.data.Options()
-  options.autotune.enabled = False
-  options.threading.private_threadpool_size = threads
-  return dataset.with_options(options)
+  threading = tf.data.Options()
+  threading.autotune.enabled = False
+  threading.threading.private_threadpool_size = threads
+  return dataset.with_options(threading)
 
 
 def _pipeline_threads() -> int:
