@@ -284,16 +284,9 @@ class _Run:
     start = int(self.trainer.global_step.numpy())
     if start >= self.total_steps:
       return start
-    train_images = self.train_images
-    if self.trainer.loops_on_device:
-      # The compiled loop builds its batches itself (bit-identical to
-      # tf.data's), without an iterator between steps.
-      batches = pipeline.StepBatches(train_images, self.options,
-                                     train.steps_per_loop)
-    else:
-      batches = iter(self.strategy.distribute_datasets_from_function(
-          lambda context: pipeline.train_dataset(
-              train_images, self.options, start, self.total_steps, context)))
+    batches = self.trainer.training_batches(
+        self.train_images, self.options, train.steps_per_loop, start,
+        self.total_steps)
     bar = progress.ProgressBar(self.total_steps, self.stream)
     throughput = progress.Throughput()
     step, started = start, time.perf_counter()

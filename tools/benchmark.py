@@ -214,9 +214,7 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
       if trainer.loops_on_device:
         return _one_batch_source(images, options, calls, one_batch)
       return iter(tf.data.Dataset.from_tensors(one_batch).repeat())
-    if trainer.loops_on_device:
-      return pipeline.StepBatches(images, options, calls)
-    return iter(pipeline.train_dataset(images, options, 0, 1 << 40))
+    return trainer.training_batches(images, options, calls, 0, 1 << 40)
 
   feeds = {key: feed(key) for key in trainers}
 
@@ -293,10 +291,8 @@ def measure_large_batch(name, data, batch_size, steps, rounds):
       spec.build(data.image_shape, model_config.latent_dim), model_config,
       tf.distribute.get_strategy(), batch_size, 1e-3, jit_compile=True)
   steps_per_loop = min(steps, 100)
-  batches = (pipeline.StepBatches(images, options, steps_per_loop)
-             if trainer.loops_on_device else
-             iter(pipeline.train_dataset(images, options, 0,
-                                         steps * (rounds + 1))))
+  batches = trainer.training_batches(images, options, steps_per_loop, 0,
+                                     steps * (rounds + 1))
   rates = [throughput.examples_per_sec(trainer, batches, steps,
                                        steps_per_loop, batch_size)
            for _ in range(rounds + 1)][1:]  # The first round traces.

@@ -73,14 +73,8 @@ def measure(model_name, data, batch_size, steps_per_loop_values, steps,
                                      vae.latent_dim)
   images = pipeline.as_tensor(data.train_images)
   total = (rounds + 1) * steps * len(steps_per_loop_values)
-  # Fed as the runner feeds it: batches built by the loop where it can.
-  feeds = {
-      value: (pipeline.StepBatches(images, options, value)
-              if trainer.loops_on_device else
-              iter(strategy.distribute_datasets_from_function(
-                  lambda context: pipeline.train_dataset(
-                      images, options, 0, total, context))))
-      for value in steps_per_loop_values}
+  feeds = {value: trainer.training_batches(images, options, value, 0, total)
+           for value in steps_per_loop_values}
 
   def timed(steps_per_loop):
     return examples_per_sec(trainer, feeds[steps_per_loop], steps,
