@@ -21,7 +21,10 @@ Encode = Callable[[np.ndarray], np.ndarray]  # images -> z_mean
 Decode = Callable[[np.ndarray], np.ndarray]  # z -> pixel probabilities
 
 MANIFOLD_SIZE = 30
-MANIFOLD_RANGE = 2.0
+# The manifold spans these percentiles of the test set's latent means along
+# each axis: where the encoder puts the data, not a fixed square that may
+# miss most of it.
+MANIFOLD_PERCENTILES = (1.0, 99.0)
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:
@@ -138,12 +141,26 @@ def latent_plane(z_means: np.ndarray) -> tuple[np.ndarray, np.ndarray,
   return origin, basis, ("PC1 (std units)", "PC2 (std units)")
 
 
-def manifold_latents(origin, basis, size=MANIFOLD_SIZE,
-                     extent=MANIFOLD_RANGE) -> np.ndarray:
-  """Latent points of a size x size grid over [-extent, extent]^2 (row-major,
-  top row = largest second coordinate, as in seed 002)."""
-  xs = np.linspace(-extent, extent, size)
-  ys = np.linspace(-extent, extent, size)[::-1]
+def manifold_extent(projected: np.ndarray,
+                    percentiles=MANIFOLD_PERCENTILES) -> np.ndarray:
+  """[[x_low, x_high], [y_low, y_high]]: where the latent means lie.
+
+  Args:
+    projected: [N, 2] latent means in the plane's coordinates.
+    percentiles: (low, high) percentiles taken along each axis.
+  """
+  extent = np.percentile(projected, percentiles, axis=0).T
+  # A degenerate axis (a collapsed unit) still gets a visible span.
+  flat = extent[:, 1] - extent[:, 0] < 1e-6
+  extent[flat] += [[-1.0, 1.0]]
+  return extent
+
+
+def manifold_latents(origin, basis, extent, size=MANIFOLD_SIZE) -> np.ndarray:
+  """Latent points of a size x size grid over `extent` in the plane
+  (row-major, top row = largest second coordinate, as in seed 002)."""
+  xs = np.linspace(extent[0][0], extent[0][1], size)
+  ys = np.linspace(extent[1][0], extent[1][1], size)[::-1]
   coords = np.array([(x, y) for y in ys for x in xs])
   return (origin + coords @ basis).astype(np.float32)
 
@@ -188,11 +205,16 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
                          os.path.join(directory, "samples.png"),
                          "samples from the prior"))
   origin, basis, names = latent_plane(z_means)
-  paths.append(plot_grid(np.asarray(decode(manifold_latents(origin, basis))),
-                         os.path.join(directory, "latent_manifold.png"),
-                         f"latent manifold over [-2, 2]^2 ({names[0]}, "
-                         f"{names[1]})", columns=MANIFOLD_SIZE))
   projected = (z_means - origin) @ np.linalg.pinv(basis)
+  extent = manifold_extent(projected)
+  low, high = MANIFOLD_PERCENTILES
+  paths.append(plot_grid(
+      np.asarray(decode(manifold_latents(origin, basis, extent))),
+      os.path.join(directory, "latent_manifold.png"),
+      f"latent manifold over the test means' {low:g}-{high:g}th percentiles:"
+      f" {names[0]} in [{extent[0][0]:.2f}, {extent[0][1]:.2f}], "
+      f"{names[1]} in [{extent[1][0]:.2f}, {extent[1][1]:.2f}]",
+      columns=MANIFOLD_SIZE))
   paths.append(plot_latent_scatter(projected, test_labels,
                                    os.path.join(directory,
                                                 "latent_scatter.png"), names))

@@ -172,15 +172,24 @@ class ImportanceSampledEvaluator:
 
   def _step(self, batch):
     log_px, elbo_value, z_mean = self.log_likelihood(batch)
-    z_mean = tf.cast(z_mean, tf.float64)
-    self._sums.add(count=tf.cast(tf.shape(log_px)[0], tf.float64),
-                   nll=tf.reduce_sum(-log_px),
-                   nll_sq=tf.reduce_sum(tf.square(log_px)),
-                   elbo=tf.reduce_sum(elbo_value),
-                   elbo_sq=tf.reduce_sum(tf.square(
+    # Padding rows (weight 0) never reach a sum, even if not finite.
+    weights = tf.cast(batch["weights"], tf.float64)
+    real = weights > 0
+
+    def weighted(values):
+      values = tf.cast(values, tf.float64)
+      mask = tf.reshape(real, [-1] + [1] * (values.shape.rank - 1))
+      scale = tf.reshape(weights, tf.shape(mask))
+      return tf.reduce_sum(tf.where(mask, scale * values, 0.0), axis=0)
+
+    self._sums.add(count=tf.reduce_sum(weights),
+                   nll=weighted(-log_px),
+                   nll_sq=weighted(tf.square(log_px)),
+                   elbo=weighted(elbo_value),
+                   elbo_sq=weighted(tf.square(
                        tf.cast(elbo_value, tf.float64))),
-                   mean=tf.reduce_sum(z_mean, axis=0),
-                   mean_sq=tf.reduce_sum(tf.square(z_mean), axis=0))
+                   mean=weighted(z_mean),
+                   mean_sq=weighted(tf.square(tf.cast(z_mean, tf.float64))))
 
   def _evaluate_dataset(self, dataset):
     for batch in dataset:

@@ -14,12 +14,14 @@ SIGTERM with a checkpoint and 143.
 from __future__ import annotations
 
 import logging
-import os
 import sys
+import warnings
 
-# Keep TensorFlow's C++ start-up chatter out of the user's terminal; a user
-# who wants it sets the variable themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# First: TensorFlow's import, without the start-up chatter that would bury
+# the engine's first line (--verbosity shows it).
+from engine import startup  # noqa: I001
+
+_HELD_BACK = startup.import_tensorflow_quietly()
 
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
@@ -56,12 +58,19 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  # absl's app.run sets INFO itself, so an explicit flag is looked for.
+  verbose = FLAGS["verbosity"].present
+  if verbose:
+    startup.show(_HELD_BACK)
   from engine import runner  # noqa: E402  (imports TensorFlow; after parsing)
   # TensorFlow logs routine saver/exporter details at INFO through Python
   # logging; the progress lines are what a user reads. --verbosity=0 (absl's
   # flag) brings them back.
-  # (absl's app.run sets INFO itself, so an explicit flag is looked for.)
-  if not any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:]):
+  if not verbose:
+    # tf.distribute reads a dataset's options while tracing, and tf.data
+    # warns about that on every evaluation; nothing a user can act on.
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message="To make it possible to preserve tf.data")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
   from engine.errors import TrainingDiverged, UserError  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import TextIO
@@ -44,16 +45,29 @@ class ProgressBar:
 
 
 class Throughput:
-  """Examples per second between consecutive `measure` calls."""
+  """Examples per second of training between consecutive `measure` calls.
 
-  def __init__(self):
-    self._last = time.perf_counter()
+  Time spent inside `paused()` (an evaluation between two reports) is left
+  out, so the examples counted and the time they took cover the same span.
+  """
 
-  def restart(self) -> None:
-    self._last = time.perf_counter()
+  def __init__(self, clock=time.perf_counter):
+    self._clock = clock
+    self._last = clock()
+    self._excluded = 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Leaves the time spent in this block out of the current span."""
+    started = self._clock()
+    try:
+      yield
+    finally:
+      self._excluded += self._clock() - started
 
   def measure(self, examples: float) -> float:
-    now = time.perf_counter()
-    rate = examples / max(now - self._last, 1e-9)
-    self._last = now
-    return rate
+    """Examples per second since the previous call, then starts a new span."""
+    now = self._clock()
+    seconds = now - self._last - self._excluded
+    self._last, self._excluded = now, 0.0
+    return examples / max(seconds, 1e-9)

@@ -326,8 +326,8 @@ class _Run:
           self.save(step)
         if (train.eval_every and step % train.eval_every == 0
             and step != self.total_steps):
-          self.evaluate(step)
-          throughput.restart()
+          with throughput.paused():
+            self.evaluate(step)
     finally:
       profiler.stop()
     return step
@@ -377,19 +377,20 @@ class _Run:
     return metrics
 
   def _first_test_batch(self, size: int) -> dict:
+    """Up to `size` test examples, in order, as numpy arrays (no padding)."""
     options = dataclasses.replace(self.options, global_batch_size=size,
                                   samples_per_example=1)
-    return next(iter(pipeline.eval_dataset(self.test_images, self.test_labels,
-                                           options)))
+    return pipeline.real_examples(next(iter(pipeline.eval_dataset(
+        self.test_images, self.test_labels, options))))
 
   def _image_summaries(self, step: int) -> None:
-    batch = self._first_test_batch(8)
-    zeros = tf.zeros([8, self.vae.latent_dim])
-    z_mean, _, _ = self.vae.encoder([batch["inputs"], zeros], training=False)
+    inputs = tf.constant(self._first_test_batch(8)["inputs"])
+    zeros = tf.zeros([len(inputs), self.vae.latent_dim])
+    z_mean, _, _ = self.vae.encoder([inputs, zeros], training=False)
     reconstructed = tf.sigmoid(tf.cast(self.vae.decoder(z_mean), tf.float32))
-    pairs = tf.concat([batch["inputs"], reconstructed], axis=0).numpy()
+    pairs = tf.concat([inputs, reconstructed], axis=0).numpy()
     self.writer.images("eval", step, "inputs_vs_reconstructions",
-                       figures.tile(pairs, 8))
+                       figures.tile(pairs, len(inputs)))
     prior = tf.random.stateless_normal([64, self.vae.latent_dim],
                                        seed=[self.config.train.seed, 7])
     samples = tf.sigmoid(tf.cast(self.vae.decoder(prior), tf.float32)).numpy()
@@ -399,8 +400,8 @@ class _Run:
     test = self._first_test_batch(len(self.data.test_images))
     encode, decode = model_functions(self.vae)
     return figures.write_run_figures(
-        encode, decode, self.vae.latent_dim, test["inputs"].numpy(),
-        test["targets"].numpy(), self.data.test_labels,
+        encode, decode, self.vae.latent_dim, test["inputs"],
+        test["targets"], test["labels"],
         summaries.read_metrics(self.config.train.model_dir),
         os.path.join(self.config.train.model_dir, "figures"),
         self.config.train.seed, denoising=self.config.data.noise_factor > 0)

@@ -44,13 +44,29 @@ class _Accumulator:
                              synchronization=tf.VariableSynchronization.ON_READ,
                              aggregation=tf.VariableAggregation.SUM)
 
-  def add(self, per_example: dict[str, tf.Tensor], keep=True) -> None:
-    """Adds a batch's terms; `keep` false (a skipped step) adds nothing."""
+  def add(self, per_example: dict[str, tf.Tensor], keep=True,
+          weights=None) -> None:
+    """Adds a batch's terms.
+
+    Args:
+      per_example: float32 [B] tensors, one per name.
+      keep: False (a skipped step) adds nothing.
+      weights: float32 [B] per-example weights (0 for padding rows); None
+        counts every example once.
+    """
+    if weights is None:
+      count = tf.cast(tf.shape(next(iter(per_example.values())))[0],
+                      tf.float32)
+    else:
+      count = tf.reduce_sum(weights)
     for name, total in self.sums.items():
-      total.assign_add(tf.where(keep, tf.reduce_sum(per_example[name]), 0.0))
-    some_term = next(iter(per_example.values()))
-    self.count.assign_add(tf.where(
-        keep, tf.cast(tf.shape(some_term)[0], tf.float32), 0.0))
+      values = per_example[name]
+      if weights is not None:
+        # A where, not a product: a padding row's term never reaches the
+        # sum, even if it is not finite.
+        values = tf.where(weights > 0, weights * values, 0.0)
+      total.assign_add(tf.where(keep, tf.reduce_sum(values), 0.0))
+    self.count.assign_add(tf.where(keep, count, 0.0))
 
   def result_and_reset(self) -> dict[str, float]:
     """Means per example since the last reset, then zeroes the sums."""
@@ -392,7 +408,7 @@ class Evaluator:
   def _step(self, batch):
     terms = elbo.per_example_terms(self.vae, self.model_config, batch,
                                    training=False)
-    self.metrics.add(terms)
+    self.metrics.add(terms, weights=batch["weights"])
 
   def _evaluate_dataset(self, dataset):
     for batch in dataset:

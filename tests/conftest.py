@@ -5,6 +5,7 @@ import os
 import struct
 import sys
 
+import hypothesis
 import numpy as np
 import pytest
 
@@ -15,6 +16,18 @@ MNIST_DIR = os.environ.get(
 
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
+
+# Randomized tests are reproducible by default (CI, `make test`): the same
+# examples on every run and machine, and every case ever found is pinned with
+# @hypothesis.example next to its test. HYPOTHESIS_PROFILE=explore searches
+# afresh with ten times the examples, to find new cases worth pinning.
+hypothesis.settings.register_profile("reproducible", derandomize=True,
+                                     max_examples=300,
+                                     database=None, print_blob=True)
+hypothesis.settings.register_profile("explore", derandomize=False,
+                                     max_examples=3000, print_blob=True)
+hypothesis.settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
 
 
 def write_idx(path, array, magic=None):

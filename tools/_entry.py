@@ -3,8 +3,12 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from engine import startup  # noqa: E402
+
+# TensorFlow's import without its start-up chatter (--verbosity shows it).
+_HELD_BACK = startup.import_tensorflow_quietly()
 
 
 def run_tool(main) -> None:
@@ -14,6 +18,9 @@ def run_tool(main) -> None:
   from engine.errors import UserError
 
   def guarded(argv):
+    from absl import flags
+    if flags.FLAGS["verbosity"].present:
+      startup.show(_HELD_BACK)
     try:
       main(argv)
     except UserError as e:

@@ -30,7 +30,6 @@ def main(argv):
   del argv
   import dataclasses
 
-  import numpy as np
   import tensorflow as tf
 
   from engine import checkpointing
@@ -71,14 +70,14 @@ def main(argv):
   options = pipeline.PipelineOptions(len(data.test_images), FLAGS.seed,
                                      data_config.binarize,
                                      data_config.noise_factor, latent_dim)
-  test = next(iter(pipeline.eval_dataset(
+  test = pipeline.real_examples(next(iter(pipeline.eval_dataset(
       pipeline.as_tensor(data.test_images),
-      pipeline.as_tensor(data.test_labels), options)))
+      pipeline.as_tensor(data.test_labels), options))))
   output_dir = FLAGS.output_dir or (
       f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
   paths = figures.write_run_figures(
-      encode, decode, latent_dim, test["inputs"].numpy(),
-      test["targets"].numpy(), np.asarray(data.test_labels), metrics,
+      encode, decode, latent_dim, test["inputs"], test["targets"],
+      test["labels"], metrics,
       output_dir, FLAGS.seed, denoising=data_config.noise_factor > 0)
   for path in paths:
     print(path)

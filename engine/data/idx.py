@@ -11,6 +11,7 @@ Every error is a `DataError` naming the file.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -78,7 +79,9 @@ def _read(stream, path, expected_ndim, file_bytes, compressed):
   shape = struct.unpack(f">{ndim}I", dims_bytes)
   if any(d == 0 for d in shape):
     raise DataError(f"{path}: header has an empty dimension {shape}")
-  payload = int(np.prod(shape, dtype=np.int64))
+  # Python integers: numpy's int64 product of three uint32 dimensions can
+  # overflow to a negative size that slips past the checks below.
+  payload = math.prod(shape)
   header_bytes = 4 + 4 * ndim
   if not compressed and payload != file_bytes - header_bytes:
     raise DataError(f"{path}: header promises {payload} bytes of data "

@@ -17,9 +17,11 @@ Every element is a dict:
            (clean when input noise is on).
   epsilon: float32 [B, latent_dim], the reparameterization noise, or
            [B, K, latent_dim] with K > 1 samples per example.
-  labels, batch_index, offset (evaluation only): int64 labels [B] for
-           figures; the global batch's index and this slice's offset in it,
-           scalars that key further noise (see `engine.likelihood`).
+  labels, weights, batch_index, offset (evaluation only): int64 labels [B]
+           for figures; float32 weights [B], 0 for the rows that pad the
+           last global batch to full size; the global batch's index and this
+           slice's offset in it, scalars that key further noise (see
+           `engine.likelihood`).
 """
 
 from __future__ import annotations
@@ -114,21 +116,28 @@ def _random_draws(options: PipelineOptions, image_shape, counter,
     `input_noise` (standard normals), each [size, ...].
   """
   global_shape = tf.concat([[options.global_batch_size], image_shape], axis=0)
+
+  def rows(draw):
+    # Slices this batch's rows, keeping the static size (`size` is a Python
+    # int) that a sliced tensor with a tensor offset would lose.
+    part = draw[offset:offset + size]
+    part.set_shape([size] + part.shape.as_list()[1:])
+    return part
+
   draws = {}
   if options.binarize == "dynamic":
-    draws["binarize"] = tf.random.stateless_uniform(
+    draws["binarize"] = rows(tf.random.stateless_uniform(
         global_shape, _stream_seed(options.seed, stream_offset + _BINARIZE,
-                                   counter))[offset:offset + size]
+                                   counter)))
   if options.noise_factor > 0:
-    draws["input_noise"] = tf.random.stateless_normal(
+    draws["input_noise"] = rows(tf.random.stateless_normal(
         global_shape, _stream_seed(options.seed, stream_offset + _INPUT_NOISE,
-                                   counter))[offset:offset + size]
+                                   counter)))
   samples = ([options.samples_per_example]
              if options.samples_per_example > 1 else [])
-  draws["epsilon"] = tf.random.stateless_normal(
+  draws["epsilon"] = rows(tf.random.stateless_normal(
       [options.global_batch_size, *samples, options.latent_dim],
-      _stream_seed(options.seed, stream_offset + _EPSILON,
-                   counter))[offset:offset + size]
+      _stream_seed(options.seed, stream_offset + _EPSILON, counter)))
   return draws
 
 
@@ -137,20 +146,19 @@ def _apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
 
   Deterministic arithmetic only, so it may run inside an XLA step.
   """
-  count = tf.shape(images_uint8)[0]  # A short last eval batch uses a prefix.
   targets = tf.gather(tf.constant(_GREY_LEVELS),
                       tf.cast(images_uint8, tf.int32))
   if options.binarize == "static":
     targets = tf.cast(targets >= 0.5, tf.float32)
   elif options.binarize == "dynamic":
-    targets = tf.cast(draws["binarize"][:count] < targets, tf.float32)
+    targets = tf.cast(draws["binarize"] < targets, tf.float32)
   inputs = targets
   if options.noise_factor > 0:
     inputs = tf.clip_by_value(
-        targets + options.noise_factor * draws["input_noise"][:count],
+        targets + options.noise_factor * draws["input_noise"],
         0.0, 1.0)
   return {"inputs": inputs, "targets": targets,
-          "epsilon": draws["epsilon"][:count]}
+          "epsilon": draws["epsilon"]}
 
 
 def _preprocess(images_uint8, options: PipelineOptions, counter, stream_offset,
@@ -308,7 +316,13 @@ class StepBatches:
 def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,
                  context: Optional[tf.distribute.InputContext] = None
                  ) -> tf.data.Dataset:
-  """The whole test split, in order, in global batches; the last may be short.
+  """The whole test split, in order, in full global batches, with weights.
+
+  Every element has the same static shape, [global batch / replicas, ...],
+  whichever replica it feeds: the last global batch is padded with copies of
+  the last test example whose `weights` are 0, so no replica (or TPU core) is
+  ever handed an empty or ragged tensor, and every consumer sums with
+  `weights` so that counts and means cover exactly the real examples.
 
   Noise is keyed on the batch index with streams distinct from training, so
   evaluating the same weights twice gives the same numbers.
@@ -320,21 +334,27 @@ def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,
     context: The input context under tf.distribute (None: one pipeline).
 
   Returns:
-    A dataset of per-replica batches with `labels` added; each example
-    appears exactly once over all pipelines.
+    A dataset of per-replica batches with `labels` and `weights` (float32
+    [B]: 1 for a test example, 0 for padding) added; each test example has
+    weight 1 exactly once over all pipelines.
   """
   num_examples = int(images.shape[0])
+  if num_examples < 1:
+    raise ValueError("the test split is empty")
   batch = options.global_batch_size
   num_batches = -(-num_examples // batch)
   layout = _ReplicaLayout(context, batch)
 
   def make_batch(element):
     index, offset = layout.locate(element)
-    start = tf.minimum(index * batch + offset, num_examples)
-    stop = tf.minimum(start + layout.per_replica, num_examples)
-    element = _preprocess(images[start:stop], options, index, _EVAL_OFFSET,
-                          offset, layout.per_replica)
-    element["labels"] = labels[start:stop]
+    positions = index * batch + offset + tf.range(layout.per_replica,
+                                                  dtype=tf.int64)
+    real = positions < num_examples
+    rows = tf.minimum(positions, num_examples - 1)
+    element = _preprocess(tf.gather(images, rows), options, index,
+                          _EVAL_OFFSET, offset, layout.per_replica)
+    element["labels"] = tf.gather(labels, rows)
+    element["weights"] = tf.cast(real, tf.float32)
     element["batch_index"] = index
     element["offset"] = tf.cast(offset, tf.int64)
     return element
@@ -342,6 +362,18 @@ def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,
   dataset = tf.data.Dataset.range(num_batches * layout.local_replicas).map(
       make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def real_examples(element: dict) -> dict:
+  """A (host) eval element without its padding rows, as numpy arrays.
+
+  For code that looks at test examples one by one (figures, image
+  summaries); compiled consumers weight by `weights` instead.
+  """
+  keep = np.asarray(element["weights"]) > 0
+  return {key: (np.asarray(value)[keep] if np.ndim(value) else
+                np.asarray(value))
+          for key, value in element.items()}
 
 
 def target_mean(images: np.ndarray, binarize: str) -> np.ndarray:

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import models
 
-from tests.conftest import REPO_ROOT
+from engine import summaries
+from tests.conftest import REPO_ROOT, write_idx
 from tests.engine.test_main import assert_one_line_error, run_cli
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
@@ -88,6 +90,92 @@ def test_mirrored_on_two_cpus_matches_one_device_for_every_model(
     assert abs(row["elbo"][0] - row["elbo"][1]) < 1e-3, (name, row)
 
 
+_EVAL_UNDER_STRATEGIES = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    cpus[0], [tf.config.LogicalDeviceConfiguration()] * 3)
+import keras
+import models
+from engine import likelihood, steps
+from engine.config import ModelConfig
+from engine.data import pipeline, sources
+
+data = sources.load_idx_dir(sys.argv[1])
+config = ModelConfig(name="conv", latent_dim=2)
+keras.utils.set_random_seed(0)
+reference = [v.numpy() for v in
+             models.get("conv").create((28, 28, 1), 2).trainable_variables]
+strategies = {
+    "default": tf.distribute.get_strategy(),
+    "mirrored2": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+    "mirrored3": tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1", "/cpu:2"]),
+}
+report = {}
+for count in (130, 512, 10000):
+  images = pipeline.as_tensor(data.test_images[:count])
+  labels = pipeline.as_tensor(data.test_labels[:count])
+  options = pipeline.PipelineOptions(96, 0, "dynamic", 0.0, 2)
+  for name, strategy in strategies.items():
+    with strategy.scope():
+      vae = models.get("conv").create((28, 28, 1), 2)
+      for variable, value in zip(vae.trainable_variables, reference):
+        variable.assign(value)
+      evaluator = steps.Evaluator(vae, config, strategy)
+      nll = likelihood.ImportanceSampledEvaluator(
+          *likelihood.model_functions(vae, config), strategy, (28, 28, 1), 2,
+          4, 96, 0)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: pipeline.eval_dataset(images, labels, options,
+                                              context))
+    # What each replica is handed, element by element.
+    rows = set()
+    for element in dataset:
+      for value in element.values():
+        for local in strategy.experimental_local_results(value):
+          rows.add(int(local.shape[0]) if local.shape.rank else -1)
+    metrics = evaluator.evaluate(dataset)
+    result = nll.evaluate(dataset) if count <= 512 else None
+    report[f"{count}_{name}"] = {
+        "rows": sorted(rows), "examples": metrics["examples"],
+        "elbo": metrics["elbo"],
+        "nll": result and result.nll, "nll_examples": result and result.examples,
+        "active": result and result.unit_variances}
+print(json.dumps(report))
+"""
+
+
+def test_evaluation_gives_every_replica_a_full_batch_and_one_devices_numbers(
+    mnist_dir):
+  """Test sets whose last global batch of 96 leaves replicas empty (130: 34
+  rows, so 34+0 over 2 replicas and 32+2+0 over 3; 512: 32 rows; 10,000: 16
+  rows): every replica still gets 96/replicas rows, static and non-empty, and
+  the ELBO, NLL, active units and counts equal one device's."""
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  result = subprocess.run([sys.executable, "-c", _EVAL_UNDER_STRATEGIES,
+                           mnist_dir], capture_output=True, text=True,
+                          env=env, cwd=REPO_ROOT, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  for count in (130, 512, 10000):
+    single = report[f"{count}_default"]
+    assert single["rows"] == [-1, 96], single
+    assert single["examples"] == count
+    for name, replicas in (("mirrored2", 2), ("mirrored3", 3)):
+      row = report[f"{count}_{name}"]
+      assert row["rows"] == [-1, 96 // replicas], (name, row)
+      assert row["examples"] == count, (name, row)
+      assert abs(row["elbo"] - single["elbo"]) < 1e-3, (name, row, single)
+      if count <= 512:
+        assert row["nll_examples"] == count
+        assert abs(row["nll"] - single["nll"]) < 1e-3, (name, row, single)
+        np.testing.assert_allclose(row["active"], single["active"],
+                                   rtol=1e-4, atol=1e-7)
+
+
 def test_batch_must_divide_by_replicas(small_mnist_dir, tmp_path):
   assert_one_line_error(
       run_cli("--strategy=mirrored", "--cpu_devices=3", "--batch_size=64",
@@ -148,6 +236,37 @@ def test_two_worker_job_on_localhost(small_mnist_dir, tmp_path):
   assert os.listdir(tmp_path / "e") == ["40"]
   assert not (model_dir / ".scratch").exists()
   assert sorted(os.listdir(tmp_path)) == ["e", "run"]
+
+
+def test_two_worker_conv_job_evaluates_a_short_last_batch_as_one_device(
+    mnist, tmp_path):
+  """520 test images in global batches of 64 leave 8 for the last one, none
+  of them for worker 1's replica: the job still finishes, counts all 520,
+  and its test ELBO is the one-device run's (conv: the kernels that failed
+  on an empty batch)."""
+  data_dir = tmp_path / "data"
+  data_dir.mkdir()
+  for name, array in (("train-images-idx3-ubyte.gz", mnist.train_images[:640]),
+                      ("train-labels-idx1-ubyte.gz", mnist.train_labels[:640]),
+                      ("t10k-images-idx3-ubyte.gz", mnist.test_images[:520]),
+                      ("t10k-labels-idx1-ubyte.gz", mnist.test_labels[:520])):
+    write_idx(str(data_dir / name), array[..., 0] if array.ndim == 4
+              else array)
+  common = ["--model=conv", "--batch_size=64", "--train_steps=4",
+            "--steps_per_loop=2", "--log_every=2", "--checkpoint_every=0",
+            "--optimizer=sgd", "--learning_rate=1e-4", "--nofigures",
+            f"--data_dir={data_dir}"]
+  processes = launch_local.start_workers(
+      2, [*common, f"--model_dir={tmp_path}/job"], stdout=subprocess.PIPE)
+  outputs = _wait_all(processes, timeout=300)
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  assert "over 520 test images" in outputs[0]
+  single = run_cli(*common, f"--model_dir={tmp_path}/single")
+  assert single.returncode == 0, single.stderr
+  job_elbo = summaries.read_metrics(str(tmp_path / "job"))["eval"][4]["elbo"]
+  single_elbo = summaries.read_metrics(
+      str(tmp_path / "single"))["eval"][4]["elbo"]
+  assert abs(job_elbo - single_elbo) < 1e-3, (job_elbo, single_elbo)
 
 
 def test_killed_worker_ends_the_job_and_a_restart_resumes(small_mnist_dir,

@@ -70,7 +70,39 @@ def test_latent_plane_uses_principal_components():
   assert "PC1" in names[0]
   origin2, basis2, _ = figures.latent_plane(points[:, :2])
   np.testing.assert_array_equal(basis2, np.eye(2))
-  grid = figures.manifold_latents(origin2, basis2, size=30)
+  grid = figures.manifold_latents(origin2, basis2, [[-2, 2], [-1, 3]],
+                                  size=30)
   assert grid.shape == (900, 2)
-  np.testing.assert_allclose(grid[0], [-2, 2])
-  np.testing.assert_allclose(grid[-1], [2, -2])
+  np.testing.assert_allclose(grid[0], [-2, 3])
+  np.testing.assert_allclose(grid[-1], [2, -1])
+
+
+def test_manifold_covers_where_the_encoder_puts_the_data(tmp_path):
+  """Latent means far from the prior's [-2, 2]^2 (as make train's conv model
+  puts them, about [-3, 0.5] x [-3, 2]) are covered by the decoded grid."""
+  rng = np.random.default_rng(0)
+  means = rng.normal(size=(5000, 2)) * [0.8, 1.2] + [-1.3, -0.5]
+  decoded = []
+
+  def decode(z):
+    decoded.append(np.asarray(z))
+    return np.zeros((len(z), 28, 28, 1), np.float32)
+
+  def encode(images):
+    return means[images[:, 0, 0, 0].astype(int)]
+
+  images = np.zeros((5000, 28, 28, 1), np.float32)
+  images[:, 0, 0, 0] = np.arange(5000)
+  figures.write_run_figures(encode, decode, 2, images, images,
+                            np.zeros(5000, int), {}, str(tmp_path), seed=0,
+                            denoising=False)
+  grid = next(z for z in decoded if len(z) == figures.MANIFOLD_SIZE ** 2)
+  low, high = grid.min(0), grid.max(0)
+  inside = np.all((means >= low) & (means <= high), axis=1).mean()
+  assert inside > 0.95, (low, high, inside)  # At most 1% + 1% per axis.
+  # Not just a huge square: the grid hugs the data along each axis.
+  np.testing.assert_allclose(low, np.percentile(means, 1, axis=0), atol=1e-5)
+  np.testing.assert_allclose(high, np.percentile(means, 99, axis=0),
+                             atol=1e-5)
+  # The fixed [-2, 2]^2 grid covered less than three quarters of them.
+  assert np.all((means >= -2) & (means <= 2), axis=1).mean() < 0.75

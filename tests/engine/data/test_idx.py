@@ -85,7 +85,13 @@ def test_not_gzip(tmp_path):
     idx.read_idx(str(path))
 
 
-@hypothesis.settings(max_examples=300, deadline=None)
+# The first case CI ever found: a 3-D header whose dimensions (16, 168624128,
+# 3418619904) overflow an int64 product; gzipped, it escaped as a ValueError.
+_OVERFLOWING_HEADER = struct.pack(">I3I", 0x803, 16, 0x0A0D0000, 0xCBC40000)
+
+
+@hypothesis.settings(deadline=None)
+@hypothesis.example(payload=b"", header=_OVERFLOWING_HEADER, compressed=True)
 @hypothesis.given(payload=st.binary(max_size=64),
                   header=st.one_of(
                       st.binary(max_size=16),
@@ -106,3 +112,12 @@ def test_fuzz_returns_arrays_or_data_errors(tmp_path_factory, payload, header,
   except DataError:
     return
   assert array.dtype == np.uint8 and array.size == len(payload)
+
+
+def test_dimensions_whose_product_overflows_int64_are_refused(tmp_path):
+  path = str(tmp_path / "overflow.gz")
+  with gzip.open(path, "wb") as f:
+    f.write(_OVERFLOWING_HEADER + b"\0" * 16)
+  with pytest.raises(DataError, match="overflow.gz: header promises "
+                     "9223388804407099392 bytes"):
+    idx.read_idx(path, 3)

@@ -100,10 +100,32 @@ def test_eval_covers_every_example_once(mnist):
   labels = tf.constant(mnist.test_labels)
   batches = _collect(pipeline.eval_dataset(
       test_images, labels, _options(global_batch_size=128)))
-  assert sum(len(b["labels"]) for b in batches) == 10000
-  assert len(batches[-1]["labels"]) == 10000 % 128
-  np.testing.assert_array_equal(np.concatenate([b["labels"] for b in batches]),
+  assert sum(b["weights"].sum() for b in batches) == 10000
+  # The last batch is padded to full size; its padding has weight 0.
+  assert all(len(b["labels"]) == 128 for b in batches)
+  np.testing.assert_array_equal(batches[-1]["weights"],
+                                np.arange(128) < 10000 % 128)
+  real = [pipeline.real_examples(b) for b in batches]
+  np.testing.assert_array_equal(np.concatenate([b["labels"] for b in real]),
                                 mnist.test_labels)
+
+
+def test_padding_leaves_the_real_examples_unchanged(mnist):
+  """Rows 100-129 get the same inputs, targets and noise whether they end a
+  padded last batch (130 examples) or sit in a full one (200 examples)."""
+  options = _options(global_batch_size=100, binarize="dynamic",
+                     noise_factor=0.3)
+
+  def second_batch(count):
+    return _collect(pipeline.eval_dataset(
+        pipeline.as_tensor(mnist.test_images[:count]),
+        tf.constant(mnist.test_labels[:count]), options))[1]
+
+  padded, full = second_batch(130), second_batch(200)
+  alone = pipeline.real_examples(padded)
+  assert len(alone["labels"]) == 30 and full["weights"].sum() == 100
+  for key in ("inputs", "targets", "epsilon", "labels"):
+    np.testing.assert_array_equal(alone[key], full[key][:30])
 
 
 class _Context:
@@ -136,16 +158,37 @@ def test_replica_slices_make_up_the_global_batch(images, pipelines, replicas):
         assert not np.allclose(slices[a]["epsilon"], slices[b]["epsilon"])
 
 
-def test_eval_sharded_covers_every_example_once(mnist):
-  test_images = pipeline.as_tensor(mnist.test_images[:1001])
-  labels = tf.constant(np.arange(1001))
-  seen = []
-  for p in range(2):
-    for element in pipeline.eval_dataset(test_images, labels,
-                                         _options(global_batch_size=100),
-                                         _Context(2, p, 4)):
-      seen.extend(element["labels"].numpy().tolist())
-  assert sorted(seen) == list(range(1001))
+@pytest.mark.parametrize("num_examples,batch,pipelines,replicas", [
+    (1001, 100, 2, 4),  # Last batch 1: three of four replicas get nothing.
+    (130, 96, 1, 3),    # Last batch 34 over 3 replicas of 32: 32, 2, 0.
+    (512, 96, 1, 2),    # Last batch 32 over 2 replicas of 48: 32, 0.
+    (5, 96, 2, 2),      # Fewer examples than replicas' rows.
+])
+def test_eval_sharded_gives_every_replica_a_full_batch(mnist, num_examples,
+                                                       batch, pipelines,
+                                                       replicas):
+  """Every element has the same static shape whichever replica it feeds, and
+  the weights count each test example exactly once."""
+  test_images = pipeline.as_tensor(mnist.test_images[:num_examples])
+  labels = tf.constant(np.arange(num_examples))
+  per_replica = batch // replicas
+  seen, elements = [], 0
+  for p in range(pipelines):
+    dataset = pipeline.eval_dataset(
+        test_images, labels,
+        _options(global_batch_size=batch, binarize="dynamic",
+                 noise_factor=0.1), _Context(pipelines, p, replicas))
+    for name, spec in dataset.element_spec.items():
+      assert spec.shape.is_fully_defined(), name
+      if spec.shape.rank:
+        assert spec.shape[0] == per_replica, name
+    for element in dataset:
+      elements += 1
+      weights = element["weights"].numpy()
+      assert set(np.unique(weights)) <= {0.0, 1.0}
+      seen.extend(element["labels"].numpy()[weights > 0].tolist())
+  assert elements == -(-num_examples // batch) * replicas
+  assert sorted(seen) == list(range(num_examples))
 
 
 def test_batch_must_divide_by_replicas(images):
@@ -169,10 +212,9 @@ def test_eval_elements_say_where_they_sit_in_the_global_batch(mnist):
     for element in pipeline.eval_dataset(test_images, labels,
                                          _options(global_batch_size=100),
                                          _Context(2, p, 4)):
-      first = int(element["labels"][0]) if len(element["labels"]) else None
-      if first is not None:
-        assert first == (int(element["batch_index"]) * 100
-                         + int(element["offset"]))
+      if element["weights"][0] > 0:
+        assert int(element["labels"][0]) == (int(element["batch_index"]) * 100
+                                             + int(element["offset"]))
 
 
 def test_target_mean_is_the_expected_target(mnist):
