@@ -86,6 +86,8 @@ class RunResult:
     resumed_from: The checkpoint the run started from, if any.
     export_path: The SavedModel written, if any.
     figure_paths: The PNGs written.
+    weights_fingerprint: A hash of the trained weights (equal hashes: the
+      same weights, bit for bit).
   """
 
   final_step: int
@@ -94,6 +96,7 @@ class RunResult:
   resumed_from: Optional[str]
   export_path: Optional[str]
   figure_paths: list
+  weights_fingerprint: str = ""
 
 
 def prepare_model_dir(model_dir: str) -> None:
@@ -153,8 +156,9 @@ class _Run:
                       else self.role.scratch_dir(train.model_dir))
     prepare_model_dir(self.write_dir)
     keras.utils.set_random_seed(train.seed)
-    self.policy = precision.resolve(train.mixed_precision,
-                                     train.allow_slow)
+    self.precision = precision.resolve(train.mixed_precision,
+                                        train.allow_slow)
+    self.policy = self.precision.policy
     self.data = sources.load(config.data)
     self.num_train_examples = len(self.data.train_images)
     replicas = self.strategy.num_replicas_in_sync
@@ -409,10 +413,18 @@ class _Run:
 
 def model_functions(vae) -> tuple:
   """(encode: images -> z_mean, decode: z -> probabilities) as numpy calls."""
-  encode = tf.function(lambda x: vae.encoder(
-      [x, tf.zeros([tf.shape(x)[0], vae.latent_dim])], training=False)[0])
-  decode = tf.function(lambda z: tf.sigmoid(tf.cast(
-      vae.decoder(z, training=False), tf.float32)))
+
+  # Named functions, not lambdas: autograph finds a lambda by parsing its
+  # source line, and two lambdas near each other can be confused.
+  @tf.function
+  def encode(images):
+    zeros = tf.zeros([tf.shape(images)[0], vae.latent_dim])
+    return vae.encoder([images, zeros], training=False)[0]
+
+  @tf.function
+  def decode(z):
+    return tf.sigmoid(tf.cast(vae.decoder(z, training=False), tf.float32))
+
   return (lambda images: encode(tf.constant(images, tf.float32)).numpy(),
           lambda z: decode(tf.constant(z, tf.float32)).numpy())
 
@@ -446,7 +458,8 @@ def _train_evaluate_export(state: _Run, config: RunConfig) -> RunResult:
             f"{len(state.data.test_images)} test images, "
             f"{state.total_steps} steps of {config.train.batch_size}, "
             f"{state.strategy.num_replicas_in_sync} replica(s), "
-            f"{state.policy}{', XLA' if config.train.jit_compile else ''}"
+            f"{state.precision.describe()}"
+            f"{', XLA' if config.train.jit_compile else ''}"
             + ("" if state.role.task_type is None else
                f", task {state.role.task_type}:{state.role.task_id}"
                f"{' (chief)' if state.role.is_chief else ''}"))
@@ -467,7 +480,8 @@ def _train_evaluate_export(state: _Run, config: RunConfig) -> RunResult:
     export_path = export_lib.export(state.vae, export_dir, step,
                                     denoising=config.data.noise_factor > 0)
     state.say(f"exported SavedModel to {export_path}")
+  fingerprint = state.weights_fingerprint()
   state.say(f"done: step {step}, test ELBO {metrics['elbo']:.2f} nats, "
-            f"weights {state.weights_fingerprint()}")
+            f"weights {fingerprint}")
   return RunResult(step, metrics, checkpoint, state.resumed_from, export_path,
-                   figure_paths)
+                   figure_paths, fingerprint)

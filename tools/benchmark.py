@@ -53,8 +53,10 @@ def define_flags():
                      "Per model, keep adding rounds until this long has "
                      "passed (more rounds: medians that resist this "
                      "machine's noise).", lower_bound=0.0)
-  flags.DEFINE_string("mixed_precision", "float32",
-                      "Policy for the engine's runs (see engine.main).")
+  flags.DEFINE_list("precisions", ["float32"],
+                    "Policies for the engine's runs, each measured against "
+                    "the same float32 fit: float32, mixed_bfloat16, "
+                    "mixed_float16, or auto (this machine's choice).")
   flags.DEFINE_string("json_out", "benchmark.json", "Where to write results.")
   flags.DEFINE_integer("large_batch_size", 1024,
                        "Also time the dense model's best loop at this batch "
@@ -62,12 +64,13 @@ def define_flags():
                        lower_bound=0)
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 20) -> float:
-  """float32 FLOP/s of a large square matmul on this machine."""
+def matmul_peak_flops(size: int = 2048, repeats: int = 20,
+                      dtype: str = "float32") -> float:
+  """FLOP/s of a large square matmul in `dtype` on this machine."""
   import tensorflow as tf
 
-  a = tf.random.normal([size, size])
-  b = tf.random.normal([size, size])
+  a = tf.cast(tf.random.normal([size, size]), dtype)
+  b = tf.cast(tf.random.normal([size, size]), dtype)
 
   @tf.function
   def run():
@@ -89,11 +92,20 @@ def flops_per_example(trainer, batch, batch_size: int) -> float:
   """Forward + backward FLOPs of one example, from the traced gradient graph."""
   import tensorflow as tf
 
+  from absl import logging
+
   concrete = tf.function(trainer._gradients).get_concrete_function(batch)
   options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
   options["output"] = "none"
-  profile = tf.compat.v1.profiler.profile(graph=concrete.graph,
-                                          options=options)
+  # The v1 profiler logs a deprecation warning per call; it is the only
+  # FLOP counter TensorFlow has.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    profile = tf.compat.v1.profiler.profile(graph=concrete.graph,
+                                            options=options)
+  finally:
+    logging.set_verbosity(verbosity)
   return profile.total_float_ops / batch_size
 
 
@@ -144,6 +156,38 @@ class _FitModel:
     model = FitVAE()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
+
+
+def fit_runner(spec, data, model_config, batch_size: int, max_steps: int):
+  """`count -> examples/sec` of `model.fit` on the seeds' float32 model over
+  `count` batches of real data (the first batch, which traces, untimed)."""
+  import keras
+
+  from engine import precision
+
+  with precision.policy_scope("float32"):
+    fit_model = _FitModel.build(spec.build(data.image_shape,
+                                           model_config.latent_dim),
+                                model_config)
+  arrays = (data.train_images[:max_steps * batch_size].astype("float32")
+            / 255.0)
+
+  class Clock(keras.callbacks.Callback):
+
+    def on_train_batch_begin(self, batch, logs=None):
+      if batch == 1:  # After the first step: tracing excluded.
+        self.started = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+      self.elapsed = time.perf_counter() - self.started
+
+  def run_fit(count):
+    clock = Clock()
+    fit_model.fit(arrays[:count * batch_size], batch_size=batch_size,
+                  epochs=1, verbose=0, shuffle=True, callbacks=[clock])
+    return (count - 1) * batch_size / clock.elapsed
+
+  return run_fit
 
 
 def _one_batch_source(images, options, steps_per_call, batch):
@@ -218,26 +262,7 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
 
   feeds = {key: feed(key) for key in trainers}
 
-  with precision.policy_scope("float32"):
-    fit_model = _FitModel.build(spec.build(data.image_shape,
-                                           model_config.latent_dim),
-                                model_config)
-  arrays = (data.train_images[:steps * batch_size].astype("float32") / 255.0)
-
-  class Clock(keras.callbacks.Callback):
-
-    def on_train_batch_begin(self, batch, logs=None):
-      if batch == 1:  # After the first step: tracing excluded.
-        self.started = time.perf_counter()
-
-    def on_train_end(self, logs=None):
-      self.elapsed = time.perf_counter() - self.started
-
-  def run_fit(count):
-    clock = Clock()
-    fit_model.fit(arrays[:count * batch_size], batch_size=batch_size,
-                  epochs=1, verbose=0, shuffle=True, callbacks=[clock])
-    return (count - 1) * batch_size / clock.elapsed
+  run_fit = fit_runner(spec, data, model_config, batch_size, steps)
 
   def run_engine(key, count):
     return throughput.examples_per_sec(
@@ -300,10 +325,49 @@ def measure_large_batch(name, data, batch_size, steps, rounds):
   return rates, flops_per_example(trainer, one_batch, batch_size)
 
 
+def _report_row(name, policy, rates, flops, steps, peak) -> dict:
+  """Prints one model's table row under `policy` and returns it as data."""
+  medians = {k: statistics.median(v) for k, v in rates.items()}
+  best_key = max(("best", "best_xla"), key=medians.get)
+  best = medians[best_key]
+  synthetic_key = best_key.replace("best", "synthetic")
+  synthetic = medians[synthetic_key]
+  row = {
+      "examples_per_sec": medians, "rounds": rates,
+      "steps_per_round": steps,
+      "best_variant": "steps_per_loop=100" + (
+          ", XLA" if best_key == "best_xla" else ""),
+      "ratio_best_over_fit": paired_median(rates[best_key], rates["fit"]),
+      "real_over_synthetic": paired_median(rates[best_key],
+                                           rates[synthetic_key]),
+      "flops_per_example": flops,
+      "fraction_of_peak": best * flops / peak,
+  }
+  uses = "spl100" + ("+xla" if best_key == "best_xla" else "")
+  print(f"{name:10s} {policy:>14s} {medians['fit']:9,.0f} "
+        f"{medians['engine']:10,.0f} {best:9,.0f} {uses:>8s} "
+        f"{synthetic:9,.0f} {row['ratio_best_over_fit']:8.2f} "
+        f"{row['real_over_synthetic']:8.2f} {flops / 1e9:8.4f} "
+        f"{100 * row['fraction_of_peak']:6.1f}%  "
+        f"({len(rates['fit'])} rounds of {steps} steps)", flush=True)
+  return row
+
+
 def main(argv):
   del argv
+  from engine import precision
   from engine.config import DataConfig
   from engine.data import sources
+  from engine.errors import UserError
+
+  policies = []
+  for name in FLAGS.precisions:
+    if name not in (*precision.POLICIES, "auto"):
+      raise UserError(f"--precisions: unknown policy {name!r} (choose from "
+                      f"{', '.join(precision.POLICIES)}, auto)")
+    choice = precision.resolve(name, allow_slow=True)
+    print(f"precision {name}: {choice.describe()}")
+    policies.append(choice.policy)
 
   data = sources.load(DataConfig(dataset=FLAGS.dataset,
                                  data_dir=FLAGS.data_dir))
@@ -315,38 +379,17 @@ def main(argv):
         f"{FLAGS.batch_size}; medians of at least {FLAGS.rounds} rounds "
         f"and {FLAGS.min_seconds:.0f} s per model; ratios are medians of "
         f"the rounds' ratios\n")
-  header = (f"{'model':10s} {'fit (a)':>9s} {'engine (b)':>10s} "
+  header = (f"{'model':10s} {'precision':>14s} {'fit (a)':>9s} {'engine (b)':>10s} "
             f"{'best (c)':>9s} {'c uses':>8s} {'synthetic':>9s} "
             f"{'(c)/(a)':>8s} {'real/syn':>8s} {'GFLOP/ex':>8s} "
             f"{'% peak':>7s}")
   print(header)
   for name in FLAGS.models:
-    rates, flops, steps = measure_model(
-        name, data, FLAGS.batch_size, FLAGS.steps, FLAGS.rounds,
-        FLAGS.mixed_precision, FLAGS.min_seconds, FLAGS.round_seconds)
-    medians = {k: statistics.median(v) for k, v in rates.items()}
-    best_key = max(("best", "best_xla"), key=medians.get)
-    best = medians[best_key]
-    synthetic_key = best_key.replace("best", "synthetic")
-    synthetic = medians[synthetic_key]
-    row = {
-        "examples_per_sec": medians, "rounds": rates,
-        "steps_per_round": steps,
-        "best_variant": "steps_per_loop=100" + (
-            ", XLA" if best_key == "best_xla" else ""),
-        "ratio_best_over_fit": paired_median(rates[best_key], rates["fit"]),
-        "real_over_synthetic": paired_median(rates[best_key],
-                                             rates[synthetic_key]),
-        "flops_per_example": flops,
-        "fraction_of_peak": best * flops / peak,
-    }
-    report["models"][name] = row
-    print(f"{name:10s} {medians['fit']:9,.0f} {medians['engine']:10,.0f} "
-          f"{best:9,.0f} {'spl100' + ('+xla' if best_key == 'best_xla' else ''):>8s} "
-          f"{synthetic:9,.0f} {row['ratio_best_over_fit']:8.2f} "
-          f"{row['real_over_synthetic']:8.2f} {flops / 1e9:8.4f} "
-          f"{100 * row['fraction_of_peak']:6.1f}%  "
-          f"({len(rates['fit'])} rounds of {steps} steps)", flush=True)
+    for policy in policies:
+      report["models"].setdefault(name, {})[policy] = _report_row(
+          name, policy, *measure_model(
+              name, data, FLAGS.batch_size, FLAGS.steps, FLAGS.rounds,
+              policy, FLAGS.min_seconds, FLAGS.round_seconds), peak)
   if FLAGS.large_batch_size and "dense" in FLAGS.models:
     rates, flops = measure_large_batch("dense", data, FLAGS.large_batch_size,
                                        max(FLAGS.steps // 4, 10),

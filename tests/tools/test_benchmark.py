@@ -52,3 +52,33 @@ def test_min_seconds_adds_alternating_rounds(small_mnist_dir):
 
 def test_paired_median_takes_each_rounds_ratio():
   assert benchmark.paired_median([10, 40, 90], [5, 10, 30]) == 3.0
+
+
+def test_precisions_are_put_side_by_side(small_mnist_dir, tmp_path):
+  import json
+  import subprocess
+  out = tmp_path / "b.json"
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"),
+       f"--data_dir={small_mnist_dir}", "--models=dense", "--batch_size=32",
+       "--steps=10", "--rounds=1", "--min_seconds=0", "--round_seconds=0",
+       "--large_batch_size=0", "--precisions=float32,mixed_bfloat16,auto",
+       f"--json_out={out}"], capture_output=True, text=True, cwd=REPO_ROOT,
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "precision auto: " in result.stdout
+  rows = json.loads(out.read_text())["models"]["dense"]
+  assert {"float32", "mixed_bfloat16"} <= set(rows)
+  for row in rows.values():
+    assert row["examples_per_sec"]["best"] > 0
+    assert row["examples_per_sec"]["fit"] > 0
+
+
+def test_an_unknown_precision_is_a_one_line_error(tmp_path):
+  import subprocess
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"),
+       "--precisions=float32,half"], capture_output=True, text=True,
+      cwd=REPO_ROOT, timeout=300)
+  assert result.returncode == 2
+  assert "error: --precisions: unknown policy 'half'" in result.stderr
