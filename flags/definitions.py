@@ -172,10 +172,11 @@ def _define_train_flags(fv):
   flags.DEFINE_enum("mixed_precision", "float32",
                     config_lib.PRECISION_POLICIES,
                     "Compute dtype policy: float32, mixed_bfloat16, "
-                    "mixed_float16 (loss-scaled; GPUs), or auto (bf16 on TPUs "
-                    "and AMX/AVX512-BF16 CPUs, fp16 on GPUs of compute "
-                    "capability >= 7.0, else float32). Loss, KL and logits "
-                    "stay float32.", flag_values=fv)
+                    "mixed_float16 (loss-scaled; GPUs), or auto (the fastest "
+                    "here: bf16 on TPUs, GPUs of compute capability >= 8.0 "
+                    "and AMX CPUs; fp16 on GPUs of 7.x; else float32; the "
+                    "start line says why). Loss, KL and logits stay "
+                    "float32.", flag_values=fv)
   flags.DEFINE_boolean("jit_compile", False,
                        "Compile training with XLA: on one device the whole "
                        "step (many steps per XLA call unless the model has "
