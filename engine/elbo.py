@@ -130,7 +130,7 @@ def decoder_log_likelihood(vae: VariationalAutoencoder, config: ModelConfig,
                            training: bool = False):
   """`(targets, z) -> log p(targets | z)` [N] under the model's decoder."""
   return lambda targets, z: -reconstruction_nll(
-      config, targets, vae.decoder(z, training=training))
+      config, targets, vae.decoder_logits(z, training=training))
 
 
 def per_example_terms(vae: VariationalAutoencoder, config: ModelConfig,

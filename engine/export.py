@@ -32,9 +32,11 @@ class ServingModule(tf.Module):
 
   def __init__(self, vae: VariationalAutoencoder, denoising: bool = False):
     super().__init__(name="vae")
+    # Tracked, so that SavedModel saves their variables.
     self.encoder = vae.encoder
     self.decoder = vae.decoder
     self.latent_dim = vae.latent_dim
+    self._vae = vae
     image_spec = tf.TensorSpec([None, *vae.image_shape], tf.float32,
                                name="images")
     latent_spec = tf.TensorSpec([None, vae.latent_dim], tf.float32, name="z")
@@ -47,23 +49,17 @@ class ServingModule(tf.Module):
     self.denoise = (tf.function(self._reconstruct, input_signature=[image_spec])
                     if denoising else None)
 
-  def _moments(self, images):
-    zeros = tf.zeros([tf.shape(images)[0], self.latent_dim])
-    z_mean, z_log_var, _ = self.encoder([images, zeros], training=False)
-    return tf.cast(z_mean, tf.float32), tf.cast(z_log_var, tf.float32)
-
   def _encode(self, images):
-    z_mean, z_log_var = self._moments(images)
+    z_mean, z_log_var = self._vae.posterior(images)
     return {"z_mean": z_mean, "z_log_var": z_log_var}
 
   def _decode(self, z):
-    logits = tf.cast(self.decoder(z, training=False), tf.float32)
+    logits = self._vae.decoder_logits(z)
     # Logits too: likelihoods (tools/evaluate.py) need them for stability.
     return {"images": tf.sigmoid(logits), "logits": logits}
 
   def _reconstruct(self, images):
-    z_mean, _ = self._moments(images)
-    return self._decode(z_mean)
+    return self._decode(self._vae.posterior_mean(images))
 
   def _sample(self, num):
     return self._decode(tf.random.normal([num, self.latent_dim]))

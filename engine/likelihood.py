@@ -224,13 +224,7 @@ class ImportanceSampledEvaluator:
 def model_functions(vae, model_config: ModelConfig
                     ) -> tuple[Encode, LogLikelihood]:
   """(encode, log_likelihood) of an in-memory `VariationalAutoencoder`."""
-
-  def encode(images):
-    zeros = tf.zeros([tf.shape(images)[0], vae.latent_dim])
-    z_mean, z_log_var, _ = vae.encoder([images, zeros], training=False)
-    return z_mean, z_log_var
-
-  return encode, elbo.decoder_log_likelihood(vae, model_config)
+  return vae.posterior, elbo.decoder_log_likelihood(vae, model_config)
 
 
 def export_functions(loaded, model_config: ModelConfig

@@ -15,8 +15,8 @@ import tensorflow as tf
 class StepProfiler:
   """Starts the profiler at step `first` and stops it at step `last`.
 
-  The loop must stop at both steps (`next_edge`), so the trace covers exactly
-  those steps' compiled calls.
+  The loop must stop at both steps (`engine.actions.ProfileAction`), so the
+  trace covers exactly those steps' compiled calls.
 
   Args:
     steps: (first, last), or None for no profiling.
@@ -30,11 +30,6 @@ class StepProfiler:
     self.logdir = logdir
     self.say = say
     self.active = False
-
-  def next_edge(self, step: int, last_step: int) -> int:
-    """The next step after `step` at which the loop must pause."""
-    edges = [edge for edge in (self.steps or ()) if edge > step]
-    return min(edges + [last_step])
 
   def before_loop(self, step: int) -> None:
     if self.steps and not self.active and (

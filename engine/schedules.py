@@ -37,3 +37,9 @@ def learning_rate(schedule: str, base_rate: float, steps_per_epoch: int):
         [step - 1 for step in iwae_boundaries(steps_per_epoch)],
         [base_rate * 10.0 ** (-stage / 7.0) for stage in range(IWAE_STAGES)])
   raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
+def adam_epsilon(schedule: str) -> float:
+  """Adam's epsilon: the IWAE paper's 1e-4 comes with its schedule; Keras's
+  default 1e-7 otherwise."""
+  return 1e-4 if schedule == "iwae" else 1e-7

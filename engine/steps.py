@@ -18,6 +18,9 @@ and goes on, ending the loop after `max_skipped_steps` bad steps in a row.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import keras
 import tensorflow as tf
 
@@ -29,6 +32,29 @@ from models.base import VariationalAutoencoder
 METRIC_NAMES = ("loss", "reconstruction", "kl", "elbo")
 # What the non-finite check looks at, in this order.
 CHECKED_TERMS = ("reconstruction", "kl", "gradients")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOutputs:
+  """What one compiled training call returns (`Trainer.train`).
+
+  Attributes:
+    step: The global step after the call.
+    steps: Steps the call ran (fewer than asked if the guard stopped it).
+    sums: Loss terms (`METRIC_NAMES`) summed over the examples trained.
+    examples: Examples trained (a skipped step's are not counted).
+    seconds: Wall time of the call, the span `examples` took.
+    stopped: The non-finite guard ended the loop (see `NonFiniteState`).
+    skipped_steps: Steps skipped so far in this process (`--nan_policy`).
+  """
+
+  step: int
+  steps: int
+  sums: dict
+  examples: float
+  seconds: float
+  stopped: bool
+  skipped_steps: int
 
 
 class _Accumulator:
@@ -68,14 +94,20 @@ class _Accumulator:
       total.assign_add(tf.where(keep, tf.reduce_sum(values), 0.0))
     self.count.assign_add(tf.where(keep, count, 0.0))
 
-  def result_and_reset(self) -> dict[str, float]:
-    """Means per example since the last reset, then zeroes the sums."""
+  def sums_and_reset(self) -> tuple[dict[str, float], float]:
+    """(sums per term, examples) since the last reset; then zeroes them."""
     count = float(self.count.read_value())
-    means = {name: float(total.read_value()) / max(count, 1.0)
-             for name, total in self.sums.items()}
-    means["examples"] = count
+    sums = {name: float(total.read_value())
+            for name, total in self.sums.items()}
     for variable in list(self.sums.values()) + [self.count]:
       variable.assign(0.0)
+    return sums, count
+
+  def result_and_reset(self) -> dict[str, float]:
+    """Means per example since the last reset, then zeroes the sums."""
+    sums, count = self.sums_and_reset()
+    means = {name: total / max(count, 1.0) for name, total in sums.items()}
+    means["examples"] = count
     return means
 
 
@@ -317,6 +349,25 @@ class Trainer:
     self._apply_if(finite, gradients)
     self.metrics.add(terms, keep=finite)
     return self._record(tf.minimum(flags, 1.0), finite)
+
+  def train(self, batches, num_steps: int) -> LoopOutputs:
+    """Runs `num_steps` steps in one compiled call and returns its outputs.
+
+    Args:
+      batches: What `training_batches` returns.
+      num_steps: Steps to run (fewer run if the non-finite guard stops).
+    """
+    first = int(self.global_step.numpy())
+    started = time.perf_counter()
+    self.train_loop(batches, tf.constant(num_steps, tf.int32))
+    step = int(self.global_step.numpy())  # Waits for the call to finish.
+    seconds = time.perf_counter() - started
+    sums, examples = self.metrics.sums_and_reset()
+    return LoopOutputs(
+        step=step, steps=step - first, sums=sums, examples=examples,
+        seconds=seconds,
+        stopped=bool(self.non_finite.stopped.read_value()),
+        skipped_steps=int(self.non_finite.skipped_steps.read_value()))
 
   def training_batches(self, images: tf.Tensor,
                        options: pipeline.PipelineOptions, steps_per_loop: int,

@@ -74,6 +74,28 @@ class VariationalAutoencoder:
     """Returns (encoder, decoder) parameter counts."""
     return self.encoder.count_params(), self.decoder.count_params()
 
+  # The operations every consumer needs (export, likelihood, figures,
+  # tools), so none of them rewrites them. Outputs are float32 whatever the
+  # compute dtype.
+
+  def posterior(self, images, training: bool = False):
+    """q(z | x)'s moments: (z_mean, z_log_var), float32 [N, latent]."""
+    zeros = ops.zeros((ops.shape(images)[0], self.latent_dim))
+    z_mean, z_log_var, _ = self.encoder([images, zeros], training=training)
+    return ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
+
+  def posterior_mean(self, images):
+    """E_q[z | x], float32 [N, latent] (the encoder with zero noise)."""
+    return self.posterior(images)[0]
+
+  def decoder_logits(self, z, training: bool = False):
+    """The decoder's logits, float32, of the images' shape."""
+    return ops.cast(self.decoder(z, training=training), "float32")
+
+  def decoder_probabilities(self, z):
+    """Pixel probabilities (Bernoulli means) in [0, 1], float32."""
+    return ops.sigmoid(self.decoder_logits(z))
+
 
 def encoder_inputs(image_shape, latent_dim):
   """The two inputs every encoder takes: images and reparameterization noise."""

@@ -34,7 +34,7 @@ def main(argv):
 
   from engine import checkpointing
   from engine import figures
-  from engine import runner
+  from engine import evaluation
   from engine import summaries
   from engine.config import DataConfig
   from engine.data import pipeline
@@ -47,7 +47,7 @@ def main(argv):
   if FLAGS.model_dir:
     trained = checkpointing.load_trained_model(FLAGS.model_dir,
                                                FLAGS.checkpoint)
-    encode, decode = runner.model_functions(trained.vae)
+    encode, decode = evaluation.figure_functions(trained.vae)
     latent_dim = trained.vae.latent_dim
     data_config = trained.config.data
     metrics = summaries.read_metrics(FLAGS.model_dir)

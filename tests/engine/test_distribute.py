@@ -27,7 +27,7 @@ import io, json, sys
 import numpy as np
 import tensorflow as tf
 import models
-from engine import runner
+from engine import build, runner
 from engine.config import *
 
 data_dir, root = sys.argv[1], sys.argv[2]
@@ -45,12 +45,10 @@ for name, optimizer in [(n, o) for n in models.names() for o in ("sgd", "adam")]
                           learning_rate=1e-4 if optimizer == "sgd" else 1e-3),
         distribution=DistributionConfig(strategy=strategy, cpu_devices=2))
   key = f"{name}_{optimizer}"
-  mirrored = runner._Run(config("mirrored", f"{root}/{key}_m"), io.StringIO())
-  mirrored_result = runner._train_evaluate_export(
-      mirrored, config("mirrored", f"{root}/{key}_m"))
-  single = runner._Run(config("default", f"{root}/{key}_s"), io.StringIO())
-  single_result = runner._train_evaluate_export(
-      single, config("default", f"{root}/{key}_s"))
+  mirrored = build.build(config("mirrored", f"{root}/{key}_m"))
+  mirrored_result = runner.train_evaluate_export(mirrored, io.StringIO())
+  single = build.build(config("default", f"{root}/{key}_s"))
+  single_result = runner.train_evaluate_export(single, io.StringIO())
   worst, replicas_equal, finite = 0.0, True, True
   for m, s in zip(mirrored.vae.trainable_variables,
                   single.vae.trainable_variables):

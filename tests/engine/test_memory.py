@@ -13,7 +13,7 @@ _MEASURE = r"""
 import io, json, sys
 sys.path.insert(0, sys.argv[1])
 import tensorflow as tf
-from engine import runner
+from engine import build, runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.data import pipeline
 
@@ -30,16 +30,19 @@ config = lambda data_dir, model_dir, steps: RunConfig(
     train=TrainConfig(model_dir=model_dir, batch_size=128, train_steps=steps,
                       steps_per_loop=10, log_every=10, checkpoint_every=0,
                       figures=False))
-state = runner._Run(config(sys.argv[3], sys.argv[4] + "/warm", 10),
-                    io.StringIO())
-state.train(runner._PreemptionFlag())
-del state
+def train(parts):
+  stream = io.StringIO()
+  say = lambda line: print(line, file=stream)
+  runner.train(parts, runner.RunEvaluation(parts, say), stream, say)
+
+parts = build.build(config(sys.argv[3], sys.argv[4] + "/warm", 10))
+train(parts)
+del parts
 before = rss_mb()
-state = runner._Run(config(sys.argv[2], sys.argv[4] + "/big", 30),
-                    io.StringIO())
-state.train(runner._PreemptionFlag())
+parts = build.build(config(sys.argv[2], sys.argv[4] + "/big", 30))
+train(parts)
 print(json.dumps({"growth_mb": rss_mb() - before,
-                  "train_is_tensor": state.data.train_images is None}))
+                  "train_is_tensor": parts.data.train_images is None}))
 """
 
 

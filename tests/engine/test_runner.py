@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import models
+from engine import build
 from engine import runner
 from engine import summaries
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -195,8 +196,8 @@ def test_a_resumed_run_uses_its_own_learning_rate(small_mnist_dir, tmp_path):
   """Keras checkpoints the learning rate; the new flag must still win."""
   runner.run(_config(small_mnist_dir, tmp_path, train_steps=20,
                      learning_rate=1e-3), stream=io.StringIO())
-  state = runner._Run(_config(small_mnist_dir, tmp_path, train_steps=40,
-                              learning_rate=2e-4), io.StringIO())
-  assert state.resumed_from.endswith("ckpt-20")
-  assert float(state.trainer.base_optimizer.learning_rate) == pytest.approx(
+  parts = build.build(_config(small_mnist_dir, tmp_path, train_steps=40,
+                              learning_rate=2e-4))
+  assert parts.resumed_from.endswith("ckpt-20")
+  assert float(parts.trainer.base_optimizer.learning_rate) == pytest.approx(
       2e-4)

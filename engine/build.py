@@ -1,0 +1,247 @@
+"""One build step: a `RunConfig` becomes the parts of a run.
+
+`build(config)` lays out devices, makes the strategy and this process's role,
+loads the data, builds the model, trainer, evaluators, checkpointer and
+summary writer, and restores the latest checkpoint. The engine (`runner`)
+and the tools get their parts here, or from the smaller helpers below, so
+that no caller wires them by hand and a setting means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+import models
+from engine import checkpointing
+from engine import distribute
+from engine import likelihood
+from engine import precision
+from engine import schedules
+from engine import steps
+from engine import summaries
+from engine.config import ModelConfig, RunConfig
+from engine.data import pipeline
+from engine.data import sources
+from engine.errors import UserError
+from models.base import VariationalAutoencoder
+
+CONFIG_JSON = checkpointing.CONFIG_JSON
+CONFIG_FLAGFILE = "flags.txt"
+
+
+@dataclasses.dataclass
+class RunParts:
+  """Everything a run is made of (see `build`).
+
+  Attributes:
+    config: The run's configuration.
+    strategy: The tf.distribute strategy.
+    role: This process's place in the cluster.
+    write_dir: Where this process writes (the model dir on the chief).
+    precision: The resolved policy, and why `auto` chose it.
+    data: The dataset (its training images moved into `train_images`).
+    vae: The model.
+    trainer: The compiled training loop, optimizer and step.
+    evaluator: The test-set ELBO.
+    nll_evaluator: The importance-weighted test NLL (None: not asked for).
+    checkpointer: Saves and restores the trainer's state.
+    writer: TensorBoard and metrics.jsonl.
+    options: How the pipeline makes training batches.
+    train_images, test_images, test_labels: The data as tensors (the one
+      copy of each the run holds).
+    eval_data: The distributed test set, in padded, weighted batches.
+    total_steps: The step training ends at.
+    resumed_from: The checkpoint restored, if any.
+  """
+
+  config: RunConfig
+  strategy: tf.distribute.Strategy
+  role: distribute.TaskRole
+  write_dir: str
+  precision: precision.Choice
+  data: sources.ImageDataset
+  vae: VariationalAutoencoder
+  trainer: steps.Trainer
+  evaluator: steps.Evaluator
+  nll_evaluator: Optional[likelihood.ImportanceSampledEvaluator]
+  checkpointer: checkpointing.Checkpointer
+  writer: summaries.SummaryWriter
+  options: pipeline.PipelineOptions
+  train_images: tf.Tensor
+  test_images: tf.Tensor
+  test_labels: tf.Tensor
+  eval_data: tf.distribute.DistributedDataset
+  total_steps: int
+  resumed_from: Optional[str]
+
+  @property
+  def num_train_examples(self) -> int:
+    return int(self.train_images.shape[0])
+
+  @property
+  def num_test_examples(self) -> int:
+    return int(self.test_images.shape[0])
+
+
+def prepare_model_dir(model_dir: str) -> None:
+  """Creates `model_dir` and checks it is writable.
+
+  Raises:
+    UserError: Naming `--model_dir` if it cannot be created or written.
+  """
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    probe = os.path.join(model_dir, f".write-probe-{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"--model_dir={model_dir}: not writable "
+                    f"({e.strerror or e})") from None
+
+
+def write_config(model_dir: str, config: RunConfig) -> None:
+  """Writes the resolved config as JSON and as a flagfile (atomically)."""
+  for name, text in ((CONFIG_JSON, config.to_json()),
+                     (CONFIG_FLAGFILE, config.to_flagfile())):
+    path = os.path.join(model_dir, name)
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def total_steps(config: RunConfig, num_train_examples: int) -> int:
+  """The step the run ends at: --train_steps, else epochs x steps per epoch."""
+  if config.train.train_steps:
+    return config.train.train_steps
+  return config.train.epochs * pipeline.steps_per_epoch(
+      num_train_examples, config.train.batch_size)
+
+
+def pipeline_options(config: RunConfig, latent_dim: Optional[int] = None,
+                     batch_size: Optional[int] = None,
+                     samples_per_example: Optional[int] = None
+                     ) -> pipeline.PipelineOptions:
+  """The pipeline's options for a run's config (evaluation: one sample)."""
+  return pipeline.PipelineOptions(
+      global_batch_size=batch_size or config.train.batch_size,
+      seed=config.train.seed, binarize=config.data.binarize,
+      noise_factor=config.data.noise_factor,
+      latent_dim=latent_dim or config.model.latent_dim,
+      samples_per_example=(samples_per_example if samples_per_example
+                           else config.model.iw_samples))
+
+
+def check_batch_fits(batch_size: int, strategy: tf.distribute.Strategy,
+                     strategy_name: str) -> None:
+  """Raises a UserError unless the global batch divides into the replicas."""
+  replicas = strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    raise UserError(f"--batch_size={batch_size}: must divide by the "
+                    f"{replicas} replicas of --strategy={strategy_name}")
+
+
+def eval_data(strategy: tf.distribute.Strategy, images: tf.Tensor,
+              labels: tf.Tensor, options: pipeline.PipelineOptions):
+  """The test set as the strategy's distributed, padded, weighted batches."""
+  return strategy.distribute_datasets_from_function(
+      lambda context: pipeline.eval_dataset(images, labels, options, context))
+
+
+def evaluation_model_config(model_config: ModelConfig) -> ModelConfig:
+  """Evaluation reports the ELBO itself, whatever the training objective."""
+  return dataclasses.replace(model_config, objective="elbo", free_bits=0.0)
+
+
+def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
+                 strategy: tf.distribute.Strategy, policy: str,
+                 steps_per_epoch: int) -> steps.Trainer:
+  """The run's trainer (create it inside `strategy.scope()`)."""
+  train = config.train
+  return steps.Trainer(
+      vae, config.model, strategy, train.batch_size,
+      schedules.learning_rate(train.lr_schedule, train.learning_rate,
+                              steps_per_epoch),
+      train.optimizer, loss_scaling=policy == "mixed_float16",
+      jit_compile=train.jit_compile,
+      adam_epsilon=schedules.adam_epsilon(train.lr_schedule),
+      nan_policy=train.nan_policy,
+      max_skipped_steps=train.max_skipped_steps)
+
+
+def build(config: RunConfig) -> RunParts:
+  """Turns a config into a ready-to-train run, restored from its checkpoint.
+
+  Raises:
+    UserError: For bad flags, data, model directories or checkpoints.
+  """
+  train = config.train
+  distribute.configure_devices(config.distribution)
+  strategy = distribute.make_strategy(config.distribution)
+  role = distribute.task_role(strategy)
+  # Only the chief writes the run's files; other workers write what must be
+  # written (checkpoints: saving is collective) to a scratch directory.
+  write_dir = (train.model_dir if role.is_chief
+               else role.scratch_dir(train.model_dir))
+  prepare_model_dir(write_dir)
+  keras.utils.set_random_seed(train.seed)
+  choice = precision.resolve(train.mixed_precision, train.allow_slow)
+  data = sources.load(config.data)
+  num_train = len(data.train_images)
+  check_batch_fits(train.batch_size, strategy, config.distribution.strategy)
+  if num_train < train.batch_size:
+    raise UserError(f"--batch_size={train.batch_size}: larger than the "
+                    f"{num_train} training examples")
+  spec = models.get(config.model.name)
+  with strategy.scope(), precision.policy_scope(choice.policy):
+    try:
+      vae = spec.create(data.image_shape, config.model.latent_dim,
+                        pixel_mean=pipeline.target_mean(data.train_images,
+                                                        config.data.binarize))
+    except ValueError as e:
+      raise UserError(f"--model={spec.name}: cannot take {data.source}'s "
+                      f"images of shape {data.image_shape} ({e})") from None
+    trainer = make_trainer(vae, config, strategy, choice.policy,
+                           pipeline.steps_per_epoch(num_train,
+                                                    train.batch_size))
+    eval_config = evaluation_model_config(config.model)
+    evaluator = steps.Evaluator(vae, eval_config, strategy)
+    nll_evaluator = None
+    if train.eval_nll_samples:
+      nll_evaluator = likelihood.ImportanceSampledEvaluator(
+          *likelihood.model_functions(vae, eval_config), strategy,
+          data.image_shape, config.model.latent_dim, train.eval_nll_samples,
+          train.batch_size, train.seed)
+  checkpointer = checkpointing.Checkpointer(
+      write_dir, trainer, checkpointing.architecture_fingerprint(
+          spec.name, config.model.latent_dim, data.image_shape),
+      train.keep_checkpoints, restore_from=train.model_dir,
+      repair=role.is_chief)
+  resumed_from = checkpointer.restore_latest()
+  trainer.reapply_learning_rate()
+  if role.is_chief:
+    write_config(train.model_dir, config)
+  # Hold one copy of the training set: the tensor the pipeline gathers
+  # from. tf.convert_to_tensor copies (and .numpy() would copy back), so the
+  # loaded array is dropped once converted.
+  train_images = pipeline.as_tensor(data.train_images)
+  data = dataclasses.replace(data, train_images=None)
+  test_images = pipeline.as_tensor(data.test_images)
+  test_labels = pipeline.as_tensor(data.test_labels)
+  options = pipeline_options(config)
+  return RunParts(
+      config=config, strategy=strategy, role=role, write_dir=write_dir,
+      precision=choice, data=data, vae=vae, trainer=trainer,
+      evaluator=evaluator, nll_evaluator=nll_evaluator,
+      checkpointer=checkpointer, writer=summaries.SummaryWriter(write_dir),
+      options=options, train_images=train_images, test_images=test_images,
+      test_labels=test_labels,
+      eval_data=eval_data(strategy, test_images, test_labels,
+                          dataclasses.replace(options,
+                                              samples_per_example=1)),
+      total_steps=total_steps(config, num_train), resumed_from=resumed_from)

@@ -1,0 +1,104 @@
+"""A run's evaluations: test ELBO (and NLL), image summaries, and figures.
+
+Everything here reads the test set through its padded, weighted batches
+(`pipeline.eval_dataset`), and the model only through its contract
+(`models.base.VariationalAutoencoder`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from engine import figures
+from engine import summaries
+from engine.build import RunParts
+from engine.data import pipeline
+
+
+def figure_functions(vae) -> tuple:
+  """(encode: images -> z_mean, decode: z -> probabilities) on numpy arrays,
+  compiled once each, as `figures.write_run_figures` takes them."""
+  encode = tf.function(vae.posterior_mean)
+  decode = tf.function(vae.decoder_probabilities)
+  return (lambda images: encode(tf.constant(images, tf.float32)).numpy(),
+          lambda z: decode(tf.constant(z, tf.float32)).numpy())
+
+
+class RunEvaluation:
+  """Evaluates a built run's model on its test set.
+
+  Args:
+    parts: The run (`engine.build.build`).
+    say: Prints one line to the user.
+  """
+
+  def __init__(self, parts: RunParts, say: Callable[[str], None]):
+    self.parts = parts
+    self.say = say
+
+  def first_test_examples(self, count: int) -> dict:
+    """Up to `count` test examples, in order, as numpy arrays (no padding)."""
+    parts = self.parts
+    options = dataclasses.replace(parts.options, global_batch_size=count,
+                                  samples_per_example=1)
+    return pipeline.real_examples(next(iter(pipeline.eval_dataset(
+        parts.test_images, parts.test_labels, options))))
+
+  def __call__(self, step: int) -> dict:
+    """Test ELBO (and NLL if configured) at `step`: printed and logged.
+
+    Returns:
+      The metrics written (nats per example; NLL terms when configured).
+    """
+    parts = self.parts
+    metrics = parts.evaluator.evaluate(parts.eval_data)
+    examples = int(metrics.pop("examples"))
+    if examples != parts.num_test_examples:
+      raise RuntimeError(f"evaluated {examples} test examples, expected "
+                         f"{parts.num_test_examples}")
+    self._image_summaries(step)
+    self.say(f"eval step {step}: test ELBO {metrics['elbo']:.2f} nats "
+             f"(reconstruction {metrics['reconstruction']:.2f}, "
+             f"kl {metrics['kl']:.2f}) over {examples} test images")
+    if parts.nll_evaluator is not None:
+      result = parts.nll_evaluator.evaluate(parts.eval_data)
+      metrics.update(nll=result.nll, nll_stderr=result.nll_stderr,
+                     bits_per_dim=result.bits_per_dim,
+                     active_units=result.active_units)
+      self.say(f"eval step {step}: test NLL {result.nll:.2f} "
+               f"± {result.nll_stderr:.2f} nats "
+               f"({result.bits_per_dim:.4f} bits/dim, "
+               f"K={result.num_samples}), "
+               f"{result.active_units}/{parts.vae.latent_dim} active units")
+    parts.writer.scalars("eval", step, metrics)
+    return metrics
+
+  def _image_summaries(self, step: int) -> None:
+    vae = self.parts.vae
+    inputs = tf.constant(self.first_test_examples(8)["inputs"])
+    reconstructed = vae.decoder_probabilities(vae.posterior_mean(inputs))
+    pairs = tf.concat([inputs, reconstructed], axis=0).numpy()
+    self.parts.writer.images("eval", step, "inputs_vs_reconstructions",
+                             figures.tile(pairs, len(inputs)))
+    prior = tf.random.stateless_normal([64, vae.latent_dim],
+                                       seed=[self.parts.config.train.seed, 7])
+    self.parts.writer.images(
+        "eval", step, "prior_samples",
+        figures.tile(np.asarray(vae.decoder_probabilities(prior)), 8))
+
+  def write_figures(self) -> list:
+    """Every figure of the run, into `<model_dir>/figures`."""
+    parts = self.parts
+    test = self.first_test_examples(parts.num_test_examples)
+    encode, decode = figure_functions(parts.vae)
+    model_dir = parts.config.train.model_dir
+    return figures.write_run_figures(
+        encode, decode, parts.vae.latent_dim, test["inputs"],
+        test["targets"], test["labels"], summaries.read_metrics(model_dir),
+        os.path.join(model_dir, "figures"), parts.config.train.seed,
+        denoising=parts.config.data.noise_factor > 0)
