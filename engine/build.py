@@ -19,6 +19,7 @@ import tensorflow as tf
 import models
 from engine import checkpointing
 from engine import distribute
+from engine import files
 from engine import likelihood
 from engine import precision
 from engine import schedules
@@ -95,24 +96,23 @@ def prepare_model_dir(model_dir: str) -> None:
     UserError: Naming `--model_dir` if it cannot be created or written.
   """
   try:
-    os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, f".write-probe-{os.getpid()}")
-    with open(probe, "w") as f:
+    files.gfile.makedirs(model_dir)
+    probe = files.join(model_dir, f".write-probe-{os.getpid()}")
+    with files.gfile.GFile(probe, "w") as f:
       f.write("ok")
-    os.remove(probe)
-  except OSError as e:
+    files.gfile.remove(probe)
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, "strerror", None) or " ".join(
+        str(getattr(e, "message", e)).split())[:160]
     raise UserError(f"--model_dir={model_dir}: not writable "
-                    f"({e.strerror or e})") from None
+                    f"({reason})") from None
 
 
 def write_config(model_dir: str, config: RunConfig) -> None:
   """Writes the resolved config as JSON and as a flagfile (atomically)."""
   for name, text in ((CONFIG_JSON, config.to_json()),
                      (CONFIG_FLAGFILE, config.to_flagfile())):
-    path = os.path.join(model_dir, name)
-    with open(path + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
+    files.write_atomically(files.join(model_dir, name), text)
 
 
 def total_steps(config: RunConfig, num_train_examples: int) -> int:

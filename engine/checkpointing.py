@@ -17,17 +17,16 @@ files, not through the `checkpoint` state file, which may itself be damaged.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import re
-import shutil
 from typing import Optional
 
 from absl import logging
 import tensorflow as tf
 
 import models
+from engine import files
 from engine.config import RunConfig
 from engine.errors import CheckpointMismatchError, UserError
 from engine.steps import Trainer
@@ -51,11 +50,20 @@ class _Unreadable(Exception):
 def checkpoints_on_disk(directory: str) -> list[str]:
   """Checkpoint prefixes in `directory` by their index files, newest first."""
   found = []
-  for index in glob.glob(os.path.join(directory, f"{_PREFIX}-*.index")):
+  for index in files.gfile.glob(files.join(directory, f"{_PREFIX}-*.index")):
     match = re.fullmatch(rf"{_PREFIX}-(\d+)\.index", os.path.basename(index))
     if match:
       found.append((int(match.group(1)), index[:-len(".index")]))
   return [path for _, path in sorted(found, reverse=True)]
+
+
+def _reader(path: str):
+  """A reader of the checkpoint at prefix `path`.
+
+  Not `tf.train.load_checkpoint`: it first asks whether the prefix is a
+  directory, which `ram://` answers yes for any prefix.
+  """
+  return tf.compat.v1.train.NewCheckpointReader(path)
 
 
 def _first_line(error: Exception) -> str:
@@ -144,9 +152,9 @@ class Checkpointer:
     if self._repair:
       # Half-written saves of a killed run (TF writes `<prefix>_temp/` and
       # merges it into place): never readable, safe to drop.
-      for stale in glob.glob(os.path.join(glob.escape(self._directory),
-                                          f"{_PREFIX}-*_temp")):
-        shutil.rmtree(stale, ignore_errors=True)
+      for stale in files.gfile.glob(files.join(self._directory,
+                                               f"{_PREFIX}-*_temp")):
+        files.remove_tree(stale)
     candidates = checkpoints_on_disk(self._directory)
     unreadable = []
     for path in candidates:
@@ -168,7 +176,7 @@ class Checkpointer:
 
   def _restore(self, path: str) -> None:
     try:
-      reader = tf.train.load_checkpoint(path)
+      reader = _reader(path)
       names = reader.get_variable_to_shape_map()
     except _READ_ERRORS + (ValueError,) as e:
       raise _Unreadable(_first_line(e)) from None
@@ -200,10 +208,12 @@ class Checkpointer:
     for path, why in unreadable:
       where = ""
       if self._repair:
-        quarantine = os.path.join(self._directory, CORRUPT_DIR)
-        os.makedirs(quarantine, exist_ok=True)
-        for part in glob.glob(glob.escape(path) + ".*"):
-          shutil.move(part, os.path.join(quarantine, os.path.basename(part)))
+        quarantine = files.join(self._directory, CORRUPT_DIR)
+        files.gfile.makedirs(quarantine)
+        for part in files.gfile.glob(path + ".*"):
+          files.gfile.rename(part, files.join(quarantine,
+                                              os.path.basename(part)),
+                             overwrite=True)
         where = f"; moved to {quarantine}/"
       logging.warning("checkpoint %s is unreadable (%s): resuming from %s "
                       "instead%s", path, why, restored, where)
@@ -261,14 +271,13 @@ def read_run_config(model_dir: str) -> RunConfig:
   Raises:
     UserError: If it is missing or unreadable.
   """
-  path = os.path.join(model_dir, CONFIG_JSON)
+  path = files.join(model_dir, CONFIG_JSON)
   try:
-    with open(path) as f:
-      return RunConfig.from_dict(json.load(f))
-  except FileNotFoundError:
+    return RunConfig.from_dict(json.loads(files.read_text(path)))
+  except tf.errors.NotFoundError:
     raise UserError(f"--model_dir={model_dir}: no {CONFIG_JSON}; not a "
                     "vae-engine run directory") from None
-  except (OSError, ValueError, KeyError, TypeError) as e:
+  except (tf.errors.OpError, ValueError, KeyError, TypeError) as e:
     raise UserError(f"{path}: unreadable ({e})") from None
 
 
@@ -289,9 +298,9 @@ def load_trained_model(model_dir: str,
   if path is None:
     raise UserError(f"--model_dir={model_dir}: holds no checkpoint")
   try:
-    fingerprint = tf.train.load_variable(path, _FINGERPRINT_KEY)
-    step = int(tf.train.load_variable(
-        path, "global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+    reader = _reader(path)
+    fingerprint = reader.get_tensor(_FINGERPRINT_KEY)
+    step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
   except (tf.errors.OpError, ValueError) as e:
     raise UserError(f"{path}: not a readable vae-engine checkpoint "
                     f"({str(e).splitlines()[0][:160]})") from None

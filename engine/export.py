@@ -14,12 +14,11 @@ never touches an earlier version.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import uuid
 
 import tensorflow as tf
 
+from engine import files
 from models.base import VariationalAutoencoder
 
 class ServingModule(tf.Module):
@@ -85,17 +84,18 @@ def recover(export_dir: str) -> None:
   arrived is put back; unfinished `.tmp-*` directories are removed. Assumes a
   single exporter per directory (the chief).
   """
-  for entry in sorted(os.listdir(export_dir)):
-    path = os.path.join(export_dir, entry)
+  for entry in sorted(files.gfile.listdir(export_dir)):
+    entry = entry.rstrip("/")
+    path = files.join(export_dir, entry)
     if entry.startswith(".old-"):
       version = entry.split("-")[1]
-      retired = os.path.join(path, "old")
-      if os.path.isdir(retired) and not os.path.exists(
-          os.path.join(export_dir, version)):
-        os.rename(retired, os.path.join(export_dir, version))
-      shutil.rmtree(path, ignore_errors=True)
+      retired = files.join(path, "old")
+      if files.gfile.isdir(retired) and not files.gfile.exists(
+          files.join(export_dir, version)):
+        files.move_tree(retired, files.join(export_dir, version))
+      files.remove_tree(path)
     elif entry.startswith(".tmp-"):
-      shutil.rmtree(path, ignore_errors=True)
+      files.remove_tree(path)
 
 
 def export(vae: VariationalAutoencoder, export_dir: str, version: int,
@@ -114,21 +114,22 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
   Returns:
     The path of the finished export.
   """
-  os.makedirs(export_dir, exist_ok=True)
+  files.gfile.makedirs(export_dir)
   recover(export_dir)
-  final = os.path.join(export_dir, str(version))
-  staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+  final = files.join(export_dir, str(version))
+  unique = uuid.uuid4().hex[:8]
+  staging = files.join(export_dir, f".tmp-{version}-{unique}")
   try:
     module = ServingModule(vae, denoising=denoising)
     tf.saved_model.save(module, staging, signatures=module.signatures())
-    if os.path.exists(final):
-      retired = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_dir)
-      os.rename(final, os.path.join(retired, "old"))
-      os.rename(staging, final)
-      shutil.rmtree(retired, ignore_errors=True)
+    if files.gfile.exists(final):
+      retired = files.join(export_dir, f".old-{version}-{unique}")
+      files.move_tree(final, files.join(retired, "old"))
+      files.move_tree(staging, final)
+      files.remove_tree(retired)
     else:
-      os.rename(staging, final)
+      files.move_tree(staging, final)
   except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
+    files.remove_tree(staging)
     raise
   return final

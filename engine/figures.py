@@ -8,6 +8,7 @@ a checkpoint or an exported SavedModel.
 
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib
@@ -16,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from typing import Callable  # noqa: E402
+
+from engine import files  # noqa: E402
 
 Encode = Callable[[np.ndarray], np.ndarray]  # images -> z_mean
 Decode = Callable[[np.ndarray], np.ndarray]  # z -> pixel probabilities
@@ -42,8 +45,11 @@ def tile(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def _save(figure, path: str) -> str:
-  figure.savefig(path, dpi=100, bbox_inches="tight")
+  """Writes the PNG (on any TensorFlow filesystem) and closes the figure."""
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
   plt.close(figure)
+  files.write_atomically(path, buffer.getvalue())
   return path
 
 
@@ -194,7 +200,7 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
   Returns:
     The paths written.
   """
-  os.makedirs(directory, exist_ok=True)
+  files.gfile.makedirs(directory)
   z_means = encode_all(encode, test_inputs)
   reconstructions = np.asarray(decode(z_means[:10]))
   paths = [plot_reconstructions(test_targets[:10], reconstructions,

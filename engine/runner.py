@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import sys
 from typing import Optional, TextIO
 
@@ -24,6 +23,7 @@ import tensorflow as tf
 from engine import actions
 from engine import build as build_lib
 from engine import export as export_lib
+from engine import files
 from engine.build import RunParts
 from engine.config import RunConfig
 from engine.controller import Controller
@@ -60,8 +60,8 @@ class RunResult:
 
 def read_result(model_dir: str) -> RunResult:
   """The `RunResult` a finished run wrote into `model_dir`."""
-  with open(os.path.join(model_dir, RESULT_JSON)) as f:
-    return RunResult(**json.load(f))
+  return RunResult(**json.loads(files.read_text(files.join(model_dir,
+                                                           RESULT_JSON))))
 
 
 def weights_fingerprint(vae) -> str:
@@ -167,10 +167,12 @@ def run(config: RunConfig, stream: TextIO | None = None,
     return train_evaluate_export(parts, stream or sys.stdout, extra_actions)
   finally:
     if not parts.role.is_chief:
-      shutil.rmtree(parts.write_dir, ignore_errors=True)
-      try:
-        os.rmdir(os.path.dirname(parts.write_dir))  # The last one out.
-      except OSError:
+      files.remove_tree(parts.write_dir)
+      try:  # The last one out removes the scratch directory's parent.
+        scratch = os.path.dirname(parts.write_dir)
+        if not files.gfile.listdir(scratch):
+          files.remove_tree(scratch)
+      except tf.errors.OpError:
         pass
 
 
@@ -229,7 +231,5 @@ def train_evaluate_export(parts: RunParts, stream: TextIO,
 
 
 def _write_result(model_dir: str, result: RunResult) -> None:
-  path = os.path.join(model_dir, RESULT_JSON)
-  with open(path + ".tmp", "w") as f:
-    json.dump(dataclasses.asdict(result), f, indent=2)
-  os.replace(path + ".tmp", path)
+  files.write_atomically(files.join(model_dir, RESULT_JSON),
+                         json.dumps(dataclasses.asdict(result), indent=2))

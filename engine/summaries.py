@@ -8,10 +8,11 @@ and image grids); `<model_dir>/metrics.jsonl` holds one JSON object per report
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import tensorflow as tf
+
+from engine import files
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -26,7 +27,7 @@ class SummaryWriter:
   def __init__(self, model_dir: str):
     self._model_dir = model_dir
     self._writers = {
-        split: tf.summary.create_file_writer(os.path.join(model_dir, split))
+        split: tf.summary.create_file_writer(files.join(model_dir, split))
         for split in ("train", "eval")}
 
   def scalars(self, split: str, step: int, values: dict[str, float]) -> None:
@@ -35,8 +36,8 @@ class SummaryWriter:
         tf.summary.scalar(name, value)
     record = {"split": split, "step": int(step)}
     record.update({k: float(v) for k, v in values.items()})
-    with open(os.path.join(self._model_dir, METRICS_FILE), "a") as log:
-      log.write(json.dumps(record) + "\n")
+    files.append_line(files.join(self._model_dir, METRICS_FILE),
+                      json.dumps(record))
 
   def images(self, split: str, step: int, name: str,
              grid: np.ndarray) -> None:
@@ -55,19 +56,18 @@ def read_metrics(model_dir: str) -> dict[str, dict[int, dict[str, float]]]:
   A resumed run may log a step twice (once before an interruption, once after
   resuming); the later record wins.
   """
-  path = os.path.join(model_dir, METRICS_FILE)
+  path = files.join(model_dir, METRICS_FILE)
   result: dict[str, dict[int, dict[str, float]]] = {}
-  if not os.path.exists(path):
+  if not files.gfile.exists(path):
     return result
-  with open(path) as log:
-    for line in log:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # A line cut short by a kill.
-      split, step = record.pop("split"), record.pop("step")
-      result.setdefault(split, {})[step] = record
+  for line in files.read_text(path).splitlines():
+    line = line.strip()
+    if not line:
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue  # A line cut short by a kill.
+    split, step = record.pop("split"), record.pop("step")
+    result.setdefault(split, {})[step] = record
   return result

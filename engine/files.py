@@ -1,0 +1,86 @@
+"""File access through `tf.io.gfile`, so any TensorFlow filesystem works.
+
+Model dirs, export dirs, figures, configs and metrics may live on local disk,
+`gs://`, `hdfs://` or `ram://` (TensorFlow's in-memory filesystem, which the
+tests use). Whole files are written to a temporary name and renamed into
+place where the filesystem can rename, so a reader never sees half a file;
+where it cannot (some object stores), they are written in place.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import tensorflow as tf
+
+gfile = tf.io.gfile
+
+# Errors a filesystem raises for what it does not support or cannot do.
+_UNSUPPORTED = (tf.errors.UnimplementedError,)
+
+
+def join(*parts: str) -> str:
+  """Joins path parts with '/', which every TensorFlow filesystem uses."""
+  return posixpath.join(*parts)
+
+
+def is_local(path: str) -> bool:
+  """A plain local path (no `scheme://`)."""
+  return "://" not in path
+
+
+def write_atomically(path: str, content: str | bytes) -> None:
+  """Writes a whole file: to `path.tmp`, then renamed over `path`."""
+  mode = "wb" if isinstance(content, bytes) else "w"
+  temporary = path + ".tmp"
+  with gfile.GFile(temporary, mode) as f:
+    f.write(content)
+  try:
+    gfile.rename(temporary, path, overwrite=True)
+  except _UNSUPPORTED:
+    with gfile.GFile(path, mode) as f:
+      f.write(content)
+    gfile.remove(temporary)
+
+
+def append_line(path: str, line: str) -> None:
+  """Appends one line; filesystems without append get the file rewritten."""
+  try:
+    with gfile.GFile(path, "a") as f:
+      f.write(line + "\n")
+  except _UNSUPPORTED:
+    existing = read_text(path) if gfile.exists(path) else ""
+    write_atomically(path, existing + line + "\n")
+
+
+def read_text(path: str) -> str:
+  with gfile.GFile(path, "r") as f:
+    return f.read()
+
+
+def remove_tree(path: str) -> None:
+  """Removes a directory tree, if it is there."""
+  try:
+    gfile.rmtree(path)
+  except tf.errors.NotFoundError:
+    pass
+
+
+def move_tree(source: str, destination: str) -> None:
+  """Moves a directory tree to a path that does not exist yet.
+
+  Local directories are renamed (atomic). Other filesystems have no atomic
+  directory rename (and `ram://` renames a directory without its contents),
+  so files are moved one by one, then the source is removed: a reader may
+  see a partial tree only while this runs, never a partial file.
+  """
+  gfile.makedirs(posixpath.dirname(destination))
+  if is_local(source) and is_local(destination):
+    gfile.rename(source, destination)
+    return
+  for directory, _, names in gfile.walk(source):
+    target = join(destination, directory[len(source):].lstrip("/"))
+    gfile.makedirs(target)
+    for name in names:
+      gfile.rename(join(directory, name), join(target, name), overwrite=True)
+  remove_tree(source)
