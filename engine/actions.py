@@ -1,7 +1,7 @@
 """What happens between compiled training calls, one action per concern.
 
 Each is an `engine.controller.Action`: it says at which steps it fires and
-acts on the `steps.LoopOutputs` the trainer returned. `engine.runner` builds
+acts on the `loop_state.LoopOutputs` the trainer returned. `engine.runner` builds
 the list; the controller runs them in that order after every loop call.
 """
 
@@ -18,7 +18,7 @@ from engine import profiling
 from engine import progress
 from engine.controller import Action
 from engine.errors import TrainingDiverged
-from engine.steps import LoopOutputs, NonFiniteState
+from engine.loop_state import LoopOutputs, NonFiniteState
 
 Say = Callable[[str], None]
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 import models
 from engine import checkpointing
 from engine import distribute
+from engine import elbo_evaluator
 from engine import files
 from engine import likelihood
 from engine import precision
@@ -68,7 +69,7 @@ class RunParts:
   data: sources.ImageDataset
   vae: VariationalAutoencoder
   trainer: steps.Trainer
-  evaluator: steps.Evaluator
+  evaluator: elbo_evaluator.Evaluator
   nll_evaluator: Optional[likelihood.ImportanceSampledEvaluator]
   checkpointer: checkpointing.Checkpointer
   writer: summaries.SummaryWriter
@@ -174,6 +175,27 @@ def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
       max_skipped_steps=train.max_skipped_steps)
 
 
+def model_and_trainer(config: RunConfig, image_shape: tuple,
+                      num_train_examples: int,
+                      strategy: Optional[tf.distribute.Strategy] = None):
+  """A model and its trainer for `config` outside a full run (benchmarks,
+  throughput, device checks): the same construction `build` uses.
+
+  Returns:
+    (vae, trainer).
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  policy = precision.resolve(config.train.mixed_precision,
+                             config.train.allow_slow).policy
+  with strategy.scope(), precision.policy_scope(policy):
+    vae = models.get(config.model.name).create(image_shape,
+                                               config.model.latent_dim)
+    trainer = make_trainer(vae, config, strategy, policy,
+                           pipeline.steps_per_epoch(num_train_examples,
+                                                    config.train.batch_size))
+  return vae, trainer
+
+
 def build(config: RunConfig) -> RunParts:
   """Turns a config into a ready-to-train run, restored from its checkpoint.
 
@@ -210,7 +232,7 @@ def build(config: RunConfig) -> RunParts:
                            pipeline.steps_per_epoch(num_train,
                                                     train.batch_size))
     eval_config = evaluation_model_config(config.model)
-    evaluator = steps.Evaluator(vae, eval_config, strategy)
+    evaluator = elbo_evaluator.Evaluator(vae, eval_config, strategy)
     nll_evaluator = None
     if train.eval_nll_samples:
       nll_evaluator = likelihood.ImportanceSampledEvaluator(

@@ -1,9 +1,9 @@
-"""Typed, frozen configuration of one run.
+"""Typed, frozen configuration of one run: every setting, declared once.
 
-`engine.main` builds a `RunConfig` once from the parsed flags; everything below
-it takes these objects and never reads `absl.flags.FLAGS`. The config is
-written to `<model_dir>/config.json` (and as a flagfile) so tools can reload a
-run without repeating its flags.
+Each field is a `settings.setting` with its default, help and check; the absl
+flags, `config.json`, the saved flagfile and the tools' flags derive from these
+declarations. `engine.main` builds a `RunConfig` once from the parsed flags;
+everything below it takes these objects and never reads `absl.flags.FLAGS`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from typing import Any, Optional
+
+from engine import settings
+from engine.settings import setting
 
 BINARIZE_MODES = ("none", "static", "dynamic")
 RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian")
@@ -23,121 +26,158 @@ LR_SCHEDULES = ("constant", "iwae")
 NAN_POLICIES = ("stop", "skip")
 
 
+def _model_names():
+  import models  # pylint: disable=g-import-not-at-top  (the registry)
+  return models.names()
+
+
+def _model_help():
+  import models  # pylint: disable=g-import-not-at-top
+  return "Which VAE to train. " + "; ".join(
+      f"{name}: {models.get(name).description}" for name in models.names())
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """Where the images come from and how they are preprocessed.
+  """Where the images come from and how they are preprocessed (each field's
+  help says what it means)."""
 
-  Attributes:
-    dataset: `mnist`, `fashion_mnist`, or any TFDS dataset of 28x28x1 images.
-    data_dir: Directory holding the four IDX files, or None to use a known
-      local copy or tensorflow-datasets.
-    binarize: `none` (grey levels in [0, 1]), `static` (thresholded at 0.5
-      once) or `dynamic` (a fresh Bernoulli sample every time an image is
-      used).
-    noise_factor: Standard deviation of Gaussian noise added to the inputs
-      (targets stay clean); 0 disables it.
-    max_train_examples: Use only the first N training examples (None: all).
-    download_timeout_s: Bound on a tensorflow-datasets download attempt.
-  """
-
-  dataset: str = "mnist"
-  data_dir: Optional[str] = None
-  binarize: str = "none"
-  noise_factor: float = 0.0
-  max_train_examples: Optional[int] = None
-  download_timeout_s: float = 30.0
+  dataset: str = setting(
+      "mnist", "Dataset name: mnist, fashion_mnist, or any "
+      "tensorflow-datasets dataset of 28x28x1 images.")
+  data_dir: Optional[str] = setting(
+      None, "Directory holding the four IDX files (train-images-idx3-ubyte, "
+      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+      "t10k-labels-idx1-ubyte; .gz or raw). Default: a known local copy "
+      "(/usr/share/datasets/fashion-mnist for fashion_mnist), else "
+      "tensorflow-datasets.", check=settings.EXISTING_DIRECTORY,
+      absolute_path=True)
+  binarize: str = setting(
+      "none", "none: grey levels in [0,1]; static: thresholded at 0.5 once; "
+      "dynamic: a fresh Bernoulli sample of each image every time it is "
+      "used.", choices=BINARIZE_MODES)
+  noise_factor: float = setting(
+      0.0, "Std-dev of Gaussian noise added to training and test inputs "
+      "(targets stay clean; noisy inputs are clipped to [0,1]). Default: the "
+      "model's (0.2 for denoising, 0 otherwise).",
+      check=settings.NON_NEGATIVE, model_default="default_noise_factor")
+  max_train_examples: Optional[int] = setting(
+      None, "Train on only the first N training examples (quick "
+      "experiments).", check=settings.POSITIVE)
+  download_timeout_s: float = setting(
+      30.0, "Seconds a tensorflow-datasets download may take before the run "
+      "stops and asks for --data_dir.", flag="download_timeout",
+      check=settings.POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Which VAE to build and the objective it is trained with.
+  """Which VAE to build and the objective it is trained with."""
 
-  Attributes:
-    name: Registered model name (see `models.registry`).
-    latent_dim: Size of the latent code.
-    reconstruction_loss: `bernoulli` (cross-entropy from logits) or
-      `gaussian` (fixed-variance Gaussian around the decoder's mean).
-    gaussian_stddev: The fixed standard deviation of the Gaussian likelihood.
-    beta: Weight of the KL term in the training loss (1 gives the ELBO).
-    objective: `elbo` or `iwae` (the importance-weighted bound).
-    iw_samples: Samples of z per example in training (K): the ELBO averages
-      over them; IWAE is the K-sample bound.
-    kl_warmup_steps: The KL weight grows linearly from 0 to beta over this
-      many steps (0: no warm-up).
-    free_bits: Minimum nats charged per latent unit (batch-averaged KL;
-      0: off).
-  """
-
-  name: str = "conv"
-  latent_dim: int = 2
-  reconstruction_loss: str = "bernoulli"
-  gaussian_stddev: float = 0.1
-  beta: float = 1.0
-  objective: str = "elbo"
-  iw_samples: int = 1
-  kl_warmup_steps: int = 0
-  free_bits: float = 0.0
+  name: str = setting("conv", _model_help, flag="model",
+                      choices=_model_names)
+  latent_dim: int = setting(
+      2, "Size of the latent code. Default: the model's (2; 40 for "
+      "denoising; 50 for iwae_mlp).", check=settings.POSITIVE,
+      model_default="default_latent_dim")
+  reconstruction_loss: str = setting(
+      "bernoulli", "Decoder likelihood: bernoulli (cross-entropy from "
+      "logits) or gaussian (fixed --gaussian_stddev around the decoder's "
+      "mean). Summed over pixels, in nats.", choices=RECONSTRUCTION_LOSSES)
+  gaussian_stddev: float = setting(0.1, "Std-dev of the Gaussian "
+                                   "likelihood.", check=settings.POSITIVE)
+  beta: float = setting(
+      1.0, "Weight of the KL term in the training loss (1: the ELBO). "
+      "Evaluation always reports the ELBO (beta 1).",
+      check=settings.NON_NEGATIVE)
+  objective: str = setting(
+      "elbo", "Training objective: elbo, or iwae (the --iw_samples-sample "
+      "importance-weighted bound of Burda et al., 2015).", choices=OBJECTIVES)
+  iw_samples: int = setting(
+      1, "Samples of z per training example (K): elbo averages its "
+      "reconstruction term over them; iwae is the K-sample bound.",
+      check=settings.POSITIVE)
+  kl_warmup_steps: int = setting(
+      0, "Ramp the KL weight linearly from 0 to --beta over this many steps "
+      "(0: off; elbo objective only).", check=settings.NON_NEGATIVE)
+  free_bits: float = setting(
+      0.0, "Free bits: charge each latent unit at least this many nats of "
+      "batch-averaged KL (0: off; elbo objective only).",
+      check=settings.NON_NEGATIVE)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """The outer loop: how long, how often, where to write.
+  """The outer loop: how long, how often, where to write."""
 
-  Attributes:
-    model_dir: Directory for checkpoints, summaries, figures and config.
-    batch_size: Global batch size (summed over replicas).
-    epochs: Passes over the training set; used when train_steps is None.
-    train_steps: Total optimizer steps; overrides epochs when set.
-    steps_per_loop: Steps run inside one compiled call.
-    learning_rate: The optimizer's learning rate (the first stage's, with a
-      schedule).
-    lr_schedule: `constant`, or `iwae` (Burda et al.'s: 3^i passes at
-      learning_rate * 10^(-i/7), i = 0..7).
-    optimizer: `adam` or `sgd` (plain gradient descent).
-    seed: Seeds weights, data order, binarization, noise and sampling.
-    eval_every: Evaluate on the test split every N steps (0: only at the end).
-    checkpoint_every: Save a checkpoint every N steps (0: only at the end).
-    log_every: Log and write summaries every N steps.
-    keep_checkpoints: How many checkpoints to keep.
-    export_dir: Where to write the SavedModel at the end (None: no export).
-    mixed_precision: Keras dtype policy name, or `auto`.
-    jit_compile: Compile training with XLA: on one device the whole step
-      (and, unless convolutions on a CPU, many steps per XLA call); under
-      tf.distribute the forward and backward pass.
-    figures: Write matplotlib figures at the end of training.
-    eval_nll_samples: With K > 0, every evaluation also estimates the test
-      log-likelihood with the K-sample importance-weighted bound.
-    nan_policy: What a non-finite loss does: `stop` the run, or `skip` the
-      update (and stop after `max_skipped_steps` in a row).
-    max_skipped_steps: Consecutive skipped steps that end a `skip` run.
-    allow_slow: Run settings known to be very slow here (mixed_float16 on a
-      CPU) instead of refusing them.
-    profile_steps: (first, last): capture a profiler trace of training steps
-      [first, last) into <model_dir>/plugins/profile (None: no trace).
-  """
-
-  model_dir: str = "/tmp/vae_engine"
-  batch_size: int = 128
-  epochs: int = 10
-  train_steps: Optional[int] = None
-  steps_per_loop: int = 100
-  learning_rate: float = 1e-3
-  lr_schedule: str = "constant"
-  optimizer: str = "adam"
-  seed: int = 0
-  eval_every: int = 0
-  checkpoint_every: int = 1000
-  log_every: int = 100
-  keep_checkpoints: int = 3
-  export_dir: Optional[str] = None
-  mixed_precision: str = "float32"
-  jit_compile: bool = False
-  figures: bool = True
-  eval_nll_samples: int = 0
-  nan_policy: str = "stop"
-  max_skipped_steps: int = 10
-  allow_slow: bool = False
-  profile_steps: Optional[tuple[int, int]] = None
+  model_dir: str = setting(
+      "/tmp/vae_engine", "Directory for checkpoints, TensorBoard logs, "
+      "figures and the run's config (any TensorFlow filesystem: gs://, "
+      "hdfs://, ram://). Re-running resumes from it.",
+      check=settings.NOT_EMPTY)
+  batch_size: int = setting(128, "Global batch size (summed over replicas).",
+                            check=settings.POSITIVE)
+  epochs: int = setting(10, "Passes over the training set (ignored when "
+                        "--train_steps is set).", check=settings.POSITIVE)
+  train_steps: Optional[int] = setting(
+      None, "Total optimizer steps of the run (overrides --epochs).",
+      check=settings.POSITIVE)
+  steps_per_loop: int = setting(100, "Training steps run inside one "
+                                "compiled call.", check=settings.POSITIVE)
+  learning_rate: float = setting(1e-3, "The optimizer's learning rate.",
+                                 check=settings.POSITIVE)
+  lr_schedule: str = setting(
+      "constant", "constant, or iwae: Burda et al.'s 3^i passes at "
+      "--learning_rate * 10^(-i/7) for i = 0..7 (3,280 passes), with their "
+      "Adam epsilon 1e-4.", choices=LR_SCHEDULES)
+  optimizer: str = setting("adam", "adam, or sgd (plain gradient descent).",
+                           choices=OPTIMIZERS)
+  seed: int = setting(0, "Seeds weights, data order, binarization, noise "
+                      "and sampling; a run is reproducible for a given seed.")
+  eval_every: int = setting(0, "Evaluate the test ELBO every N steps (0: "
+                            "only at the end).", check=settings.NON_NEGATIVE)
+  checkpoint_every: int = setting(
+      1000, "Save a checkpoint every N steps (and always at the end; 0: "
+      "only at the end).", check=settings.NON_NEGATIVE)
+  log_every: int = setting(100, "Print progress and write summaries every N "
+                           "steps.", check=settings.POSITIVE)
+  keep_checkpoints: int = setting(3, "Number of checkpoints to keep.",
+                                  check=settings.POSITIVE)
+  export_dir: Optional[str] = setting(
+      None, "Write a SavedModel here at the end of training (versioned: "
+      "<export_dir>/<step>/; any TensorFlow filesystem).")
+  mixed_precision: str = setting(
+      "float32", "Compute dtype policy: float32, mixed_bfloat16, "
+      "mixed_float16 (loss-scaled; GPUs), or auto (the fastest here: bf16 "
+      "on TPUs, GPUs of compute capability >= 8.0 and AMX CPUs; fp16 on GPUs "
+      "of 7.x; else float32; the start line says why). Loss, KL and logits "
+      "stay float32.", choices=PRECISION_POLICIES)
+  jit_compile: bool = setting(
+      False, "Compile training with XLA: on one device the whole step (many "
+      "steps per XLA call unless the model has convolutions and runs on a "
+      "CPU); under --strategy the forward and backward pass.")
+  figures: bool = setting(True, "Write matplotlib figures into "
+                          "<model_dir>/figures at the end of training.")
+  eval_nll_samples: int = setting(
+      0, "Also estimate the test negative log-likelihood at every evaluation "
+      "with this many importance samples per image (5000 in the IWAE paper; "
+      "0: off).", check=settings.NON_NEGATIVE)
+  nan_policy: str = setting(
+      "stop", "On a non-finite loss: stop (name the step and the term; the "
+      "last good checkpoint stays) or skip (drop that update; stop after "
+      "--max_skipped_steps in a row).", choices=NAN_POLICIES)
+  max_skipped_steps: int = setting(
+      10, "With --nan_policy=skip: consecutive skipped steps that stop the "
+      "run.", check=settings.POSITIVE)
+  allow_slow: bool = setting(
+      False, "Run settings that are known to be very slow on this machine "
+      "(mixed_float16 without a GPU) instead of refusing them.")
+  profile_steps: Optional[tuple[int, int]] = setting(
+      None, "FIRST,LAST: capture a TensorBoard profiler trace of training "
+      "steps [FIRST, LAST) into <model_dir>/plugins/profile (summarize it "
+      "with tools/profile_summary.py).",
+      check=(lambda v: v is None or 0 <= v[0] < v[1],
+             "must be FIRST,LAST with 0 <= FIRST < LAST"))
 
   def __post_init__(self):
     if self.profile_steps is not None:  # A list when read back from JSON.
@@ -146,25 +186,51 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistributionConfig:
-  """How training is spread over devices and machines.
+  """How training is spread over devices and machines."""
 
-  Attributes:
-    strategy: tf.distribute strategy name (see `STRATEGIES`).
-    cpu_devices: Split the host CPU into this many logical devices (0: don't);
-      a testing aid that lets `mirrored` run without GPUs.
-    num_gpus: Use the first N local GPUs for `mirrored` (None: all).
-    collective_timeout_s: A cross-worker collective that takes longer fails,
-      so a dead peer ends the job instead of hanging it.
-    peer_wait_timeout_s: How long a worker waits for the cluster to assemble.
-    tpu: TPU name or address for `tpu` (empty: discover).
-  """
+  strategy: str = setting(
+      "default", "tf.distribute strategy: default (one device, no "
+      "distribution), one_device, mirrored (all local GPUs, or "
+      "--cpu_devices logical CPUs), multi_worker_mirrored (cluster from "
+      "TF_CONFIG). tpu and parameter_server fail with the reason.",
+      choices=STRATEGIES)
+  cpu_devices: int = setting(
+      0, "Testing aid: split the host CPU into N logical devices so mirrored "
+      "runs without GPUs (0: don't split).", check=settings.NON_NEGATIVE)
+  num_gpus: Optional[int] = setting(
+      None, "Use the first N local GPUs (default: all).",
+      check=settings.POSITIVE)
+  collective_timeout_s: float = setting(
+      30.0, "Seconds a cross-worker collective may take before the job fails "
+      "(a dead peer ends the job instead of hanging it).",
+      flag="collective_timeout", check=settings.POSITIVE)
+  peer_wait_timeout_s: float = setting(
+      120.0, "Seconds a worker waits for every TF_CONFIG peer to connect.",
+      flag="peer_wait_timeout", check=settings.POSITIVE)
+  tpu: str = setting("", "TPU name or address for --strategy=tpu.")
 
-  strategy: str = "default"
-  cpu_devices: int = 0
-  num_gpus: Optional[int] = None
-  collective_timeout_s: float = 30.0
-  peer_wait_timeout_s: float = 120.0
-  tpu: str = ""
+
+# Rules between settings: (settings, predicate on their values, message).
+CROSS_CHECKS = (
+    (("objective", "kl_warmup_steps", "free_bits"),
+     lambda v: v["objective"] == "elbo" or not (v["kl_warmup_steps"]
+                                                or v["free_bits"]),
+     "--kl_warmup_steps and --free_bits shape the ELBO's KL term; they cannot "
+     "be used with --objective=iwae"),
+)
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+            "distribution": DistributionConfig}
+
+
+def all_settings() -> list[settings.Setting]:
+  """Every declared setting, section by section."""
+  return [s for name, cls in SECTIONS.items()
+          for s in settings.declared(name, cls)]
+
+
+def flag_name(field: str) -> str:
+  """The flag of a config field (most have the field's own name)."""
+  return next((s.flag for s in all_settings() if s.field == field), field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,22 +261,14 @@ class RunConfig:
   def to_flagfile(self) -> str:
     """Renders the config as absl flags that reproduce it (`--flagfile`)."""
     lines = []
-    for section in (self.data, self.model, self.train, self.distribution):
-      for field in dataclasses.fields(section):
-        value = getattr(section, field.name)
-        flag = _FLAG_NAMES.get(field.name, field.name)
-        if value is None:
-          continue
-        if isinstance(value, bool):
-          lines.append(f"--{flag}" if value else f"--no{flag}")
-        elif isinstance(value, tuple):
-          lines.append(f"--{flag}={','.join(str(v) for v in value)}")
-        else:
-          lines.append(f"--{flag}={value}")
+    for declared in all_settings():
+      value = getattr(getattr(self, declared.section), declared.field)
+      if value is None:
+        continue
+      if isinstance(value, bool):
+        lines.append(f"--{declared.flag}" if value else f"--no{declared.flag}")
+      elif isinstance(value, tuple):
+        lines.append(f"--{declared.flag}={','.join(str(v) for v in value)}")
+      else:
+        lines.append(f"--{declared.flag}={value}")
     return "\n".join(lines) + "\n"
-
-
-# Config fields whose flag has another name.
-_FLAG_NAMES = {"name": "model", "download_timeout_s": "download_timeout",
-               "collective_timeout_s": "collective_timeout",
-               "peer_wait_timeout_s": "peer_wait_timeout"}

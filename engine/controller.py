@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from typing import Callable, Optional, Sequence
 
-from engine.steps import LoopOutputs
+from engine.loop_state import LoopOutputs
 
 
 class Action(abc.ABC):

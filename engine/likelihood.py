@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine import elbo
+from engine import replica_sums
 from engine.config import ModelConfig
 
 ACTIVE_UNIT_THRESHOLD = 1e-2
@@ -76,28 +77,6 @@ def samples_per_chunk(num_samples: int, batch_size: int,
   return chunk
 
 
-class _Sums:
-  """float64 ON_READ sums (summed across replicas when read)."""
-
-  def __init__(self, shapes: dict):
-    self.values = {
-        name: tf.Variable(tf.zeros(shape, tf.float64), trainable=False,
-                          name=f"nll_{name}",
-                          synchronization=tf.VariableSynchronization.ON_READ,
-                          aggregation=tf.VariableAggregation.SUM)
-        for name, shape in shapes.items()}
-
-  def add(self, **updates) -> None:
-    for name, value in updates.items():
-      self.values[name].assign_add(tf.cast(value, tf.float64))
-
-  def read_and_reset(self) -> dict:
-    out = {name: v.read_value().numpy() for name, v in self.values.items()}
-    for v in self.values.values():
-      v.assign(tf.zeros_like(v))
-    return out
-
-
 class ImportanceSampledEvaluator:
   """Estimates the test log-likelihood of a model given as two functions.
 
@@ -134,9 +113,9 @@ class ImportanceSampledEvaluator:
     self._seed = seed
     self.chunk = samples_per_chunk(num_samples, global_batch_size,
                                    rows_per_chunk)
-    self._sums = _Sums({"count": [], "nll": [], "nll_sq": [], "elbo": [],
-                        "elbo_sq": [], "mean": [latent_dim],
-                        "mean_sq": [latent_dim]})
+    self._sums = replica_sums.ReplicaSums(
+        {"count": [], "nll": [], "nll_sq": [], "elbo": [], "elbo_sq": [],
+         "mean": [latent_dim], "mean_sq": [latent_dim]}, tf.float64, "nll")
     self._evaluate = tf.function(self._evaluate_dataset)
 
   def _chunk_noise(self, batch, chunk_index, size):

@@ -1,18 +1,14 @@
-"""Trains a VAE with vae-engine's compiled custom loop.
+"""Trains a VAE: python -m engine.main --model=conv --data_dir=D --model_dir=M
 
-Usage: python -m engine.main --model=conv --data_dir=DIR --model_dir=DIR
-       (or `vae-engine ...`; `--flagfile=FILE` reads flags from a file).
-Re-running the same command resumes from the latest checkpoint in
---model_dir. Bad input ends with a one-line `error: ...` and exit status 2; a
-non-finite loss (--nan_policy) with exit status 3; a failed peer with 1;
-SIGTERM with a checkpoint and 143.
+(or `vae-engine ...`, `--flagfile=FILE`). Re-running resumes from the latest
+checkpoint. The only reader of the flags: flags -> config -> build -> train ->
+evaluate -> figures -> export (`engine.runner`). Exit statuses: 2 bad input
+(one `error:` line), 3 non-finite loss, 1 a failed peer, 143 SIGTERM (saved).
 """
-
-# This module is the only reader of the engine's flags: it turns them into a
-# frozen RunConfig and hands that to engine.runner.run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -26,83 +22,73 @@ _HELD_BACK = startup.import_tensorflow_quietly()
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import flags  # noqa: E402
+from engine import runner  # noqa: E402
+from engine.errors import TrainingDiverged, UserError  # noqa: E402
 
 FLAGS = absl_flags.FLAGS
-EXIT_USAGE = 2
-EXIT_CLUSTER_FAILURE = 1
-EXIT_DIVERGED = 3
+EXIT_USAGE, EXIT_CLUSTER_FAILURE, EXIT_DIVERGED = 2, 1, 3
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a scheduler expects.
+_PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                  tf.errors.AbortedError, tf.errors.CancelledError)
 
 
-def fail(message: str) -> None:
-  """Prints a one-line error and exits with status 2."""
+def fail(message: str, status: int = EXIT_USAGE) -> None:
+  """Prints a one-line error and exits (status 2: bad input)."""
   print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(EXIT_USAGE)
+  sys.exit(status)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags, turning absl's errors into one line (missing flagfile too)."""
+def _quiet_logs(verbose: bool) -> None:
+  """The progress lines are what a user reads; --verbosity shows the rest
+  (TensorFlow's start-up lines, saver/exporter INFO, tf.data's warning that
+  tf.distribute reads a dataset's options while tracing)."""
+  if verbose:
+    startup.show(_HELD_BACK)
+    return
+  warnings.filterwarnings("ignore", category=UserWarning,
+                          message="To make it possible to preserve tf.data")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _exit_statuses():
+  """Turns how a run ends into one line and the exit status a scheduler
+  expects."""
   try:
-    return FLAGS(argv)
-  except absl_flags.CantOpenFlagFileError as e:
-    fail(f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})")
-  except absl_flags.Error as e:
-    fail(str(e).strip().splitlines()[0])
-  except OSError as e:  # --flagfile that cannot be read.
-    fail(f"--flagfile: {e.strerror or e}: {e.filename}")
-  return []
+    yield
+  except UserError as e:
+    fail(str(e))
+  except TrainingDiverged as e:
+    fail(str(e), EXIT_DIVERGED)
+  except runner.Preempted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
+  except _PEER_FAILURES as e:
+    # A peer died or stopped answering: end now so the job can be restarted
+    # from its last checkpoint, instead of hanging on a collective.
+    fail(f"training stopped: a worker failed or became unreachable "
+         f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); restart "
+         "the job to resume from the last checkpoint", EXIT_CLUSTER_FAILURE)
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   # absl's app.run sets INFO itself, so an explicit flag is looked for.
-  verbose = FLAGS["verbosity"].present
-  if verbose:
-    startup.show(_HELD_BACK)
-  from engine import runner  # noqa: E402  (imports TensorFlow; after parsing)
-  # TensorFlow logs routine saver/exporter details at INFO through Python
-  # logging; the progress lines are what a user reads. --verbosity=0 (absl's
-  # flag) brings them back.
-  if not verbose:
-    # tf.distribute reads a dataset's options while tracing, and tf.data
-    # warns about that on every evaluation; nothing a user can act on.
-    warnings.filterwarnings("ignore", category=UserWarning,
-                            message="To make it possible to preserve tf.data")
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
-  from engine.errors import TrainingDiverged, UserError  # noqa: E402
-
-  import tensorflow as tf  # noqa: E402  (already imported by the runner)
-
+  _quiet_logs(verbose=FLAGS["verbosity"].present)
   config = flags.to_config(FLAGS)
-  try:
+  with _exit_statuses():
     runner.run(config)
-  except UserError as e:
-    fail(str(e))
-  except TrainingDiverged as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_DIVERGED)
-  except runner.Preempted as e:
-    print(str(e), file=sys.stderr, flush=True)
-    sys.exit(EXIT_PREEMPTED)
-  except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-          tf.errors.AbortedError, tf.errors.CancelledError) as e:
-    # A peer died or stopped answering: end now so the job can be restarted
-    # from its last checkpoint, instead of hanging on a collective.
-    reason = " ".join(str(e).split())[:300]
-    print(f"error: training stopped: a worker failed or became unreachable "
-          f"({type(e).__name__}: {reason}); restart the job to resume from "
-          "the last checkpoint", file=sys.stderr, flush=True)
-    sys.exit(EXIT_CLUSTER_FAILURE)
 
 
 def run() -> None:
   """Console-script entry point."""
   flags.define()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=flags.parse)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""The compiled parts of the loop: many training steps per call, and evaluation.
+"""The compiled training loop: many optimizer steps per call.
 
-`Trainer.train_loop(batches, num_steps)` is one `tf.function` that runs
+`Trainer.train(batches, num_steps)` runs one `tf.function`, `train_loop`, that
+runs
 `num_steps` optimizer steps (`for _ in tf.range(num_steps)`, the count a
 tensor so changing it never retraces). `batches` (see `training_batches`)
-is a tf.data iterator, or on one device a `pipeline.StepBatches` from which
+is a tf.data iterator, or on one device a `step_batches.StepBatches` from which
 the loop builds each step's batch itself; with XLA, one XLA computation
 builds and runs many steps. Loss terms are accumulated on-device in ON_READ
-variables, so a step never waits for the host; the controller reads and
-resets them when it logs.
+variables (`loop_state.LossSums`), so a step never waits for the host; after
+the call they are read, reset and returned as `loop_state.LoopOutputs`.
 
 Every step checks that the loss terms and gradients are finite (all replicas
 agree through one 3-float all-reduce) and applies the update only if they are:
@@ -18,132 +19,19 @@ and goes on, ending the loop after `max_skipped_steps` bad steps in a row.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import keras
 import tensorflow as tf
 
 from engine import elbo
+from engine import loop_state
+from engine.loop_state import (CHECKED_TERMS, METRIC_NAMES, LoopOutputs,
+                               NonFiniteState)
 from engine.config import ModelConfig
 from engine.data import pipeline
+from engine.data import step_batches
 from models.base import VariationalAutoencoder
-
-METRIC_NAMES = ("loss", "reconstruction", "kl", "elbo")
-# What the non-finite check looks at, in this order.
-CHECKED_TERMS = ("reconstruction", "kl", "gradients")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopOutputs:
-  """What one compiled training call returns (`Trainer.train`).
-
-  Attributes:
-    step: The global step after the call.
-    steps: Steps the call ran (fewer than asked if the guard stopped it).
-    sums: Loss terms (`METRIC_NAMES`) summed over the examples trained.
-    examples: Examples trained (a skipped step's are not counted).
-    seconds: Wall time of the call, the span `examples` took.
-    stopped: The non-finite guard ended the loop (see `NonFiniteState`).
-    skipped_steps: Steps skipped so far in this process (`--nan_policy`).
-  """
-
-  step: int
-  steps: int
-  sums: dict
-  examples: float
-  seconds: float
-  stopped: bool
-  skipped_steps: int
-
-
-class _Accumulator:
-  """Per-replica running sums of loss terms, summed across replicas on read."""
-
-  def __init__(self, names):
-    self.sums = {
-        name: tf.Variable(0.0, trainable=False, name=f"sum_{name}",
-                          synchronization=tf.VariableSynchronization.ON_READ,
-                          aggregation=tf.VariableAggregation.SUM)
-        for name in names}
-    self.count = tf.Variable(0.0, trainable=False, name="count",
-                             synchronization=tf.VariableSynchronization.ON_READ,
-                             aggregation=tf.VariableAggregation.SUM)
-
-  def add(self, per_example: dict[str, tf.Tensor], keep=True,
-          weights=None) -> None:
-    """Adds a batch's terms.
-
-    Args:
-      per_example: float32 [B] tensors, one per name.
-      keep: False (a skipped step) adds nothing.
-      weights: float32 [B] per-example weights (0 for padding rows); None
-        counts every example once.
-    """
-    if weights is None:
-      count = tf.cast(tf.shape(next(iter(per_example.values())))[0],
-                      tf.float32)
-    else:
-      count = tf.reduce_sum(weights)
-    for name, total in self.sums.items():
-      values = per_example[name]
-      if weights is not None:
-        # A where, not a product: a padding row's term never reaches the
-        # sum, even if it is not finite.
-        values = tf.where(weights > 0, weights * values, 0.0)
-      total.assign_add(tf.where(keep, tf.reduce_sum(values), 0.0))
-    self.count.assign_add(tf.where(keep, count, 0.0))
-
-  def sums_and_reset(self) -> tuple[dict[str, float], float]:
-    """(sums per term, examples) since the last reset; then zeroes them."""
-    count = float(self.count.read_value())
-    sums = {name: float(total.read_value())
-            for name, total in self.sums.items()}
-    for variable in list(self.sums.values()) + [self.count]:
-      variable.assign(0.0)
-    return sums, count
-
-  def result_and_reset(self) -> dict[str, float]:
-    """Means per example since the last reset, then zeroes the sums."""
-    sums, count = self.sums_and_reset()
-    means = {name: total / max(count, 1.0) for name, total in sums.items()}
-    means["examples"] = count
-    return means
-
-
-def _replica_local(name, value, dtype):
-  """A variable each replica updates alone; reads return the first replica's
-  (all replicas hold the same value: it is computed from all-reduced data)."""
-  return tf.Variable(value, dtype=dtype, trainable=False, name=name,
-                     synchronization=tf.VariableSynchronization.ON_READ,
-                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-
-class NonFiniteState:
-  """What the non-finite guard has seen since the run (process) started.
-
-  Attributes:
-    stopped: The loop ended early because of non-finite steps.
-    first_bad_step: Global step of the first non-finite step (-1: none).
-    bad_terms: Names from `CHECKED_TERMS` that were non-finite at the step
-      that stopped the loop (or the latest bad step).
-    skipped_steps: Steps whose update was skipped.
-    consecutive_skips: Bad steps in a row, up to the latest step.
-  """
-
-  def __init__(self):
-    self.stopped = _replica_local("nan_stopped", False, tf.bool)
-    self.first_bad_step = _replica_local("nan_first_step", -1, tf.int64)
-    self.last_bad_step = _replica_local("nan_last_step", -1, tf.int64)
-    self.bad_flags = _replica_local("nan_terms", [0.0] * len(CHECKED_TERMS),
-                                    tf.float32)
-    self.skipped_steps = _replica_local("nan_skipped", 0, tf.int64)
-    self.consecutive_skips = _replica_local("nan_consecutive", 0, tf.int64)
-
-  def bad_terms(self) -> list[str]:
-    flags = self.bad_flags.read_value().numpy()
-    return [name for name, flag in zip(CHECKED_TERMS, flags) if flag > 0]
-
 
 _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                  keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
@@ -176,7 +64,7 @@ class Trainer:
     loss_scaling: Wrap the optimizer in a dynamic `LossScaleOptimizer`
       (float16: scales the loss, unscales gradients, skips non-finite steps).
     jit_compile: Compile with XLA: the whole step on one device (and
-      there, fed a `pipeline.StepBatches`, many steps per XLA call); forward
+      there, fed a `step_batches.StepBatches`, many steps per XLA call); forward
       and backward only under tf.distribute, where the optimizer update is a
       cross-replica operation XLA cannot hold.
     adam_epsilon: Adam's epsilon (Keras's default 1e-7; the IWAE paper's
@@ -214,7 +102,7 @@ class Trainer:
     self.global_step = tf.Variable(
         0, dtype=tf.int64, trainable=False, name="global_step",
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    self.metrics = _Accumulator(METRIC_NAMES)
+    self.metrics = loop_state.LossSums(METRIC_NAMES)
     self.non_finite = NonFiniteState()
     self.loss_scaling = loss_scaling
     # Without distribution, XLA compiles the whole step, optimizer update
@@ -375,12 +263,12 @@ class Trainer:
     """What `train_loop` is fed for global steps [start_step, end_step).
 
     Returns:
-      A `pipeline.StepBatches` where the loop builds its own batches
+      A `step_batches.StepBatches` where the loop builds its own batches
       (`loops_on_device`), else an iterator over the distributed tf.data
       pipeline. Both give the same batches.
     """
     if self.loops_on_device:
-      return pipeline.StepBatches(images, options, steps_per_loop)
+      return step_batches.StepBatches(images, options, steps_per_loop)
     return iter(self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.train_dataset(images, options, start_step,
                                                end_step, context)))
@@ -392,7 +280,7 @@ class Trainer:
       batches: What `training_batches` returns.
       num_steps: int32 scalar tensor.
     """
-    if isinstance(batches, pipeline.StepBatches):
+    if isinstance(batches, step_batches.StepBatches):
       self._train_loop_on_device(batches, num_steps)
       return
     for _ in tf.range(num_steps):
@@ -437,40 +325,3 @@ class Trainer:
       index += 1
       if stop:
         break
-
-
-class Evaluator:
-  """Computes the test-set ELBO (beta 1) over a whole distributed dataset.
-
-  Args:
-    vae: The model.
-    model_config: Likelihood (beta is ignored: the ELBO is reported).
-    strategy: The tf.distribute strategy.
-  """
-
-  def __init__(self, vae: VariationalAutoencoder, model_config: ModelConfig,
-               strategy: tf.distribute.Strategy):
-    self.vae = vae
-    self.model_config = model_config
-    self.strategy = strategy
-    self.metrics = _Accumulator(METRIC_NAMES)
-    self._evaluate = tf.function(self._evaluate_dataset)
-
-  def _step(self, batch):
-    terms = elbo.per_example_terms(self.vae, self.model_config, batch,
-                                   training=False)
-    self.metrics.add(terms, weights=batch["weights"])
-
-  def _evaluate_dataset(self, dataset):
-    for batch in dataset:
-      self.strategy.run(self._step, args=(batch,))
-
-  def evaluate(self, dataset) -> dict[str, float]:
-    """Mean per-example terms over every example of `dataset`.
-
-    Returns:
-      Dict with loss, reconstruction, kl, elbo (nats per example) and
-      examples (how many were evaluated).
-    """
-    self._evaluate(dataset)
-    return self.metrics.result_and_reset()

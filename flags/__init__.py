@@ -1,3 +1,3 @@
 """Command-line flags of the engine and its tools (absl), parsed at the edge."""
 
-from flags.definitions import define, to_config  # noqa: F401
+from flags.definitions import define, parse, to_config  # noqa: F401

@@ -104,6 +104,32 @@ def encoder_inputs(image_shape, latent_dim):
   return images, epsilon
 
 
+def gaussian_encoder(images, epsilon, features, latent_dim: int,
+                     sampling=None) -> keras.Model:
+  """The encoder head every builder shares: features -> (z_mean, z_log_var)
+  by two Dense layers, z by the reparameterization trick.
+
+  Args:
+    images, epsilon: The encoder's inputs (`encoder_inputs`).
+    features: The last hidden tensor computed from `images`.
+    latent_dim: Size of z.
+    sampling: The layer computing z from [z_mean, z_log_var, epsilon]
+      (default: `Reparameterize`).
+  """
+  z_mean = keras.layers.Dense(latent_dim, name="z_mean")(features)
+  z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(features)
+  return encoder_model(images, epsilon, z_mean, z_log_var, sampling)
+
+
+def encoder_model(images, epsilon, z_mean, z_log_var,
+                  sampling=None) -> keras.Model:
+  """`[images, epsilon] -> [z_mean, z_log_var, z]` as the contract says."""
+  sampling = sampling or Reparameterize(name="z")
+  z = sampling([z_mean, z_log_var, epsilon])
+  return keras.Model([images, epsilon], [z_mean, z_log_var, z],
+                     name="encoder")
+
+
 def dense_stack(x, units, name):
   """Applies ReLU Dense layers of the given widths, named `{name}_{i}`."""
   for i, width in enumerate(units):
@@ -126,11 +152,7 @@ def mlp_vae(name, image_shape, latent_dim, encoder_units, decoder_units):
   """
   images, epsilon = encoder_inputs(image_shape, latent_dim)
   h = dense_stack(keras.layers.Flatten()(images), encoder_units, "encoder")
-  z_mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
-  z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
-  z = Reparameterize(name="z")([z_mean, z_log_var, epsilon])
-  encoder = keras.Model([images, epsilon], [z_mean, z_log_var, z],
-                        name="encoder")
+  encoder = gaussian_encoder(images, epsilon, h, latent_dim)
   return VariationalAutoencoder(
       name, encoder, dense_decoder(image_shape, latent_dim, decoder_units))
 

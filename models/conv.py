@@ -16,11 +16,7 @@ def build(image_shape, latent_dim):
   x = keras.layers.Conv2D(64, 3, strides=2, padding="same",
                           activation="relu")(x)
   x = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(x))
-  z_mean = keras.layers.Dense(latent_dim, name="z_mean")(x)
-  z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(x)
-  z = base.Reparameterize(name="z")([z_mean, z_log_var, epsilon])
-  encoder = keras.Model([images, epsilon], [z_mean, z_log_var, z],
-                        name="encoder")
+  encoder = base.gaussian_encoder(images, epsilon, x, latent_dim)
 
   rows, cols, channels = image_shape
   if rows % 4 or cols % 4:

@@ -20,9 +20,7 @@ def build(image_shape, latent_dim, hidden_dim=512):
   h = keras.layers.Dense(hidden_dim, activation="relu", name="hidden")(
       keras.layers.Flatten()(images))
   moments = keras.layers.Dense(2 * latent_dim, name="moments")(h)
-  z_mean, z_log_var = ops.split(moments, 2, axis=-1)
-  z = base.Reparameterize(name="z")([z_mean, z_log_var, epsilon])
-  encoder = keras.Model([images, epsilon], [z_mean, z_log_var, z],
-                        name="encoder")
+  encoder = base.encoder_model(images, epsilon,
+                               *ops.split(moments, 2, axis=-1))
   decoder = base.dense_decoder(image_shape, latent_dim, (hidden_dim,))
   return base.VariationalAutoencoder("denoising", encoder, decoder)

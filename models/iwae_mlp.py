@@ -54,12 +54,9 @@ def build(image_shape, latent_dim, pixel_mean: Optional[np.ndarray] = None):
     A `VariationalAutoencoder`.
   """
   images, epsilon = base.encoder_inputs(image_shape, latent_dim)
-  h = _tanh_stack(keras.layers.Flatten()(images), "encoder")
-  z_mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
-  z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
-  z = base.Reparameterize(name="z")([z_mean, z_log_var, epsilon])
-  encoder = keras.Model([images, epsilon], [z_mean, z_log_var, z],
-                        name="encoder")
+  encoder = base.gaussian_encoder(
+      images, epsilon, _tanh_stack(keras.layers.Flatten()(images), "encoder"),
+      latent_dim)
 
   num_pixels = int(np.prod(image_shape))
   bias = (output_bias(pixel_mean) if pixel_mean is not None

@@ -22,11 +22,10 @@ def build(image_shape, latent_dim, intermediate_dim=512):
   images, epsilon = base.encoder_inputs(image_shape, latent_dim)
   h = keras.layers.Dense(intermediate_dim, activation="relu", name="hidden")(
       keras.layers.Flatten()(images))
-  z_mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
-  z_log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
-  z = keras.layers.Lambda(base.reparameterize, output_shape=(latent_dim,),
-                          name="sampling")([z_mean, z_log_var, epsilon])
-  encoder = keras.Model([images, epsilon], [z_mean, z_log_var, z],
-                        name="encoder")
+  encoder = base.gaussian_encoder(
+      images, epsilon, h, latent_dim,
+      sampling=keras.layers.Lambda(base.reparameterize,
+                                   output_shape=(latent_dim,),
+                                   name="sampling"))
   decoder = base.dense_decoder(image_shape, latent_dim, (intermediate_dim,))
   return base.VariationalAutoencoder("lambda", encoder, decoder)

@@ -22,12 +22,14 @@ medians and writes JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import statistics
 import time
 
 import _entry  # noqa: F401  (sets up the import path)
+import fit_baseline
 import throughput
 
 from absl import flags
@@ -109,94 +111,27 @@ def flops_per_example(trainer, batch, batch_size: int) -> float:
   return profile.total_float_ops / batch_size
 
 
-class _FitModel:
-  """The seeds' way: a keras.Model with a custom train_step, fed numpy.
+def run_config(name: str, batch_size: int, policy: str,
+               jit_compile: bool = False):
+  """The engine config a benchmark trains `name` with: the model's defaults,
+  Adam at 1e-3, no binarization or noise (what `fit` sees too)."""
+  import models
+  from engine.config import ModelConfig, RunConfig, TrainConfig
 
-  Like the seeds' VAE (keras.io), it tracks the mean total, reconstruction
-  and KL losses with `keras.metrics.Mean`: the same terms our loop
-  accumulates.
-  """
-
-  @staticmethod
-  def build(vae, model_config):
-    import keras
-    import tensorflow as tf
-
-    from engine import elbo
-
-    class FitVAE(keras.Model):
-
-      def __init__(self):
-        super().__init__()
-        self.vae_encoder = vae.encoder
-        self.vae_decoder = vae.decoder
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("loss", "reconstruction", "kl")}
-
-      @property
-      def metrics(self):
-        return list(self.trackers.values())
-
-      def train_step(self, data):
-        epsilon = tf.random.normal([tf.shape(data)[0], vae.latent_dim])
-        with tf.GradientTape() as tape:
-          terms = elbo.per_example_terms(
-              vae, model_config,
-              {"inputs": data, "targets": data, "epsilon": epsilon},
-              training=True)
-          loss = tf.reduce_mean(terms["loss"])
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables))
-        for name, tracker in self.trackers.items():
-          tracker.update_state(tf.reduce_mean(terms[name]))
-        return {name: tracker.result()
-                for name, tracker in self.trackers.items()}
-
-    model = FitVAE()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    return model
-
-
-def fit_runner(spec, data, model_config, batch_size: int, max_steps: int):
-  """`count -> examples/sec` of `model.fit` on the seeds' float32 model over
-  `count` batches of real data (the first batch, which traces, untimed)."""
-  import keras
-
-  from engine import precision
-
-  with precision.policy_scope("float32"):
-    fit_model = _FitModel.build(spec.build(data.image_shape,
-                                           model_config.latent_dim),
-                                model_config)
-  arrays = (data.train_images[:max_steps * batch_size].astype("float32")
-            / 255.0)
-
-  class Clock(keras.callbacks.Callback):
-
-    def on_train_batch_begin(self, batch, logs=None):
-      if batch == 1:  # After the first step: tracing excluded.
-        self.started = time.perf_counter()
-
-    def on_train_end(self, logs=None):
-      self.elapsed = time.perf_counter() - self.started
-
-  def run_fit(count):
-    clock = Clock()
-    fit_model.fit(arrays[:count * batch_size], batch_size=batch_size,
-                  epochs=1, verbose=0, shuffle=True, callbacks=[clock])
-    return (count - 1) * batch_size / clock.elapsed
-
-  return run_fit
+  return RunConfig(
+      model=ModelConfig(name=name,
+                        latent_dim=models.get(name).default_latent_dim),
+      train=TrainConfig(batch_size=batch_size, mixed_precision=policy,
+                        jit_compile=jit_compile, allow_slow=True))
 
 
 def _one_batch_source(images, options, steps_per_call, batch):
   """A `StepBatches` whose every step trains on `batch` (no data work)."""
   import tensorflow as tf
 
-  from engine.data import pipeline
+  from engine.data import step_batches
 
-  class OneBatch(pipeline.StepBatches):
+  class OneBatch(step_batches.StepBatches):
 
     def draw(self, first_step):
       del first_step
@@ -223,26 +158,22 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
   import tensorflow as tf
 
   import models
-  from engine import precision
-  from engine import steps as steps_lib
-  from engine.config import ModelConfig
+  from engine import build
   from engine.data import pipeline
 
   spec = models.get(name)
-  strategy = tf.distribute.get_strategy()
-  model_config = ModelConfig(name=name, latent_dim=spec.default_latent_dim)
+  config = run_config(name, batch_size, policy)
+  model_config = config.model
   images = pipeline.as_tensor(data.train_images)
-  options = pipeline.PipelineOptions(batch_size, 0, "none", 0.0,
-                                     model_config.latent_dim)
+  options = build.pipeline_options(config)
   steps_per_loop = min(steps, 100)
 
   def engine(jit_compile):
     keras.utils.set_random_seed(0)
-    with precision.policy_scope(policy):
-      vae = spec.build(data.image_shape, model_config.latent_dim)
-    return steps_lib.Trainer(vae, model_config, strategy, batch_size, 1e-3,
-                             jit_compile=jit_compile,
-                             loss_scaling=policy == "mixed_float16")
+    return build.model_and_trainer(
+        dataclasses.replace(config, train=dataclasses.replace(
+            config.train, jit_compile=jit_compile)),
+        data.image_shape, len(data.train_images))[1]
 
   one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
   trainers = {"engine": engine(False), "best": engine(False),
@@ -262,7 +193,8 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
 
   feeds = {key: feed(key) for key in trainers}
 
-  run_fit = fit_runner(spec, data, model_config, batch_size, steps)
+  run_fit = fit_baseline.fit_runner(spec, data, model_config, batch_size,
+                                    steps)
 
   def run_engine(key, count):
     return throughput.examples_per_sec(
@@ -299,22 +231,16 @@ def measure_large_batch(name, data, batch_size, steps, rounds):
   """(examples/sec per round, FLOPs per example) of the engine's best loop
   (steps_per_loop 100, XLA) at a large batch size."""
   import keras
-  import tensorflow as tf
 
-  import models
-  from engine import steps as steps_lib
-  from engine.config import ModelConfig
+  from engine import build
   from engine.data import pipeline
 
-  spec = models.get(name)
-  model_config = ModelConfig(name=name, latent_dim=spec.default_latent_dim)
+  config = run_config(name, batch_size, "float32", jit_compile=True)
   images = pipeline.as_tensor(data.train_images)
-  options = pipeline.PipelineOptions(batch_size, 0, "none", 0.0,
-                                     model_config.latent_dim)
+  options = build.pipeline_options(config)
   keras.utils.set_random_seed(0)
-  trainer = steps_lib.Trainer(
-      spec.build(data.image_shape, model_config.latent_dim), model_config,
-      tf.distribute.get_strategy(), batch_size, 1e-3, jit_compile=True)
+  _, trainer = build.model_and_trainer(config, data.image_shape,
+                                       len(data.train_images))
   steps_per_loop = min(steps, 100)
   batches = trainer.training_batches(images, options, steps_per_loop, 0,
                                      steps * (rounds + 1))

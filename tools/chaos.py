@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -38,7 +37,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = ("step", "checkpoint", "export")
-_DONE = re.compile(r"^done: step (\d+), test ELBO (\S+) nats, weights (\w+)")
 
 
 @dataclasses.dataclass
@@ -84,12 +82,19 @@ def _engine(args: list[str], model_dir: str, export_dir: str, log):
   return process, _Watcher(process, log)
 
 
-def _final_line(lines: list[str]):
-  for line in reversed(lines):
-    match = _DONE.match(line)
-    if match:
-      return int(match.group(1)), float(match.group(2)), match.group(3)
-  return None
+def _final_result(model_dir: str):
+  """(final step, test ELBO, weights fingerprint) from the run's result.json,
+  or None if no run has finished there."""
+  import tensorflow as tf
+
+  from engine import runner
+
+  try:
+    result = runner.read_result(model_dir)
+  except tf.errors.NotFoundError:
+    return None
+  return (result.final_step, result.test_metrics["elbo"],
+          result.weights_fingerprint)
 
 
 def _wait_for_target(target, process, watcher, model_dir, export_dir, rng,
@@ -184,7 +189,7 @@ def run(engine_args: list[str], kills: int, work_dir: str, seed: int = 0,
                              os.path.join(reference_dir, "export"), log)
   process.wait()
   watcher.join()
-  reference = _final_line(watcher.lines)
+  reference = _final_result(reference_dir)
   assert process.returncode == 0 and reference, (
       "the reference run failed:\n" + "".join(watcher.lines[-20:]))
 
@@ -233,7 +238,7 @@ def run(engine_args: list[str], kills: int, work_dir: str, seed: int = 0,
   process, watcher = _engine(engine_args, model_dir, export_dir, log)
   process.wait()
   watcher.join()
-  final = _final_line(watcher.lines)
+  final = _final_result(model_dir)
   assert process.returncode == 0 and final, (
       "the final restart failed:\n" + "".join(watcher.lines[-20:]))
   verify_directory(model_dir, export_dir)

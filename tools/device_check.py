@@ -34,6 +34,7 @@ import time
 
 import _entry  # noqa: F401  (sets up the import path)
 import benchmark
+import fit_baseline
 import throughput
 
 from absl import flags
@@ -93,12 +94,9 @@ def measure_speed(data, cpu_mode: bool) -> dict:
   """Examples/sec of every (model, batch, policy, XLA, steps_per_loop) and of
   `fit`, with FLOPs per example and each policy's matmul peak."""
   import keras
-  import tensorflow as tf
 
   import models
-  from engine import precision
-  from engine import steps as steps_lib
-  from engine.config import ModelConfig
+  from engine import build
   from engine.data import pipeline
 
   plan = sizes(cpu_mode)
@@ -109,12 +107,12 @@ def measure_speed(data, cpu_mode: bool) -> dict:
   rows = []
   for name in plan["models"]:
     spec = models.get(name)
-    model_config = ModelConfig(name=name, latent_dim=spec.default_latent_dim)
     for batch_size in plan["batch_sizes"]:
       steps = plan["steps"]
-      options = pipeline.PipelineOptions(batch_size, 0, "none", 0.0,
-                                         model_config.latent_dim)
-      fit = benchmark.fit_runner(spec, data, model_config, batch_size,
+      base = benchmark.run_config(name, batch_size, "float32")
+      model_config = base.model
+      options = build.pipeline_options(base)
+      fit = fit_baseline.fit_runner(spec, data, model_config, batch_size,
                                  steps + 1)
       fit(2)  # Traces.
       fit_rate = fit(steps + 1)
@@ -124,12 +122,9 @@ def measure_speed(data, cpu_mode: bool) -> dict:
         for jit_compile in (False, True):
           for steps_per_loop in plan["steps_per_loop"]:
             keras.utils.set_random_seed(0)
-            with precision.policy_scope(policy):
-              vae = spec.build(data.image_shape, model_config.latent_dim)
-            trainer = steps_lib.Trainer(
-                vae, model_config, tf.distribute.get_strategy(), batch_size,
-                1e-3, jit_compile=jit_compile,
-                loss_scaling=policy == "mixed_float16")
+            _, trainer = build.model_and_trainer(
+                benchmark.run_config(name, batch_size, policy, jit_compile),
+                data.image_shape, len(data.train_images))
             if flops is None:
               flops = benchmark.flops_per_example(trainer, one_batch,
                                                   batch_size)

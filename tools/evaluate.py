@@ -59,6 +59,7 @@ def resolve_config(fv):
   import dataclasses
 
   from engine import checkpointing
+  from engine import config as config_lib
   from engine.errors import UserError
 
   config = flags.to_config(fv)
@@ -74,16 +75,12 @@ def resolve_config(fv):
       ours, theirs = getattr(config, section), getattr(saved, section)
       sections[section] = dataclasses.replace(theirs, **{
           name: getattr(ours, name) for name in names
-          if fv[_flag_name(name)].present})
+          if fv[config_lib.flag_name(name)].present})
     config = dataclasses.replace(saved, **sections)
   if not fv["eval_nll_samples"].present:
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, eval_nll_samples=PAPER_K))
   return config
-
-
-def _flag_name(field):
-  return {"download_timeout_s": "download_timeout"}.get(field, field)
 
 
 def main(argv):
@@ -96,7 +93,9 @@ def main(argv):
   import tensorflow as tf
 
   from engine import checkpointing
+  from engine import build
   from engine import distribute
+  from engine import files
   from engine import likelihood
   from engine.data import pipeline
   from engine.data import sources
@@ -114,9 +113,7 @@ def main(argv):
     test_images = test_images[:FLAGS.max_test_examples]
     test_labels = test_labels[:FLAGS.max_test_examples]
   batch_size = config.train.batch_size
-  if batch_size % strategy.num_replicas_in_sync:
-    raise UserError(f"--batch_size={batch_size}: must divide by the "
-                    f"{strategy.num_replicas_in_sync} replicas")
+  build.check_batch_fits(batch_size, strategy, config.distribution.strategy)
 
   with strategy.scope():
     if FLAGS.saved_model:
@@ -143,15 +140,11 @@ def main(argv):
         latent_dim, config.train.eval_nll_samples, batch_size,
         config.train.seed)
 
-  options = pipeline.PipelineOptions(
-      global_batch_size=batch_size, seed=config.train.seed,
-      binarize=config.data.binarize, noise_factor=config.data.noise_factor,
-      latent_dim=latent_dim)
-  images, labels = pipeline.as_tensor(test_images), pipeline.as_tensor(
-      test_labels)
-  dataset = strategy.distribute_datasets_from_function(
-      lambda context: pipeline.eval_dataset(images, labels, options, context))
-  result = evaluator.evaluate(dataset)
+  result = evaluator.evaluate(build.eval_data(
+      strategy, pipeline.as_tensor(test_images),
+      pipeline.as_tensor(test_labels),
+      build.pipeline_options(config, latent_dim=latent_dim,
+                             samples_per_example=1)))
   seconds = time.perf_counter() - started
   peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -183,10 +176,10 @@ def main(argv):
       os.path.normpath(FLAGS.saved_model) + f"-eval-k{result.num_samples}.json"
       if FLAGS.saved_model else os.path.join(
           FLAGS.model_dir, f"eval-{step}-k{result.num_samples}.json"))
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  with open(output + ".tmp", "w") as f:
-    json.dump(record, f, indent=2)
-  os.replace(output + ".tmp", output)
+  if files.is_local(output):
+    output = os.path.abspath(output)
+  files.gfile.makedirs(os.path.dirname(output))
+  files.write_atomically(output, json.dumps(record, indent=2))
   print(f"wrote {output}")
 
 

@@ -11,18 +11,17 @@ import _entry  # noqa: F401  (sets up the import path)
 
 from absl import flags
 
+import flags as engine_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A run directory (uses a checkpoint).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: latest).")
 flags.DEFINE_string("saved_model", None, "An export directory (one version).")
 flags.DEFINE_string("output_dir", None,
                     "Where to write PNGs (default: <model_dir>/figures).")
-flags.DEFINE_string("dataset", None, "Dataset (default: the run's).")
-flags.DEFINE_string("data_dir", None, "IDX directory (default: the run's).")
-flags.DEFINE_enum("binarize", None, ["none", "static", "dynamic"],
-                  "Test-image binarization (default: the run's, or none).")
-flags.DEFINE_float("noise_factor", None,
-                   "Input noise for denoising figures (default: the run's).")
+engine_flags.define_overrides(
+    ("dataset", "data_dir", "binarize", "noise_factor"), FLAGS,
+    what="the run's, or the engine's with --saved_model")
 flags.DEFINE_integer("seed", 0, "Seeds the prior samples.")
 
 
@@ -36,7 +35,8 @@ def main(argv):
   from engine import figures
   from engine import evaluation
   from engine import summaries
-  from engine.config import DataConfig
+  from engine import build
+  from engine.config import DataConfig, RunConfig, TrainConfig
   from engine.data import pipeline
   from engine.data import sources
   from engine.errors import UserError
@@ -67,9 +67,10 @@ def main(argv):
                if getattr(FLAGS, name) is not None}
   data_config = dataclasses.replace(data_config, **overrides)
   data = sources.load(data_config)
-  options = pipeline.PipelineOptions(len(data.test_images), FLAGS.seed,
-                                     data_config.binarize,
-                                     data_config.noise_factor, latent_dim)
+  options = build.pipeline_options(
+      RunConfig(data=data_config, train=TrainConfig(seed=FLAGS.seed)),
+      latent_dim=latent_dim, batch_size=len(data.test_images),
+      samples_per_example=1)
   test = pipeline.real_examples(next(iter(pipeline.eval_dataset(
       pipeline.as_tensor(data.test_images),
       pipeline.as_tensor(data.test_labels), options))))

@@ -55,22 +55,19 @@ def examples_per_sec(trainer, iterator, steps: int, steps_per_loop: int,
 def measure(model_name, data, batch_size, steps_per_loop_values, steps,
             rounds):
   """Returns {steps_per_loop: [examples/sec per round]} for one model."""
-  import tensorflow as tf
-
   import models
-  from engine import steps as steps_lib
-  from engine.config import ModelConfig
+  from engine import build
+  from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
   from engine.data import pipeline
 
   spec = models.get(model_name)
-  strategy = tf.distribute.get_strategy()
-  vae = spec.build(data.image_shape, spec.default_latent_dim)
-  trainer = steps_lib.Trainer(vae, ModelConfig(name=model_name,
-                                               latent_dim=vae.latent_dim),
-                              strategy, batch_size, 1e-3)
-  options = pipeline.PipelineOptions(batch_size, 0, "none",
-                                     spec.default_noise_factor,
-                                     vae.latent_dim)
+  config = RunConfig(
+      data=DataConfig(noise_factor=spec.default_noise_factor),
+      model=ModelConfig(name=model_name, latent_dim=spec.default_latent_dim),
+      train=TrainConfig(batch_size=batch_size))
+  _, trainer = build.model_and_trainer(config, data.image_shape,
+                                       len(data.train_images))
+  options = build.pipeline_options(config)
   images = pipeline.as_tensor(data.train_images)
   total = (rounds + 1) * steps * len(steps_per_loop_values)
   feeds = {value: trainer.training_batches(images, options, value, 0, total)

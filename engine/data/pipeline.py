@@ -104,7 +104,7 @@ class _ReplicaLayout:
     return batch_index, replica * self.per_replica
 
 
-def _random_draws(options: PipelineOptions, image_shape, counter,
+def random_draws(options: PipelineOptions, image_shape, counter,
                   stream_offset, offset, size) -> dict:
   """The random numbers a global-batch slice uses, keyed on (seed, counter).
 
@@ -141,7 +141,7 @@ def _random_draws(options: PipelineOptions, image_shape, counter,
   return draws
 
 
-def _apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
+def apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
   """uint8 images + their random draws -> dict(inputs, targets, epsilon).
 
   Deterministic arithmetic only, so it may run inside an XLA step.
@@ -164,12 +164,12 @@ def _apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
 def _preprocess(images_uint8, options: PipelineOptions, counter, stream_offset,
                 offset, size):
   """uint8 global-batch slice -> dict(inputs, targets, epsilon), as floats."""
-  return _apply_draws(images_uint8, options, _random_draws(
+  return apply_draws(images_uint8, options, random_draws(
       options, tf.shape(images_uint8)[1:], counter, stream_offset, offset,
       size))
 
 
-def _example_order(options: PipelineOptions, num_examples: int, step,
+def example_order(options: PipelineOptions, num_examples: int, step,
                    first_in_batch, size) -> tf.Tensor:
   """Training-set indices of examples [first_in_batch, +size) of a step.
 
@@ -213,7 +213,7 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
 
   def make_batch(element):
     step, offset = layout.locate(element)
-    order = _example_order(options, num_examples, step, offset,
+    order = example_order(options, num_examples, step, offset,
                            layout.per_replica)
     return _preprocess(tf.gather(images, order), options, step, 0, offset,
                        layout.per_replica)
@@ -235,82 +235,6 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
 def _pipeline_threads() -> int:
   """Threads that build training batches: a quarter of the cores, 1 to 4."""
   return max(1, min(4, (os.cpu_count() or 1) // 4))
-
-
-class StepBatches:
-  """`train_dataset`'s batches, built inside a compiled training loop.
-
-  For one device: instead of a tf.data iterator feeding one step at a time
-  (and, on a small host, its threads competing with the step for cores), the
-  loop computes batches itself; with XLA many steps then run in one XLA
-  computation with no host work between them. The work splits in two:
-
-  - `draw(first_step)`, ordinary TF ops run once per `steps_per_call`
-    steps: each step's example order (`index_shuffle` has no XLA kernel) and
-    random draws (XLA's stateless RNG yields other numbers than TF's
-    kernels, and batches must match `train_dataset`'s bit for bit so that
-    runs agree whatever the path and resume exactly).
-  - `batch(draws_of_one_step)`, inside the compiled step: the gather from the
-    uint8 training set and the arithmetic that makes inputs and targets.
-
-  Args:
-    images: uint8 tensor [N, rows, cols, channels], the training set.
-    options: Pipeline options.
-    max_steps_per_call: Upper bound on the steps one `draw` covers; it is
-      lowered so that the draws stay under `draw_budget_bytes`.
-    draw_budget_bytes: Memory the draws of one call may take.
-  """
-
-  def __init__(self, images: tf.Tensor, options: PipelineOptions,
-               max_steps_per_call: int, draw_budget_bytes: int = 64 << 20):
-    self.images = images
-    self.options = options
-    self.num_examples = int(images.shape[0])
-    if steps_per_epoch(self.num_examples, options.global_batch_size) < 1:
-      raise ValueError(f"{self.num_examples} training examples cannot fill "
-                       f"one batch of {options.global_batch_size}")
-    self.image_shape = tuple(int(d) for d in images.shape[1:])
-    pixels = int(np.prod(self.image_shape))
-    floats_per_example = (
-        pixels * ((options.binarize == "dynamic") + (options.noise_factor > 0))
-        + options.samples_per_example * options.latent_dim)
-    bytes_per_step = options.global_batch_size * (4 * floats_per_example + 8)
-    self.steps_per_call = int(max(1, min(max_steps_per_call,
-                                         draw_budget_bytes // bytes_per_step)))
-
-  def draw(self, first_step) -> dict:
-    """Orders and random draws of steps [first_step, +steps_per_call).
-
-    Returns:
-      Dict of tensors with a leading [steps_per_call] axis: `order`
-      (int64 [steps, B]) and the `_random_draws` of each step.
-    """
-    batch = self.options.global_batch_size
-
-    def one_step(step):
-      return {"order": _example_order(self.options, self.num_examples, step,
-                                      0, batch),
-              **_random_draws(self.options, self.image_shape, step, 0, 0,
-                              batch)}
-
-    steps = (tf.cast(first_step, tf.int64)
-             + tf.range(self.steps_per_call, dtype=tf.int64))
-    images = tf.TensorSpec([batch, *self.image_shape], tf.float32)
-    samples = ([self.options.samples_per_example]
-               if self.options.samples_per_example > 1 else [])
-    signature = {"order": tf.TensorSpec([batch], tf.int64),
-                 "epsilon": tf.TensorSpec(
-                     [batch, *samples, self.options.latent_dim], tf.float32)}
-    if self.options.binarize == "dynamic":
-      signature["binarize"] = images
-    if self.options.noise_factor > 0:
-      signature["input_noise"] = images
-    return tf.map_fn(one_step, steps, fn_output_signature=signature)
-
-  def batch(self, draws: dict) -> dict:
-    """One step's batch from its row of `draw()`'s result (XLA-compilable)."""
-    return _apply_draws(tf.gather(self.images, draws["order"]), self.options,
-                        draws)
 
 
 def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,

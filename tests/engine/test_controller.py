@@ -8,7 +8,7 @@ from engine import controller
 from engine import runner
 from engine import summaries
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.steps import LoopOutputs
+from engine.loop_state import LoopOutputs
 
 
 class _FakeTrainer:

@@ -97,7 +97,7 @@ tf.config.set_logical_device_configuration(
     cpus[0], [tf.config.LogicalDeviceConfiguration()] * 3)
 import keras
 import models
-from engine import likelihood, steps
+from engine import elbo_evaluator, likelihood
 from engine.config import ModelConfig
 from engine.data import pipeline, sources
 
@@ -122,7 +122,7 @@ for count in (130, 512, 10000):
       vae = models.get("conv").create((28, 28, 1), 2)
       for variable, value in zip(vae.trainable_variables, reference):
         variable.assign(value)
-      evaluator = steps.Evaluator(vae, config, strategy)
+      evaluator = elbo_evaluator.Evaluator(vae, config, strategy)
       nll = likelihood.ImportanceSampledEvaluator(
           *likelihood.model_functions(vae, config), strategy, (28, 28, 1), 2,
           4, 96, 0)

@@ -13,6 +13,7 @@ from engine import checkpointing
 from engine import steps
 from engine.config import ModelConfig
 from engine.data import pipeline
+from engine.data import step_batches
 from tests.engine.test_main import assert_one_line_error, run_cli
 
 
@@ -78,7 +79,7 @@ def test_skip_drops_the_bad_update_and_carries_on(mnist, jit_compile):
   assert trainer.metrics.result_and_reset()["examples"] == 5 * 16
 
 
-class _PoisonedStepBatches(pipeline.StepBatches):
+class _PoisonedStepBatches(step_batches.StepBatches):
   """`StepBatches` whose targets are NaN at the `poisoned` steps."""
 
   def __init__(self, mnist, poisoned, steps_per_call):

@@ -19,6 +19,7 @@ from engine import summaries
 from engine.config import (DataConfig, DistributionConfig, ModelConfig,
                            RunConfig, TrainConfig)
 from engine.data import pipeline
+from engine.data import step_batches
 from tests.conftest import REPO_ROOT
 
 
@@ -239,7 +240,7 @@ def test_the_on_device_loop_trains_like_the_iterator_loop(mnist, jit_compile):
   on_device = _trainer("float32", jit_compile=jit_compile)
   assert on_device.loops_on_device
   iterator = iter(pipeline.train_dataset(images, options, 0, 23))
-  source = pipeline.StepBatches(images, options, max_steps_per_call=4)
+  source = step_batches.StepBatches(images, options, max_steps_per_call=4)
   for count in (1, 7, 2, 10, 3):  # Crosses the epoch boundary at step 32/16.
     fed.train_loop(iterator, tf.constant(count))
     on_device.train_loop(source, tf.constant(count))
@@ -259,14 +260,14 @@ import numpy as np, tensorflow as tf, keras
 import models
 from engine import steps
 from engine.config import ModelConfig
-from engine.data import pipeline
+from engine.data import pipeline, step_batches
 images = tf.constant(np.zeros((256, 28, 28, 1), np.uint8))
 keras.utils.set_random_seed(0)
 trainer = steps.Trainer(models.get("dense").build((28, 28, 1), 2),
                         ModelConfig(name="dense", latent_dim=2),
                         tf.distribute.get_strategy(), 16, 1e-3,
                         jit_compile=True)
-source = pipeline.StepBatches(
+source = step_batches.StepBatches(
     images, pipeline.PipelineOptions(16, 0, "none", 0.0, 2), 4)
 for count in (5, 3, 7, 1):
   trainer.train_loop(source, tf.constant(count))
@@ -292,7 +293,7 @@ def test_the_on_device_loop_compiles_once_whatever_the_step_count(tmp_path):
 
 def test_step_batches_are_refused_where_the_loop_is_fed_by_tf_data(mnist):
   options = pipeline.PipelineOptions(16, 0, "none", 0.0, 2)
-  source = pipeline.StepBatches(
+  source = step_batches.StepBatches(
       pipeline.as_tensor(mnist.train_images[:64]), options, 4)
   conv_xla = _trainer("float32", jit_compile=True, model="conv")
   assert not conv_xla.loops_on_device  # On this CPU.

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from engine.data import pipeline
+from engine.data import step_batches
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,7 @@ def test_step_batches_are_the_datasets_batches(images, overrides):
   """The in-loop batches (host draws, XLA gather and arithmetic) equal the
   tf.data ones: steps 5-15 cross the epoch boundary at 10."""
   options = _options(**overrides)
-  source = pipeline.StepBatches(images, options, max_steps_per_call=4)
+  source = step_batches.StepBatches(images, options, max_steps_per_call=4)
   assert source.steps_per_call == 4
   expected = _collect(pipeline.train_dataset(images, options, 5, 16))
   build = tf.function(source.batch, jit_compile=True)
@@ -257,10 +258,10 @@ def test_step_batches_bound_the_memory_of_their_draws(images):
   options = _options(binarize="dynamic", noise_factor=0.5)
   # Per step: 100 examples x (2 x 784 pixels + 2 latent) floats + order.
   per_step = 100 * (4 * (2 * 784 + 2) + 8)
-  source = pipeline.StepBatches(images, options, max_steps_per_call=1000,
+  source = step_batches.StepBatches(images, options, max_steps_per_call=1000,
                                 draw_budget_bytes=10 * per_step + 1)
   assert source.steps_per_call == 10
-  tiny = pipeline.StepBatches(images, options, 1000, draw_budget_bytes=1)
+  tiny = step_batches.StepBatches(images, options, 1000, draw_budget_bytes=1)
   assert tiny.steps_per_call == 1
   with pytest.raises(ValueError, match="cannot fill one batch"):
-    pipeline.StepBatches(images[:50], options, 10)
+    step_batches.StepBatches(images[:50], options, 10)
