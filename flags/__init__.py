@@ -1,3 +1,4 @@
 """Command-line flags of the engine and its tools (absl), parsed at the edge."""
 
-from flags.definitions import define, parse, to_config  # noqa: F401
+from flags.definitions import (define, define_overrides, parse,  # noqa: F401
+                               to_config)

@@ -1,17 +1,19 @@
 """The shipped flag presets: they parse, and run on their fastest exact path."""
 
 import os
-import re
 
+from engine import runner
 from tests.conftest import REPO_ROOT
 from tests.engine.test_main import run_cli
 
 _IWAE_PRESET = os.path.join(REPO_ROOT, "flags", "presets", "iwae_vae.flags")
 
 
-def _weights(result):
+def _weights(result, model_dir):
+  """(final step, weights fingerprint) from the run's result.json."""
   assert result.returncode == 0, result.stderr
-  return re.search(r"done: step (\d+), .* weights (\w+)", result.stdout).groups()
+  written = runner.read_result(str(model_dir))
+  return written.final_step, written.weights_fingerprint
 
 
 def test_iwae_preset_trains_in_the_xla_loop_and_resumes_bit_exactly(
@@ -25,8 +27,9 @@ def test_iwae_preset_trains_in_the_xla_loop_and_resumes_bit_exactly(
   assert ", float32, XLA" in straight.stdout  # The preset's path.
   first = run_cli(*common, "--train_steps=30", "--checkpoint_every=30",
                   f"--model_dir={tmp_path}/split")
-  assert _weights(first)[0] == "30"
+  assert _weights(first, tmp_path / "split")[0] == 30
   resumed = run_cli(*common, "--train_steps=60", "--checkpoint_every=30",
                     f"--model_dir={tmp_path}/split")
   assert "resumed from" in resumed.stdout
-  assert _weights(resumed) == _weights(straight)
+  assert _weights(resumed, tmp_path / "split") == _weights(
+      straight, tmp_path / "straight")
