@@ -213,7 +213,7 @@ def build(config: RunConfig) -> RunParts:
   prepare_model_dir(write_dir)
   keras.utils.set_random_seed(train.seed)
   choice = precision.resolve(train.mixed_precision, train.allow_slow)
-  data = sources.load(config.data)
+  data = sources.load(config.data, config.train.seed)
   num_train = len(data.train_images)
   check_batch_fits(train.batch_size, strategy, config.distribution.strategy)
   if num_train < train.batch_size:

@@ -46,12 +46,33 @@ class DataConfig:
       "mnist", "Dataset name: mnist, fashion_mnist, or any "
       "tensorflow-datasets dataset of 28x28x1 images.")
   data_dir: Optional[str] = setting(
-      None, "Directory holding the four IDX files (train-images-idx3-ubyte, "
-      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-      "t10k-labels-idx1-ubyte; .gz or raw). Default: a known local copy "
+      None, "Where the images are: a directory holding the four IDX files "
+      "(train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+      "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or raw); else a "
+      "directory of PNG/JPEG/BMP/GIF images (class sub-folders are labels; "
+      "a test/ sub-folder, or --test_fraction held out); or an .npz file "
+      "laid out as Keras' mnist.npz. Default: a known local copy "
       "(/usr/share/datasets/fashion-mnist for fashion_mnist), else "
-      "tensorflow-datasets.", check=settings.EXISTING_DIRECTORY,
+      "tensorflow-datasets by --dataset.", check=settings.EXISTING_PATH,
       absolute_path=True)
+  image_size: Optional[tuple[int, int]] = setting(
+      None, "H[,W]: resize images on load to this size, after a center crop "
+      "to its aspect ratio (folders and .npz; default: as they are).",
+      parse=lambda v: settings.int_tuple(v, (1, 2), minimum=1),
+      check=(lambda v: v is None or min(v) > 0,
+             "must be H or H,W with positive sizes"))
+  channels: Optional[int] = setting(
+      None, "1 or 3: convert images on load to grey or RGB (folders and "
+      ".npz; default: as they are).",
+      check=(lambda v: v in (None, 1, 3), "must be 1 or 3"))
+  test_fraction: float = setting(
+      0.1, "For a folder of images without a test/ sub-folder: the fraction "
+      "held out for testing, drawn with --seed.",
+      check=(lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"))
+
+  def __post_init__(self):
+    if self.image_size is not None:  # A list when read back from JSON.
+      object.__setattr__(self, "image_size", tuple(self.image_size))
   binarize: str = setting(
       "none", "none: grey levels in [0,1]; static: thresholded at 0.5 once; "
       "dynamic: a fresh Bernoulli sample of each image every time it is "
@@ -175,7 +196,7 @@ class TrainConfig:
   profile_steps: Optional[tuple[int, int]] = setting(
       None, "FIRST,LAST: capture a TensorBoard profiler trace of training "
       "steps [FIRST, LAST) into <model_dir>/plugins/profile (summarize it "
-      "with tools/profile_summary.py).",
+      "with tools/profile_summary.py).", parse=settings.int_tuple,
       check=(lambda v: v is None or 0 <= v[0] < v[1],
              "must be FIRST,LAST with 0 <= FIRST < LAST"))
 

@@ -23,13 +23,28 @@ NON_NEGATIVE: Check = (lambda v: v is None or v >= 0,
 NOT_EMPTY: Check = (bool, "must not be empty")
 EXISTING_DIRECTORY: Check = (lambda v: v is None or os.path.isdir(v),
                              "is not an existing directory")
+EXISTING_PATH: Check = (lambda v: v is None or os.path.exists(v),
+                        "is not an existing directory or file")
+
+
+def int_tuple(values, lengths=(2,), minimum=0) -> Optional[tuple]:
+  """["1", "2"] -> (1, 2); None unless `lengths` ints of at least `minimum`.
+  One value where two are allowed stands for both (`--image_size=32`)."""
+  try:
+    numbers = tuple(int(v) for v in values)
+  except ValueError:
+    return None
+  if len(numbers) not in lengths or any(n < minimum for n in numbers):
+    return None
+  return numbers * 2 if len(numbers) == 1 and 2 in lengths else numbers
 
 
 def setting(default: Any, help: str | Callable[[], str], *, flag: Optional[str] = None,
             choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
             check: Optional[Check] = None,
             model_default: Optional[str] = None,
-            absolute_path: bool = False) -> Any:
+            absolute_path: bool = False,
+            parse: Optional[Callable[[list], Any]] = None) -> Any:
   """A configuration field declared once.
 
   Args:
@@ -44,10 +59,13 @@ def setting(default: Any, help: str | Callable[[], str], *, flag: Optional[str] 
       default when the flag is not set (the flag defaults to None).
     absolute_path: Made absolute when read from the command line, so tools
       reading the saved config work from any directory.
+    parse: For a tuple setting (a comma-separated flag): the flag's strings
+      -> the value, or None if they do not make one.
   """
   return dataclasses.field(default=default, metadata={
       "help": help, "flag": flag, "choices": choices, "check": check,
-      "model_default": model_default, "absolute_path": absolute_path})
+      "model_default": model_default, "absolute_path": absolute_path,
+      "parse": parse})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +83,7 @@ class Setting:
   check: Optional[Check]
   model_default: Optional[str]
   absolute_path: bool
+  parse: Optional[Callable[[list], Any]]
 
 
 def declared(section: str, cls) -> list[Setting]:
@@ -88,5 +107,5 @@ def declared(section: str, cls) -> list[Setting]:
         choices=tuple(choices() if callable(choices) else choices)
         if choices else None,
         check=meta["check"], model_default=meta["model_default"],
-        absolute_path=meta["absolute_path"]))
+        absolute_path=meta["absolute_path"], parse=meta["parse"]))
   return found

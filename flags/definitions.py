@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Iterable, Optional
+from typing import Iterable
 
 from absl import flags
 
@@ -74,7 +74,7 @@ def define_setting(declared: settings.Setting, fv: flags.FlagValues,
       if declared.type is tuple:
         if not value:
           return True
-        value = _int_pair(value)
+        value = declared.parse(value)
         return value is not None and predicate(value)
       return predicate(value)
 
@@ -111,21 +111,12 @@ def define_overrides(fields: Iterable[str], fv: flags.FlagValues,
                      help_suffix=f" (default: {what})")
 
 
-def _int_pair(values) -> Optional[tuple[int, int]]:
-  """["FIRST", "LAST"] -> (first, last), or None if not two integers."""
-  try:
-    first, last = (int(v) for v in values)
-  except ValueError:
-    return None
-  return first, last
-
-
 def _value(declared: settings.Setting, fv: flags.FlagValues, spec):
   value = fv[declared.flag].value
   if value is None and declared.model_default:
     return getattr(spec, declared.model_default)
   if declared.type is tuple:
-    return _int_pair(value) if value else None
+    return declared.parse(value) if value else None
   if declared.absolute_path and value:
     return os.path.abspath(value)
   return value

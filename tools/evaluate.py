@@ -107,7 +107,7 @@ def main(argv):
     raise UserError("--eval_nll_samples must be positive for evaluation")
   distribute.configure_devices(config.distribution)
   strategy = distribute.make_strategy(config.distribution)
-  data = sources.load(config.data)
+  data = sources.load(config.data, config.train.seed)
   test_images, test_labels = data.test_images, data.test_labels
   if FLAGS.max_test_examples:
     test_images = test_images[:FLAGS.max_test_examples]

@@ -1,9 +1,12 @@
 """Finds a dataset and loads it into memory as uint8 arrays.
 
-Source order: `--data_dir` holding the four IDX files; else a known local copy
-(Debian's `dataset-fashion-mnist` package); else tensorflow-datasets, whose
-download is bounded in time so an offline machine gets a clear error instead
-of minutes of retries.
+One rule picks the source. `--data_dir` given: an `.npz` file is read as
+Keras' mnist.npz; a directory holding the four IDX files is read as IDX; any
+other directory as a folder of images (`engine.data.images`). No
+`--data_dir`: a known local copy of `--dataset` (Debian's
+`dataset-fashion-mnist`), else tensorflow-datasets by name, whose download is
+bounded in time so an offline machine gets a clear error instead of minutes
+of retries. `--image_size` and `--channels` convert any source's images.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from engine.config import DataConfig
 from engine.data import idx
+from engine.data import images
 from engine.errors import DataError
 
 IDX_FILES = {
@@ -57,14 +61,27 @@ class ImageDataset:
     return tuple(self.test_images.shape[1:])
 
 
-def load(config: DataConfig) -> ImageDataset:
-  """Loads the dataset `config` names from the first source that has it.
+def load(config: DataConfig, seed: int = 0) -> ImageDataset:
+  """Loads the dataset `config` names from the source the rule picks.
+
+  Args:
+    config: The data settings.
+    seed: Draws the held-out test images of a folder without test/.
 
   Raises:
     DataError: If no source has it, or a file is malformed.
   """
-  if config.data_dir:
-    dataset = load_idx_dir(config.data_dir)
+  conversion = images.Conversion(config.image_size, config.channels)
+  path = config.data_dir
+  if path and os.path.isfile(path) and path.endswith(".npz"):
+    dataset = ImageDataset(source=path, **images.load_npz(
+        path, conversion, config.max_train_examples))
+  elif path and _find_idx_files(path) is None and not _has_idx_files(path):
+    dataset = ImageDataset(source=path, **images.load_folder(
+        path, conversion, config.test_fraction, seed,
+        config.max_train_examples))
+  elif path:
+    dataset = _converted(load_idx_dir(path), conversion)
   else:
     local = [d for d in KNOWN_LOCAL_COPIES.get(config.dataset, ())
              if _find_idx_files(d) is not None]
@@ -72,12 +89,27 @@ def load(config: DataConfig) -> ImageDataset:
       dataset = load_idx_dir(local[0])
     else:
       dataset = load_tfds(config.dataset, config.download_timeout_s)
+    dataset = _converted(dataset, conversion)
   if config.max_train_examples:
     dataset = dataclasses.replace(
         dataset,
         train_images=dataset.train_images[:config.max_train_examples],
         train_labels=dataset.train_labels[:config.max_train_examples])
   return dataset
+
+
+def _converted(dataset: ImageDataset,
+               conversion: images.Conversion) -> ImageDataset:
+  return dataclasses.replace(
+      dataset, train_images=images.convert(dataset.train_images, conversion),
+      test_images=images.convert(dataset.test_images, conversion))
+
+
+def _has_idx_files(directory: str) -> bool:
+  """Any IDX file at all: then missing ones are an IDX error, not a folder."""
+  return os.path.isdir(directory) and any(
+      name.startswith(tuple(IDX_FILES.values()))
+      for name in os.listdir(directory))
 
 
 def _find_idx_files(directory: str) -> dict[str, str] | None:

@@ -1,0 +1,270 @@
+"""Your own images: a folder of image files, or a NumPy `.npz` file.
+
+A folder holds PNG, JPEG, BMP or GIF files (what Keras'
+`image_dataset_from_directory` reads, decoded the same way, with
+`tf.io.decode_image`). Sub-folders are classes (their sorted names give the
+labels); image files directly in the folder have no labels (-1). The test
+split is a `test/` sub-folder (then `train/` holds the rest, or the folder
+itself does), or else a held-out `--test_fraction` drawn with `--seed`.
+Images are taken in the order of their file names (then folders), so a
+dataset written with numbered names keeps its order.
+
+An `.npz` is laid out as Keras' `mnist.npz`: uint8 `x_train`, `x_test`
+([N, H, W] or [N, H, W, C]) and, optionally, `y_train`, `y_test`.
+
+Both keep images uint8, one copy, like the IDX source. Before anything is
+decoded, the bytes the run will hold are estimated and a dataset that does not
+fit is refused in one line (`check_fits_in_memory`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+from typing import Optional
+
+import numpy as np
+
+from engine.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# A run may hold at most this fraction of the memory it can use in images
+# (the rest: TensorFlow, the model, the pipeline's batches).
+MEMORY_FRACTION = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+  """How images are brought to one shape on load.
+
+  Attributes:
+    image_size: (height, width) to resize to, after a center crop to that
+      aspect ratio (None: keep the files' size, which must agree).
+    channels: 1 or 3 (None: keep the files', which must agree).
+  """
+
+  image_size: Optional[tuple[int, int]] = None
+  channels: Optional[int] = None
+
+
+def available_memory_bytes() -> int:
+  """What this process can use: MemAvailable, or a smaller cgroup limit."""
+  available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          available = int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  for limit_file in ("/sys/fs/cgroup/memory.max",
+                     "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    try:
+      with open(limit_file) as f:
+        text = f.read().strip()
+      if text.isdigit():
+        available = min(available, int(text))
+    except OSError:
+      continue
+  return available
+
+
+def check_fits_in_memory(source: str, count: int, shape: tuple,
+                         limit_bytes: Optional[int] = None) -> None:
+  """Refuses, before loading, a dataset larger than the run can hold.
+
+  Raises:
+    DataError: Giving the size and the options that make it smaller.
+  """
+  needed = count * int(np.prod(shape))
+  limit = int((limit_bytes if limit_bytes is not None
+               else available_memory_bytes()) * MEMORY_FRACTION)
+  if needed > limit:
+    raise DataError(
+        f"--data_dir={source}: {count} images of {'x'.join(map(str, shape))} "
+        f"need {needed / 2**30:.1f} GiB in memory (uint8), more than the "
+        f"{limit / 2**30:.1f} GiB this run may use; pass --image_size=H,W "
+        "to shrink them or --max_train_examples=N to take fewer")
+
+
+def _image_files(directory: str) -> list[tuple[str, Optional[str]]]:
+  """(path, class name or None) of every image under `directory`, in order.
+
+  Class sub-folders give labels; files directly in `directory` have none.
+  `train/` and `test/` folders are splits, not classes, and are skipped.
+  """
+  found = []
+  for entry in sorted(os.listdir(directory)):
+    path = os.path.join(directory, entry)
+    if os.path.isdir(path) and entry not in ("train", "test"):
+      found += [(os.path.join(path, name), entry)
+                for name in sorted(os.listdir(path))
+                if name.lower().endswith(IMAGE_EXTENSIONS)]
+    elif entry.lower().endswith(IMAGE_EXTENSIONS):
+      found.append((path, None))
+  # File names first: numbered files keep their order across class folders.
+  return sorted(found, key=lambda item: (os.path.basename(item[0]), item[0]))
+
+
+def _decode(path: str, conversion: Conversion) -> np.ndarray:
+  import tensorflow as tf  # Only this source decodes images.
+
+  try:
+    with open(path, "rb") as f:
+      encoded = f.read()
+    image = tf.io.decode_image(encoded, channels=conversion.channels or 0,
+                               expand_animations=False)
+  except (OSError, tf.errors.OpError) as e:
+    reason = " ".join(str(getattr(e, "message", e)).split())[:120]
+    raise DataError(f"{path}: not a readable image ({reason})") from None
+  if conversion.image_size:
+    image = _crop_and_resize(image, conversion.image_size)
+  return image.numpy()
+
+
+def _crop_and_resize(image, size: tuple[int, int]):
+  """Center-crops `image` to the aspect ratio of `size`, then resizes."""
+  import tensorflow as tf
+
+  height, width = int(image.shape[0]), int(image.shape[1])
+  target_h, target_w = size
+  crop_h = min(height, round(width * target_h / target_w))
+  crop_w = min(width, round(height * target_w / target_h))
+  top, left = (height - crop_h) // 2, (width - crop_w) // 2
+  image = image[top:top + crop_h, left:left + crop_w]
+  if (crop_h, crop_w) != (target_h, target_w):
+    image = tf.image.resize(image, size, method="area", antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return image
+
+
+def _decode_all(items, conversion: Conversion, source: str,
+                reference: tuple[str, tuple]):
+  """(uint8 images [N, H, W, C], the class name of each); every image must
+  have the shape of `reference` = (its path, its shape)."""
+  first_path, shape = reference
+  images = np.empty((len(items), *shape), np.uint8)
+  for i, (path, _) in enumerate(items):
+    image = _decode(path, conversion)
+    if image.shape != shape:
+      what = "channels" if image.shape[:2] == shape[:2] else "sizes"
+      fix = "--channels=1|3" if what == "channels" else "--image_size=H,W"
+      raise DataError(
+          f"--data_dir={source}: images of mixed {what}: {first_path} is "
+          f"{'x'.join(map(str, shape))}, {path} is "
+          f"{'x'.join(map(str, image.shape))}; pass {fix}")
+    images[i] = image
+  return images, [label for _, label in items]
+
+
+def load_folder(directory: str, conversion: Conversion, test_fraction: float,
+                seed: int, max_train_examples: Optional[int] = None,
+                memory_limit_bytes: Optional[int] = None) -> dict:
+  """Reads a folder of images into the arrays of an `ImageDataset`.
+
+  Raises:
+    DataError: For an empty folder, an unreadable image (named), mixed sizes
+      or channels (two files named), or a dataset too large for memory.
+  """
+  test_dir = os.path.join(directory, "test")
+  if os.path.isdir(test_dir):
+    train_dir = os.path.join(directory, "train")
+    train_items = _image_files(train_dir if os.path.isdir(train_dir)
+                               else directory)
+    test_items = _image_files(test_dir)
+  else:
+    items = _image_files(directory)
+    held_out = np.random.default_rng(seed).permutation(len(items))[
+        :int(round(len(items) * test_fraction))]
+    is_test = np.zeros(len(items), bool)
+    is_test[held_out] = True
+    train_items = [item for item, t in zip(items, is_test) if not t]
+    test_items = [item for item, t in zip(items, is_test) if t]
+  if not train_items or not test_items:
+    raise DataError(
+        f"--data_dir={directory}: no {'training' if not train_items else 'test'}"
+        f" images ({', '.join(IMAGE_EXTENSIONS)} files, in class sub-folders "
+        "or directly in it; a test/ sub-folder or --test_fraction for the "
+        "test split)")
+  if max_train_examples:
+    train_items = train_items[:max_train_examples]
+  reference = (train_items[0][0],
+               tuple(_decode(train_items[0][0], conversion).shape))
+  check_fits_in_memory(directory, len(train_items) + len(test_items),
+                       reference[1], memory_limit_bytes)
+  classes = sorted({label for _, label in train_items + test_items
+                    if label is not None})
+  arrays = {}
+  for split, items in (("train", train_items), ("test", test_items)):
+    images, names = _decode_all(items, conversion, directory, reference)
+    arrays[f"{split}_images"] = images
+    arrays[f"{split}_labels"] = np.array(
+        [classes.index(n) if n is not None else -1 for n in names], np.int64)
+  return arrays
+
+
+def _npz_shape(archive: zipfile.ZipFile, name: str, path: str) -> tuple:
+  """The shape of `name` in an .npz, read from its header (no loading)."""
+  try:
+    with archive.open(name + ".npy") as f:
+      version = np.lib.format.read_magic(f)
+      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                     else np.lib.format.read_array_header_2_0)
+      shape, _, dtype = read_header(f)
+  except (KeyError, ValueError, OSError) as e:
+    raise DataError(f"--data_dir={path}: no readable array {name!r} "
+                    f"({e})") from None
+  if dtype != np.uint8 or len(shape) not in (3, 4):
+    raise DataError(f"--data_dir={path}: {name} is {dtype} {shape}; images "
+                    "must be uint8 [N, H, W] or [N, H, W, C]")
+  return shape
+
+
+def load_npz(path: str, conversion: Conversion,
+             max_train_examples: Optional[int] = None,
+             memory_limit_bytes: Optional[int] = None) -> dict:
+  """Reads an .npz laid out as Keras' mnist.npz (see the module docstring)."""
+  try:
+    archive = zipfile.ZipFile(path)
+  except (OSError, zipfile.BadZipFile) as e:
+    raise DataError(f"--data_dir={path}: not a readable .npz ({e})") from None
+  with archive:
+    shapes = {split: _npz_shape(archive, f"x_{split}", path)
+              for split in ("train", "test")}
+  count = (min(shapes["train"][0], max_train_examples or shapes["train"][0])
+           + shapes["test"][0])
+  check_fits_in_memory(path, count, shapes["train"][1:], memory_limit_bytes)
+  arrays = {}
+  with np.load(path, allow_pickle=False) as values:
+    for split in ("train", "test"):
+      images = values[f"x_{split}"]
+      if split == "train" and max_train_examples:
+        images = images[:max_train_examples]
+      if images.ndim == 3:
+        images = images[..., np.newaxis]
+      images = convert(images, conversion)
+      labels = (values[f"y_{split}"].astype(np.int64).reshape(-1)
+                if f"y_{split}" in values else np.full(len(images), -1))
+      arrays[f"{split}_images"] = images
+      arrays[f"{split}_labels"] = labels[:len(images)]
+  return arrays
+
+
+def convert(images: np.ndarray, conversion: Conversion) -> np.ndarray:
+  """Applies `conversion` to in-memory uint8 images [N, H, W, C]."""
+  import tensorflow as tf
+
+  if not conversion.image_size and not conversion.channels:
+    return images
+  out = []
+  for image in images:
+    image = tf.constant(image)
+    if conversion.channels and image.shape[-1] != conversion.channels:
+      image = (tf.image.rgb_to_grayscale(image) if conversion.channels == 1
+               else tf.image.grayscale_to_rgb(image))
+    if conversion.image_size:
+      image = _crop_and_resize(image, conversion.image_size)
+    out.append(image.numpy())
+  return np.stack(out)
+
