@@ -31,17 +31,34 @@ MANIFOLD_PERCENTILES = (1.0, 99.0)
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:
-  """Tiles [N, rows, cols(, 1)] images into one [R*rows, C*cols] grid."""
-  images = np.asarray(images)
-  if images.ndim == 4:
-    images = images[..., 0]
-  count, rows, cols = images.shape
+  """Tiles [N, rows, cols(, channels)] images into one grid: [R*rows, C*cols]
+  for grey images (one channel or none), [R*rows, C*cols, 3] for colour."""
+  images = _displayable(images)
+  count, rows, cols = images.shape[:3]
   grid_rows = -(-count // columns)
-  grid = np.zeros((grid_rows * rows, columns * cols), dtype=images.dtype)
+  grid = np.zeros((grid_rows * rows, columns * cols, *images.shape[3:]),
+                  dtype=images.dtype)
   for i, image in enumerate(images):
     r, c = divmod(i, columns)
     grid[r * rows:(r + 1) * rows, c * cols:(c + 1) * cols] = image
   return grid
+
+
+def _displayable(images) -> np.ndarray:
+  """[N, rows, cols] for grey images, [N, rows, cols, 3] for colour."""
+  images = np.asarray(images)
+  if images.ndim == 4 and images.shape[-1] == 1:
+    images = images[..., 0]
+  return images
+
+
+def _show(axis, image) -> None:
+  """Draws a grey or colour image in [0, 1]."""
+  image = np.clip(image, 0.0, 1.0)
+  if image.ndim == 2:
+    axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+  else:
+    axis.imshow(image)
 
 
 def _save(figure, path: str) -> str:
@@ -62,7 +79,7 @@ def _image_rows(rows: list[tuple[str, np.ndarray]], path: str) -> str:
   for r, (title, images) in enumerate(rows):
     for c in range(columns):
       axis = axes[r][c]
-      axis.imshow(np.squeeze(images[c]), cmap="gray", vmin=0.0, vmax=1.0)
+      _show(axis, _displayable(images)[c])
       axis.set_xticks([])
       axis.set_yticks([])
     axes[r][0].set_ylabel(title, fontsize=9)
@@ -85,7 +102,7 @@ def plot_grid(images, path: str, title: str, columns: int | None = None) -> str:
   """A square grid of images, e.g. prior samples (seed 000) or a manifold."""
   columns = columns or int(np.ceil(np.sqrt(len(images))))
   figure = plt.figure(figsize=(8, 8))
-  plt.imshow(tile(images, columns), cmap="gray", vmin=0.0, vmax=1.0)
+  _show(plt.gca(), tile(images, columns))
   plt.title(title)
   plt.axis("off")
   return _save(figure, path)

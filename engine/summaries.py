@@ -41,9 +41,12 @@ class SummaryWriter:
 
   def images(self, split: str, step: int, name: str,
              grid: np.ndarray) -> None:
-    """Writes one grayscale image grid [rows, cols] with values in [0, 1]."""
+    """Writes one image grid, [rows, cols] (grey) or [rows, cols, 3]
+    (colour), with values in [0, 1]."""
+    if grid.ndim == 2:
+      grid = grid[:, :, np.newaxis]
     with self._writers[split].as_default(step=step):
-      tf.summary.image(name, grid[np.newaxis, :, :, np.newaxis], step=step)
+      tf.summary.image(name, grid[np.newaxis], step=step)
 
   def flush(self) -> None:
     for writer in self._writers.values():
