@@ -188,8 +188,9 @@ def model_and_trainer(config: RunConfig, image_shape: tuple,
   policy = precision.resolve(config.train.mixed_precision,
                              config.train.allow_slow).policy
   with strategy.scope(), precision.policy_scope(policy):
-    vae = models.get(config.model.name).create(image_shape,
-                                               config.model.latent_dim)
+    vae = models.get(config.model.name).create(
+        image_shape, config.model.latent_dim,
+        learned_scale=config.model.learned_scale)
     trainer = make_trainer(vae, config, strategy, policy,
                            pipeline.steps_per_epoch(num_train_examples,
                                                     config.train.batch_size))
@@ -224,7 +225,8 @@ def build(config: RunConfig) -> RunParts:
     try:
       vae = spec.create(data.image_shape, config.model.latent_dim,
                         pixel_mean=pipeline.target_mean(data.train_images,
-                                                        config.data.binarize))
+                                                        config.data.binarize),
+                        learned_scale=config.model.learned_scale)
     except ValueError as e:
       raise UserError(f"--model={spec.name}: cannot take {data.source}'s "
                       f"images of shape {data.image_shape} ({e})") from None

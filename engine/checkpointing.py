@@ -306,8 +306,9 @@ def load_trained_model(model_dir: str,
                     f"({str(e).splitlines()[0][:160]})") from None
   fields = dict(item.split("=", 1) for item in fingerprint.decode().split(";"))
   image_shape = tuple(int(d) for d in fields["image_shape"].split("x"))
-  vae = models.get(config.model.name).build(image_shape,
-                                            config.model.latent_dim)
+  vae = models.get(config.model.name).create(
+      image_shape, config.model.latent_dim,
+      learned_scale=config.model.learned_scale)
   tf.train.Checkpoint(encoder=vae.encoder, decoder=vae.decoder).restore(
       path).expect_partial().assert_existing_objects_matched()
   return TrainedModel(config, vae, step, path)

@@ -16,7 +16,10 @@ from engine import settings
 from engine.settings import setting
 
 BINARIZE_MODES = ("none", "static", "dynamic")
-RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian")
+RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian", "discretized_logistic",
+                         "gaussian_learned")
+# Likelihoods with a learned per-sub-pixel scale (`models.base.LearnedScale`).
+LEARNED_SCALE_LOSSES = ("discretized_logistic", "gaussian_learned")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "parameter_server", "tpu")
 PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
@@ -43,8 +46,9 @@ class DataConfig:
   help says what it means)."""
 
   dataset: str = setting(
-      "mnist", "Dataset name: mnist, fashion_mnist, or any "
-      "tensorflow-datasets dataset of 28x28x1 images.")
+      "mnist", "Dataset name when --data_dir is not given: mnist, "
+      "fashion_mnist, or any tensorflow-datasets image dataset (any height, "
+      "width and channels).")
   data_dir: Optional[str] = setting(
       None, "Where the images are: a directory holding the four IDX files "
       "(train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -102,9 +106,13 @@ class ModelConfig:
       "denoising; 50 for iwae_mlp).", check=settings.POSITIVE,
       model_default="default_latent_dim")
   reconstruction_loss: str = setting(
-      "bernoulli", "Decoder likelihood: bernoulli (cross-entropy from "
-      "logits) or gaussian (fixed --gaussian_stddev around the decoder's "
-      "mean). Summed over pixels, in nats.", choices=RECONSTRUCTION_LOSSES)
+      "bernoulli", "Decoder likelihood, summed over sub-pixels, in nats: "
+      "bernoulli (cross-entropy from logits); gaussian (fixed "
+      "--gaussian_stddev around the decoder's mean); discretized_logistic "
+      "(a logistic over the 256 levels of 8-bit images with a learned scale "
+      "per sub-pixel, as in IAF and PixelCNN++; reports bits/dim); "
+      "gaussian_learned (a Gaussian with a learned variance per sub-pixel).",
+      choices=RECONSTRUCTION_LOSSES)
   gaussian_stddev: float = setting(0.1, "Std-dev of the Gaussian "
                                    "likelihood.", check=settings.POSITIVE)
   beta: float = setting(
@@ -125,6 +133,11 @@ class ModelConfig:
       0.0, "Free bits: charge each latent unit at least this many nats of "
       "batch-averaged KL (0: off; elbo objective only).",
       check=settings.NON_NEGATIVE)
+
+  @property
+  def learned_scale(self) -> bool:
+    """The likelihood has a learned scale per sub-pixel."""
+    return self.reconstruction_loss in LEARNED_SCALE_LOSSES
 
 
 @dataclasses.dataclass(frozen=True)

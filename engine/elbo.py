@@ -24,6 +24,7 @@ import math
 
 import tensorflow as tf
 
+from engine import pixel_likelihoods
 from engine.config import ModelConfig
 from models.base import VariationalAutoencoder
 
@@ -115,22 +116,38 @@ def iwae_bound(log_weights: tf.Tensor) -> tf.Tensor:
 
 
 def reconstruction_nll(config: ModelConfig, targets: tf.Tensor,
-                       logits: tf.Tensor) -> tf.Tensor:
-  """The configured likelihood's negative log, summed per example [B]."""
+                       logits: tf.Tensor, log_scale=None) -> tf.Tensor:
+  """The configured likelihood's negative log, summed per example [B].
+
+  Args:
+    config: Names the likelihood.
+    targets: float32 in [0, 1].
+    logits: The decoder's logits.
+    log_scale: The learned per-sub-pixel log-scale, for the likelihoods that
+      have one (`config.learned_scale`).
+  """
   logits = tf.cast(logits, tf.float32)
-  if config.reconstruction_loss == "bernoulli":
+  loss = config.reconstruction_loss
+  if loss == "bernoulli":
     return bernoulli_nll(targets, logits)
-  if config.reconstruction_loss == "gaussian":
+  if loss == "gaussian":
     return gaussian_nll(targets, logits, config.gaussian_stddev)
-  raise ValueError(f"unknown reconstruction loss "
-                   f"{config.reconstruction_loss!r}")
+  if loss in ("discretized_logistic", "gaussian_learned"):
+    if log_scale is None:
+      raise ValueError(f"{loss} needs the model's learned log-scale")
+    nll = (pixel_likelihoods.discretized_logistic_nll
+           if loss == "discretized_logistic"
+           else pixel_likelihoods.gaussian_learned_nll)
+    return nll(targets, logits, tf.cast(log_scale, tf.float32))
+  raise ValueError(f"unknown reconstruction loss {loss!r}")
 
 
 def decoder_log_likelihood(vae: VariationalAutoencoder, config: ModelConfig,
                            training: bool = False):
   """`(targets, z) -> log p(targets | z)` [N] under the model's decoder."""
   return lambda targets, z: -reconstruction_nll(
-      config, targets, vae.decoder_logits(z, training=training))
+      config, targets, vae.decoder_logits(z, training=training),
+      vae.log_scale)
 
 
 def per_example_terms(vae: VariationalAutoencoder, config: ModelConfig,
@@ -161,7 +178,8 @@ def per_example_terms(vae: VariationalAutoencoder, config: ModelConfig,
   if epsilon.shape.rank == 2 and config.objective == "elbo":
     z_mean, z_log_var, z = vae.encoder([inputs, epsilon], training=training)
     logits = vae.decoder(z, training=training)
-    reconstruction = reconstruction_nll(config, targets, logits)
+    reconstruction = reconstruction_nll(config, targets, logits,
+                                        vae.log_scale)
     return _elbo_terms(config, reconstruction, z_mean, z_log_var, kl_weight)
   if epsilon.shape.rank == 2:
     epsilon = epsilon[:, tf.newaxis]

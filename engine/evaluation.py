@@ -8,6 +8,7 @@ Everything here reads the test set through its padded, weighted batches
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Callable
 
@@ -62,9 +63,16 @@ class RunEvaluation:
       raise RuntimeError(f"evaluated {examples} test examples, expected "
                          f"{parts.num_test_examples}")
     self._image_summaries(step)
+    bits = ""
+    if parts.config.model.reconstruction_loss == "discretized_logistic":
+      # A distribution over 8-bit levels: -ELBO in bits per sub-pixel is
+      # what the literature compares (an upper bound on the NLL's).
+      metrics["elbo_bits_per_dim"] = -metrics["elbo"] / (
+          math.prod(parts.vae.image_shape) * math.log(2.0))
+      bits = f", {metrics['elbo_bits_per_dim']:.4f} bits/dim"
     self.say(f"eval step {step}: test ELBO {metrics['elbo']:.2f} nats "
              f"(reconstruction {metrics['reconstruction']:.2f}, "
-             f"kl {metrics['kl']:.2f}) over {examples} test images")
+             f"kl {metrics['kl']:.2f}{bits}) over {examples} test images")
     if parts.nll_evaluator is not None:
       result = parts.nll_evaluator.evaluate(parts.eval_data)
       metrics.update(nll=result.nll, nll_stderr=result.nll_stderr,

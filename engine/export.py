@@ -54,8 +54,13 @@ class ServingModule(tf.Module):
 
   def _decode(self, z):
     logits = self._vae.decoder_logits(z)
-    # Logits too: likelihoods (tools/evaluate.py) need them for stability.
-    return {"images": tf.sigmoid(logits), "logits": logits}
+    # Logits too: likelihoods (tools/evaluate.py) need them for stability;
+    # and the learned per-sub-pixel log-scale, for likelihoods with one.
+    outputs = {"images": tf.sigmoid(logits), "logits": logits}
+    if self._vae.log_scale is not None:
+      outputs["log_scale"] = tf.broadcast_to(self._vae.log_scale,
+                                             tf.shape(logits))
+    return outputs
 
   def _reconstruct(self, images):
     return self._decode(self._vae.posterior_mean(images))

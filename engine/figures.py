@@ -238,9 +238,11 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
       f" {names[0]} in [{extent[0][0]:.2f}, {extent[0][1]:.2f}], "
       f"{names[1]} in [{extent[1][0]:.2f}, {extent[1][1]:.2f}]",
       columns=MANIFOLD_SIZE))
-  paths.append(plot_latent_scatter(projected, test_labels,
-                                   os.path.join(directory,
-                                                "latent_scatter.png"), names))
+  if np.any(np.asarray(test_labels) >= 0):  # Unlabelled images: -1.
+    paths.append(plot_latent_scatter(projected, test_labels,
+                                     os.path.join(directory,
+                                                  "latent_scatter.png"),
+                                     names))
   if denoising:
     paths.append(plot_denoising(test_inputs[:10], reconstructions,
                                 test_targets[:10],

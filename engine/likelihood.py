@@ -220,7 +220,8 @@ def export_functions(loaded, model_config: ModelConfig
     return outputs["z_mean"], outputs["z_log_var"]
 
   def log_likelihood(targets, z):
-    return -elbo.reconstruction_nll(model_config, targets,
-                                    loaded.decode(z)["logits"])
+    decoded = loaded.decode(z)
+    return -elbo.reconstruction_nll(model_config, targets, decoded["logits"],
+                                    decoded.get("log_scale"))
 
   return encode, log_likelihood

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+from models import base
 from models.base import VariationalAutoencoder
 
 Builder = Callable[[tuple, int], VariationalAutoencoder]
@@ -40,12 +41,15 @@ class ModelSpec:
   default_noise_factor: float = 0.0
   initializes_from_data: bool = False
 
-  def create(self, image_shape: tuple, latent_dim: int,
-             pixel_mean=None) -> VariationalAutoencoder:
-    """Builds the model, handing `pixel_mean` to builders that use it."""
+  def create(self, image_shape: tuple, latent_dim: int, pixel_mean=None,
+             learned_scale: bool = False) -> VariationalAutoencoder:
+    """Builds the model, handing `pixel_mean` to builders that use it, with
+    a learned per-sub-pixel scale after the decoder if asked for."""
     if self.initializes_from_data:
-      return self.build(image_shape, latent_dim, pixel_mean=pixel_mean)
-    return self.build(image_shape, latent_dim)
+      vae = self.build(image_shape, latent_dim, pixel_mean=pixel_mean)
+    else:
+      vae = self.build(image_shape, latent_dim)
+    return base.with_learned_scale(vae) if learned_scale else vae
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
