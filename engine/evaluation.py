@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine import figures
+from engine import latent_units
 from engine import summaries
 from engine.build import RunParts
 from engine.data import pipeline
@@ -24,8 +25,8 @@ from engine.data import pipeline
 def figure_functions(vae) -> tuple:
   """(encode: images -> z_mean, decode: z -> probabilities) on numpy arrays,
   compiled once each, as `figures.write_run_figures` takes them."""
-  encode = tf.function(vae.posterior_mean)
-  decode = tf.function(vae.decoder_probabilities)
+  encode = tf.function(vae.posterior_mean, reduce_retracing=True)
+  decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
   return (lambda images: encode(tf.constant(images, tf.float32)).numpy(),
           lambda z: decode(tf.constant(z, tf.float32)).numpy())
 
@@ -41,6 +42,7 @@ class RunEvaluation:
   def __init__(self, parts: RunParts, say: Callable[[str], None]):
     self.parts = parts
     self.say = say
+    self.kl_per_unit = None  # Of the latest evaluation, for the figures.
 
   def first_test_examples(self, count: int) -> dict:
     """Up to `count` test examples, in order, as numpy arrays (no padding)."""
@@ -63,6 +65,11 @@ class RunEvaluation:
       raise RuntimeError(f"evaluated {examples} test examples, expected "
                          f"{parts.num_test_examples}")
     self._image_summaries(step)
+    kl_per_unit, unit_variances = latent_units.unit_statistics(
+        parts.vae, self.first_test_examples(parts.num_test_examples)["inputs"])
+    parts.writer.histogram("eval", step, "kl_per_unit", kl_per_unit)
+    metrics["active_units"] = latent_units.active_units(unit_variances)
+    self.kl_per_unit = kl_per_unit
     bits = ""
     if parts.config.model.reconstruction_loss == "discretized_logistic":
       # A distribution over 8-bit levels: -ELBO in bits per sub-pixel is
@@ -72,17 +79,16 @@ class RunEvaluation:
       bits = f", {metrics['elbo_bits_per_dim']:.4f} bits/dim"
     self.say(f"eval step {step}: test ELBO {metrics['elbo']:.2f} nats "
              f"(reconstruction {metrics['reconstruction']:.2f}, "
-             f"kl {metrics['kl']:.2f}{bits}) over {examples} test images")
+             f"kl {metrics['kl']:.2f}{bits}) over {examples} test images, "
+             f"{metrics['active_units']}/{parts.vae.latent_dim} active units")
     if parts.nll_evaluator is not None:
       result = parts.nll_evaluator.evaluate(parts.eval_data)
       metrics.update(nll=result.nll, nll_stderr=result.nll_stderr,
-                     bits_per_dim=result.bits_per_dim,
-                     active_units=result.active_units)
+                     bits_per_dim=result.bits_per_dim)
       self.say(f"eval step {step}: test NLL {result.nll:.2f} "
                f"± {result.nll_stderr:.2f} nats "
                f"({result.bits_per_dim:.4f} bits/dim, "
-               f"K={result.num_samples}), "
-               f"{result.active_units}/{parts.vae.latent_dim} active units")
+               f"K={result.num_samples})")
     parts.writer.scalars("eval", step, metrics)
     return metrics
 
@@ -109,4 +115,5 @@ class RunEvaluation:
         encode, decode, parts.vae.latent_dim, test["inputs"],
         test["targets"], test["labels"], summaries.read_metrics(model_dir),
         os.path.join(model_dir, "figures"), parts.config.train.seed,
-        denoising=parts.config.data.noise_factor > 0)
+        denoising=parts.config.data.noise_factor > 0,
+        kl_per_unit=self.kl_per_unit)

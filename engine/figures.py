@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import statistics
 
 import matplotlib
 
@@ -28,6 +29,7 @@ MANIFOLD_SIZE = 30
 # each axis: where the encoder puts the data, not a fixed square that may
 # miss most of it.
 MANIFOLD_PERCENTILES = (1.0, 99.0)
+TRAVERSAL_UNITS, TRAVERSAL_STEPS, INTERPOLATION_PAIRS = 8, 11, 6
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:
@@ -142,6 +144,35 @@ def plot_loss_curves(metrics: dict[str, dict[int, dict[str, float]]],
   return _save(figure, path)
 
 
+def traversal_latents(z_mean: np.ndarray, kl_per_unit: np.ndarray,
+                      units: int = TRAVERSAL_UNITS,
+                      steps: int = TRAVERSAL_STEPS) -> tuple[np.ndarray, list]:
+  """Latent codes of a traversal: for the `units` units with the largest mean
+  KL, one row each, that unit swept across the prior's quantiles (5% to 95%)
+  and the others at `z_mean` (a test image's posterior mean).
+
+  Returns:
+    (codes [rows * steps, D], the units, most informative first).
+  """
+  order = [int(u) for u in np.argsort(-np.asarray(kl_per_unit))[:units]]
+  quantiles = [statistics.NormalDist().inv_cdf(q)
+               for q in np.linspace(0.05, 0.95, steps)]
+  codes = np.repeat(np.asarray(z_mean, np.float32)[np.newaxis],
+                    len(order) * steps, axis=0)
+  for row, unit in enumerate(order):
+    codes[row * steps:(row + 1) * steps, unit] = quantiles
+  return codes, order
+
+
+def interpolation_latents(starts: np.ndarray, ends: np.ndarray,
+                          steps: int = TRAVERSAL_STEPS) -> np.ndarray:
+  """Straight lines between pairs of latent codes, `steps` points each
+  (row-major: one pair per row, its ends included)."""
+  weights = np.linspace(0.0, 1.0, steps)[np.newaxis, :, np.newaxis]
+  lines = (1 - weights) * starts[:, np.newaxis] + weights * ends[:, np.newaxis]
+  return lines.reshape(-1, starts.shape[-1]).astype(np.float32)
+
+
 def latent_plane(z_means: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                tuple[str, str]]:
   """The plane the manifold and scatter figures show.
@@ -198,7 +229,8 @@ def encode_all(encode: Encode, images: np.ndarray,
 def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
                       test_inputs: np.ndarray, test_targets: np.ndarray,
                       test_labels: np.ndarray, metrics: dict, directory: str,
-                      seed: int, denoising: bool) -> list[str]:
+                      seed: int, denoising: bool,
+                      kl_per_unit: np.ndarray | None = None) -> list[str]:
   """Writes every figure into `directory`.
 
   Args:
@@ -213,6 +245,8 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
     directory: Output directory (created).
     seed: Seeds the prior samples.
     denoising: Also plot noisy / denoised / clean rows.
+    kl_per_unit: Mean KL of each latent unit on the test set; with it, the
+      traversals of the most informative units are drawn.
 
   Returns:
     The paths written.
@@ -243,6 +277,20 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
                                      os.path.join(directory,
                                                   "latent_scatter.png"),
                                      names))
+  if kl_per_unit is not None:
+    codes, units = traversal_latents(z_means[0], kl_per_unit)
+    paths.append(plot_grid(
+        np.asarray(decode(codes)), os.path.join(directory, "traversals.png"),
+        f"latent traversals (prior 5-95% quantiles) of units {units}, "
+        "most informative (largest mean KL) first", columns=TRAVERSAL_STEPS))
+  pairs = min(INTERPOLATION_PAIRS, len(z_means) // 2)
+  if pairs:
+    paths.append(plot_grid(
+        np.asarray(decode(interpolation_latents(
+            z_means[0:2 * pairs:2], z_means[1:2 * pairs:2]))),
+        os.path.join(directory, "interpolations.png"),
+        "interpolations between the latent means of test images "
+        "(ends: their reconstructions)", columns=TRAVERSAL_STEPS))
   if denoising:
     paths.append(plot_denoising(test_inputs[:10], reconstructions,
                                 test_targets[:10],

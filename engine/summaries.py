@@ -48,6 +48,12 @@ class SummaryWriter:
     with self._writers[split].as_default(step=step):
       tf.summary.image(name, grid[np.newaxis], step=step)
 
+  def histogram(self, split: str, step: int, name: str,
+                values: np.ndarray) -> None:
+    """Writes a histogram of `values` (e.g. the KL of each latent unit)."""
+    with self._writers[split].as_default(step=step):
+      tf.summary.histogram(name, np.asarray(values, np.float32), step=step)
+
   def flush(self) -> None:
     for writer in self._writers.values():
       writer.flush()

@@ -34,6 +34,7 @@ def main(argv):
   from engine import checkpointing
   from engine import figures
   from engine import evaluation
+  from engine import latent_units
   from engine import summaries
   from engine import build
   from engine.config import DataConfig, RunConfig, TrainConfig
@@ -76,10 +77,13 @@ def main(argv):
       pipeline.as_tensor(data.test_labels), options))))
   output_dir = FLAGS.output_dir or (
       f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
+  kl_per_unit = (latent_units.unit_statistics(trained.vae, test["inputs"])[0]
+                 if FLAGS.model_dir else None)
   paths = figures.write_run_figures(
       encode, decode, latent_dim, test["inputs"], test["targets"],
       test["labels"], metrics,
-      output_dir, FLAGS.seed, denoising=data_config.noise_factor > 0)
+      output_dir, FLAGS.seed, denoising=data_config.noise_factor > 0,
+      kl_per_unit=kl_per_unit)
   for path in paths:
     print(path)
 

@@ -33,9 +33,11 @@ def _png(path):
 
 @pytest.mark.parametrize("model,expected", [
     ("dense", {"reconstructions", "samples", "latent_manifold",
-               "latent_scatter", "loss_curves"}),
+               "latent_scatter", "loss_curves", "traversals",
+               "interpolations"}),
     ("denoising", {"reconstructions", "samples", "latent_manifold",
-                   "latent_scatter", "loss_curves", "denoising"}),
+                   "latent_scatter", "loss_curves", "denoising",
+                   "traversals", "interpolations"}),
 ])
 def test_every_figure_is_a_non_blank_png(small_mnist_dir, tmp_path, model,
                                          expected):
@@ -106,3 +108,25 @@ def test_manifold_covers_where_the_encoder_puts_the_data(tmp_path):
                              atol=1e-5)
   # The fixed [-2, 2]^2 grid covered less than three quarters of them.
   assert np.all((means >= -2) & (means <= 2), axis=1).mean() < 0.75
+
+
+def test_traversals_sweep_the_most_informative_units_over_prior_quantiles():
+  z_mean = np.array([0.3, -1.0, 2.0, 0.5], np.float32)
+  codes, units = figures.traversal_latents(z_mean, [0.1, 3.0, 0.0, 1.5],
+                                           units=2, steps=5)
+  assert units == [1, 3]  # Largest mean KL first.
+  rows = codes.reshape(2, 5, 4)
+  np.testing.assert_allclose(rows[0, :, 1],
+                             [-1.6449, -0.5978, 0.0, 0.5978, 1.6449],
+                             atol=1e-4)  # The prior's 5%..95% quantiles.
+  np.testing.assert_array_equal(rows[0, :, [0, 2, 3]],
+                                np.repeat(z_mean[[0, 2, 3]][:, None], 5, 1))
+  np.testing.assert_array_equal(rows[1, :, 1], np.full(5, -1.0))
+
+
+def test_interpolations_run_straight_between_the_pairs_ends():
+  starts, ends = np.zeros((2, 3)), np.array([[1.0, 2, 3], [-1, -1, -1]])
+  lines = figures.interpolation_latents(starts, ends, steps=5).reshape(2, 5, 3)
+  np.testing.assert_allclose(lines[:, 0], starts)
+  np.testing.assert_allclose(lines[:, -1], ends)
+  np.testing.assert_allclose(lines[0, 2], [0.5, 1.0, 1.5])

@@ -70,8 +70,9 @@ def test_plot_tool_from_checkpoint_and_from_export(trained_run, tmp_path,
                          f"--output_dir={tmp_path}/b")
   assert from_export.returncode == 0, from_export.stderr
   written = sorted(os.listdir(tmp_path / "b"))
-  assert written == ["latent_manifold.png", "latent_scatter.png",
-                     "reconstructions.png", "samples.png"]
+  assert written == ["interpolations.png", "latent_manifold.png",
+                     "latent_scatter.png", "reconstructions.png",
+                     "samples.png"]
   for name in written:
     assert matplotlib.image.imread(str(tmp_path / "b" / name)).var() > 1e-3
 
