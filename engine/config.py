@@ -196,6 +196,12 @@ class TrainConfig:
       0, "Also estimate the test negative log-likelihood at every evaluation "
       "with this many importance samples per image (5000 in the IWAE paper; "
       "0: off).", check=settings.NON_NEGATIVE)
+  sample_quality: bool = setting(
+      False, "At the final evaluation (and in tools/evaluate.py), score "
+      "10,000 prior samples with a classifier trained on the training "
+      "split's labels (cached in <model_dir>/classifier): the entropy of "
+      "their predicted classes and their Fréchet distance to the test set "
+      "in the classifier's feature space (not FID: no Inception weights).")
   nan_policy: str = setting(
       "stop", "On a non-finite loss: stop (name the step and the term; the "
       "last good checkpoint stays) or skip (drop that update; stop after "

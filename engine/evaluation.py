@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from engine import figures
 from engine import latent_units
+from engine import sample_quality
 from engine import summaries
 from engine.build import RunParts
 from engine.data import pipeline
@@ -29,6 +30,15 @@ def figure_functions(vae) -> tuple:
   decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
   return (lambda images: encode(tf.constant(images, tf.float32)).numpy(),
           lambda z: decode(tf.constant(z, tf.float32)).numpy())
+
+
+def prior_samples(vae, count: int, seed: int,
+                  batch_size: int = 1000) -> np.ndarray:
+  """`count` images decoded from z ~ N(0, I) (their means, in [0, 1])."""
+  z = tf.random.stateless_normal([count, vae.latent_dim], seed=[seed, 11])
+  decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
+  return np.concatenate([decode(z[i:i + batch_size]).numpy()
+                         for i in range(0, count, batch_size)])
 
 
 class RunEvaluation:
@@ -91,6 +101,25 @@ class RunEvaluation:
                f"K={result.num_samples})")
     parts.writer.scalars("eval", step, metrics)
     return metrics
+
+  def sample_quality(self, step: int, count: int = 10_000) -> dict:
+    """Scores `count` prior samples with the dataset's classifier (see
+    `engine.sample_quality`); printed and logged."""
+    parts = self.parts
+    classifier = sample_quality.load_or_train(
+        parts.config.train.model_dir, parts.train_images.numpy(),
+        parts.data.train_labels, parts.data.test_images,
+        parts.data.test_labels, seed=parts.config.train.seed)
+    scores = sample_quality.score(classifier, parts.data.test_images,
+                                  prior_samples(parts.vae, count,
+                                                parts.config.train.seed))
+    parts.writer.scalars("eval", step, scores)
+    self.say(f"eval step {step}: {count} samples: class entropy "
+             f"{scores['sample_class_entropy']:.3f} of "
+             f"{scores['max_class_entropy']:.3f} nats, Fréchet distance in "
+             f"the classifier's features {scores['classifier_frechet_distance']:.2f}"
+             f" (classifier test accuracy {scores['classifier_test_accuracy']:.4f})")
+    return scores
 
   def _image_summaries(self, step: int) -> None:
     vae = self.parts.vae

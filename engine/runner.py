@@ -209,6 +209,8 @@ def train_evaluate_export(parts: RunParts, stream: TextIO,
   if checkpoint is None or not checkpoint.endswith(f"-{step}"):
     checkpoint = save_checkpoint(parts, step)
   metrics = evaluation(step)
+  if config.train.sample_quality and parts.role.is_chief:
+    metrics.update(evaluation.sample_quality(step))
   parts.writer.flush()
   figure_paths = []
   if config.train.figures and parts.role.is_chief:

@@ -9,7 +9,9 @@ Takes the engine's flags. The model, likelihood, dataset and binarization come
 from the run's saved config.json; a flag given on the command line overrides
 the data settings (--dataset, --data_dir, --binarize, --seed, --batch_size,
 --strategy, ...), and a model flag that contradicts the run is an error.
---eval_nll_samples defaults to 5000 here (Burda et al.'s K). Prints a table,
+--eval_nll_samples defaults to 5000 here (Burda et al.'s K). --sample_quality
+adds the classifier-based sample scores (engine.sample_quality; the run's
+cached classifier when --model_dir is given). Prints a table,
 and writes it as JSON (--output_json, by default
 <model_dir>/eval-<step>-k<K>.json).
 """
@@ -26,7 +28,8 @@ PAPER_K = 5000
 _EVAL_OVERRIDES = {
     "data": ("dataset", "data_dir", "binarize", "noise_factor",
              "download_timeout_s"),
-    "train": ("seed", "batch_size", "eval_nll_samples", "mixed_precision"),
+    "train": ("seed", "batch_size", "eval_nll_samples", "mixed_precision",
+              "sample_quality"),
     "distribution": ("strategy", "cpu_devices", "num_gpus", "tpu"),
 }
 # Model settings that must agree with the run's (or are taken from it).
@@ -90,6 +93,7 @@ def main(argv):
   import resource
   import time
 
+  import numpy as np
   import tensorflow as tf
 
   from engine import checkpointing
@@ -97,6 +101,7 @@ def main(argv):
   from engine import distribute
   from engine import files
   from engine import likelihood
+  from engine import sample_quality
   from engine.data import pipeline
   from engine.data import sources
   from engine.errors import UserError
@@ -128,6 +133,11 @@ def main(argv):
           1]["z"].shape[-1])
       source, step = FLAGS.saved_model, os.path.basename(
           os.path.normpath(FLAGS.saved_model))
+      decode = lambda z: loaded.signatures["decode"](z=z)["images"]  # noqa: E731
+      # The run's cached classifier when --model_dir is given too (the same
+      # classifier, the same scores), else one cached beside the export.
+      cache_dir = (FLAGS.model_dir if FLAGS["model_dir"].present else
+                   os.path.dirname(os.path.normpath(FLAGS.saved_model)))
     else:
       trained = checkpointing.load_trained_model(FLAGS.model_dir,
                                                  FLAGS.checkpoint)
@@ -135,6 +145,7 @@ def main(argv):
           trained.vae, config.model)
       latent_dim = trained.vae.latent_dim
       source, step = trained.checkpoint, trained.step
+      decode, cache_dir = trained.vae.decoder_probabilities, FLAGS.model_dir
     evaluator = likelihood.ImportanceSampledEvaluator(
         encode, log_likelihood, strategy, data.image_shape,
         latent_dim, config.train.eval_nll_samples, batch_size,
@@ -145,6 +156,16 @@ def main(argv):
       pipeline.as_tensor(test_labels),
       build.pipeline_options(config, latent_dim=latent_dim,
                              samples_per_example=1)))
+  quality = {}
+  if config.train.sample_quality:
+    classifier = sample_quality.load_or_train(
+        cache_dir, data.train_images, data.train_labels, data.test_images,
+        data.test_labels, seed=config.train.seed)
+    z = tf.random.stateless_normal([10_000, latent_dim],
+                                   seed=[config.train.seed, 11])
+    samples = np.concatenate([np.asarray(decode(z[i:i + 1000]))
+                              for i in range(0, 10_000, 1000)])
+    quality = sample_quality.score(classifier, test_images, samples)
   seconds = time.perf_counter() - started
   peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -154,7 +175,7 @@ def main(argv):
             "replicas": strategy.num_replicas_in_sync,
             "samples_per_chunk": evaluator.chunk,
             "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb),
-            **result.to_dict()}
+            **result.to_dict(), **quality}
   rows = [
       ("source", f"{source} (step {step})"),
       ("test images", f"{result.examples} from {data.source}, binarize="
@@ -165,6 +186,13 @@ def main(argv):
       ("bits/dim", f"{result.bits_per_dim:.4f}"),
       ("active units", f"{result.active_units} / {latent_dim} "
                        f"(Cov_x E_q[u|x] > {likelihood.ACTIVE_UNIT_THRESHOLD})"),
+      *([("sample class entropy",
+          f"{quality['sample_class_entropy']:.3f} of "
+          f"{quality['max_class_entropy']:.3f} nats (10,000 prior samples)"),
+         ("classifier Fréchet distance",
+          f"{quality['classifier_frechet_distance']:.2f} (test set vs "
+          f"samples; classifier test accuracy "
+          f"{quality['classifier_test_accuracy']:.4f})")] if quality else []),
       ("runtime", f"{seconds:.1f} s on {strategy.num_replicas_in_sync} "
                   f"replica(s)"),
       ("peak memory", f"{peak_rss_mb:.0f} MB RSS"),
