@@ -1,9 +1,10 @@
 """Usage: python -m engine.main --model=conv --data_dir=D --model_dir=M
 
-Trains a VAE (or `vae-engine ...`, `--flagfile=FILE`). Re-running resumes from the latest
-checkpoint. The only reader of the flags: flags -> config -> build -> train ->
-evaluate -> figures -> export (`engine.runner`). Exit statuses: 2 bad input
-(one `error:` line), 3 non-finite loss, 1 a failed peer, 143 SIGTERM (saved).
+Trains a VAE (or `vae-engine ...`, `--flagfile=FILE`). Re-running resumes
+from the latest checkpoint. The only reader of the flags: flags -> config ->
+build -> train -> evaluate -> figures -> export (`engine.runner`). Exit
+statuses: 2 bad input (one `error:` line), 3 non-finite loss, 1 a failed
+peer, 143 SIGTERM (checkpoint saved).
 """
 
 from __future__ import annotations
