@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import time
 from typing import TextIO
 
 
@@ -42,32 +40,3 @@ class ProgressBar:
             f"| ETA {_format_duration(seconds_left)}")
     print(line, file=self._stream, flush=True)
     return line
-
-
-class Throughput:
-  """Examples per second of training between consecutive `measure` calls.
-
-  Time spent inside `paused()` (an evaluation between two reports) is left
-  out, so the examples counted and the time they took cover the same span.
-  """
-
-  def __init__(self, clock=time.perf_counter):
-    self._clock = clock
-    self._last = clock()
-    self._excluded = 0.0
-
-  @contextlib.contextmanager
-  def paused(self):
-    """Leaves the time spent in this block out of the current span."""
-    started = self._clock()
-    try:
-      yield
-    finally:
-      self._excluded += self._clock() - started
-
-  def measure(self, examples: float) -> float:
-    """Examples per second since the previous call, then starts a new span."""
-    now = self._clock()
-    seconds = now - self._last - self._excluded
-    self._last, self._excluded = now, 0.0
-    return examples / max(seconds, 1e-9)

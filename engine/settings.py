@@ -21,8 +21,6 @@ POSITIVE: Check = (lambda v: v is None or v > 0, "must be a positive number")
 NON_NEGATIVE: Check = (lambda v: v is None or v >= 0,
                        "must be zero or positive")
 NOT_EMPTY: Check = (bool, "must not be empty")
-EXISTING_DIRECTORY: Check = (lambda v: v is None or os.path.isdir(v),
-                             "is not an existing directory")
 EXISTING_PATH: Check = (lambda v: v is None or os.path.exists(v),
                         "is not an existing directory or file")
 

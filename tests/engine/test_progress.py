@@ -1,39 +1,49 @@
 """The progress line's numbers: throughput counts and times the same span."""
 
-from engine import progress
+import io
+
+from engine import actions
+from engine.loop_state import LoopOutputs
 
 
-class _Clock:
+class _Writer:
   def __init__(self):
-    self.now = 100.0
+    self.records = []
 
-  def __call__(self):
-    return self.now
-
-
-def test_throughput_leaves_out_the_time_spent_evaluating():
-  """1,000 examples trained in 0.5 s, then a 3 s evaluation, then 1,000 more
-  in 0.5 s: 2,000 examples / 1 s, whether or not an evaluation sat between
-  the two reports (dividing by the time since the evaluation gave 4,000)."""
-  clock = _Clock()
-  throughput = progress.Throughput(clock)
-  clock.now += 0.5
-  with throughput.paused():
-    clock.now += 3.0
-  clock.now += 0.5
-  assert throughput.measure(2000) == 2000.0
-  clock.now += 2.0  # The next span starts at the report, with nothing left out.
-  assert throughput.measure(1000) == 500.0
+  def scalars(self, split, step, values):
+    self.records.append((split, step, values))
 
 
-def test_an_evaluation_that_fails_still_ends_the_pause():
-  clock = _Clock()
-  throughput = progress.Throughput(clock)
-  try:
-    with throughput.paused():
-      clock.now += 5.0
-      raise KeyboardInterrupt
-  except KeyboardInterrupt:
-    pass
-  clock.now += 1.0
-  assert throughput.measure(10) == 10.0
+def _outputs(step, examples, seconds, loss=100.0):
+  return LoopOutputs(step=step, steps=10, sums={"loss": loss * examples,
+                                                "reconstruction": 0.0,
+                                                "kl": 0.0, "elbo": 0.0},
+                     examples=examples, seconds=seconds, stopped=False,
+                     skipped_steps=0)
+
+
+def test_the_rate_is_the_training_calls_examples_over_their_time():
+  """1,000 examples in 0.5 s, an evaluation (3 s, not a training call), then
+  1,000 more in 0.5 s: 2,000 examples per second, not 2,000 / 4 s or (as
+  before) 1,000 / 0.5 s counted from the end of the evaluation."""
+  writer, stream = _Writer(), io.StringIO()
+  progress = actions.ProgressAction(every=20, last_step=40, start_step=0,
+                                    stream=stream, writer=writer,
+                                    say=lambda line: None)
+  first, second = _outputs(10, 1000, 0.5), _outputs(20, 1000, 0.5, loss=50.0)
+  progress.observe(first)
+  assert not progress.fires(first)
+  progress.observe(second)
+  assert progress.fires(second)
+  progress(second)
+  split, step, values = writer.records[-1]
+  assert (split, step) == ("train", 20)
+  assert values["examples_per_sec"] == 2000.0
+  assert values["loss"] == 75.0  # The mean over both calls' examples.
+  assert "2,000 ex/s" in stream.getvalue()
+  # The next report counts only what came after this one.
+  last = _outputs(40, 500, 1.0)
+  progress.observe(last)
+  assert progress.fires(last)
+  progress(last)
+  assert writer.records[-1][2]["examples_per_sec"] == 500.0
