@@ -60,7 +60,8 @@ def test_a_whole_run_with_its_export_and_figures_on_ram(small_mnist_dir,
   assert not any(name.endswith(".tmp") for name in names)
   assert set(report["figures"]) == {
       "reconstructions.png", "samples.png", "latent_manifold.png",
-      "latent_scatter.png", "denoising.png", "loss_curves.png"}
+      "latent_scatter.png", "denoising.png", "loss_curves.png",
+      "traversals.png", "interpolations.png"}
   assert all(size > 1000 for size in report["png_bytes"])
   assert report["exports"] == ["20", "30"]
   assert report["resumed_from"] == "ram://runs/a/ckpt-20"
