@@ -59,7 +59,7 @@ def test_the_classifier_learns_the_labels_and_is_cached(classifier,
                              classifier.probabilities(images), atol=1e-6)
 
 
-def test_the_score_separates_real_trained_untrained_and_noise(
+def test_the_score_separates_real_trained_briefly_trained_and_noise(
     classifier, mnist, small_mnist_dir, tmp_path):
   test = mnist.test_images[:2000]
   real = sample_quality.score(classifier, test,
@@ -81,13 +81,18 @@ def test_the_score_separates_real_trained_untrained_and_noise(
     loaded = tf.saved_model.load(result.export_path)
     return loaded.signatures["sample"](num=tf.constant(2000))["images"].numpy()
 
-  briefly = sample_quality.score(classifier, test, samples_after(5))
+  briefly = sample_quality.score(classifier, test, samples_after(32))
   longer = sample_quality.score(classifier, test, samples_after(600))
   distances = [real["classifier_frechet_distance"],
                longer["classifier_frechet_distance"],
-               briefly["classifier_frechet_distance"],
-               noise["classifier_frechet_distance"]]
+               briefly["classifier_frechet_distance"]]
+  # Held-out real digits ~0 < 600 steps < one epoch (32 steps) of these
+  # 2,048 images; uniform noise is far from a trained model's samples. (A
+  # barely trained model's blurs can be as far as noise in this
+  # classifier's features: measured 128-140 against 119-129.)
   assert distances == sorted(distances), distances
+  assert distances[0] < 0.05 * distances[1]
+  assert noise["classifier_frechet_distance"] > 2 * distances[1]
   assert real["sample_class_entropy"] > 0.95 * math.log(10)
 
 
