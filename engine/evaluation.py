@@ -53,6 +53,8 @@ class RunEvaluation:
     self.parts = parts
     self.say = say
     self.kl_per_unit = None  # Of the latest evaluation, for the figures.
+    # Compiled once: a new tf.function per evaluation would retrace each time.
+    self._posterior = tf.function(parts.vae.posterior, reduce_retracing=True)
 
   def first_test_examples(self, count: int) -> dict:
     """Up to `count` test examples, in order, as numpy arrays (no padding)."""
@@ -76,7 +78,8 @@ class RunEvaluation:
                          f"{parts.num_test_examples}")
     self._image_summaries(step)
     kl_per_unit, unit_variances = latent_units.unit_statistics(
-        parts.vae, self.first_test_examples(parts.num_test_examples)["inputs"])
+        parts.vae, self.first_test_examples(parts.num_test_examples)["inputs"],
+        posterior=self._posterior)
     parts.writer.histogram("eval", step, "kl_per_unit", kl_per_unit)
     metrics["active_units"] = latent_units.active_units(unit_variances)
     self.kl_per_unit = kl_per_unit

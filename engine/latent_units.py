@@ -10,16 +10,18 @@ from engine import elbo
 from engine.likelihood import ACTIVE_UNIT_THRESHOLD
 
 
-def unit_statistics(vae, images: np.ndarray, batch_size: int = 1000
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def unit_statistics(vae, images: np.ndarray, batch_size: int = 1000,
+                    posterior=None) -> tuple[np.ndarray, np.ndarray]:
   """(mean KL per unit [D], variance of the posterior mean per unit [D]).
 
   Args:
     vae: The model (`models.base.VariationalAutoencoder`).
     images: float32 [N, ...] in [0, 1], as the encoder sees them.
     batch_size: Images encoded at a time.
+    posterior: `vae.posterior` compiled once by a caller that evaluates
+      repeatedly (default: compiled here).
   """
-  posterior = tf.function(vae.posterior, reduce_retracing=True)
+  posterior = posterior or tf.function(vae.posterior, reduce_retracing=True)
   kl_sum = np.zeros(vae.latent_dim)
   means = []
   for start in range(0, len(images), batch_size):

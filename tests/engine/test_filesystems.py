@@ -1,16 +1,14 @@
 """Any TensorFlow filesystem: a whole run on `ram://` (in memory)."""
 
-import io
 import json
+import os
 import subprocess
 import sys
-import os
 
 from tests.conftest import REPO_ROOT
 
 _RUN_ON_RAM = r"""
-import io, json, sys
-import numpy as np
+import io, json, os, sys
 import tensorflow as tf
 from engine import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -39,7 +37,7 @@ report = {
     "png_bytes": [len(gfile.GFile("ram://runs/a/figures/" + name, "rb").read())
                   for name in gfile.listdir("ram://runs/a/figures")],
     "samples_shape": list(samples.shape),
-    "local_leftovers": [p for p in ("ram:", "ram") if __import__("os").path.exists(p)],
+    "local_leftovers": [p for p in ("ram:", "ram") if os.path.exists(p)],
 }
 print(json.dumps(report))
 """

@@ -2,6 +2,7 @@
 tools' flags are derived from the declaration."""
 
 import dataclasses
+import json
 
 from absl import flags as absl_flags
 
@@ -63,7 +64,7 @@ def test_a_non_default_value_of_every_setting_survives_flags_json_flagfile(
   again = flags.to_config(_parse_into(_fresh_flags(), [f"--flagfile={path}"]))
   assert again == config
   assert config_lib.RunConfig.from_dict(
-      __import__("json").loads(config.to_json())) == config
+      json.loads(config.to_json())) == config
 
 
 def _parse_into(values, args):
