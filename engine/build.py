@@ -14,6 +14,7 @@ import os
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import models
@@ -26,6 +27,7 @@ from engine import precision
 from engine import schedules
 from engine import steps
 from engine import summaries
+from engine import config as config_lib
 from engine.config import ModelConfig, RunConfig
 from engine.data import pipeline
 from engine.data import sources
@@ -54,8 +56,8 @@ class RunParts:
     checkpointer: Saves and restores the trainer's state.
     writer: TensorBoard and metrics.jsonl.
     options: How the pipeline makes training batches.
-    train_images, test_images, test_labels: The data as tensors (the one
-      copy of each the run holds).
+    train_images, train_labels, test_images, test_labels: The data as
+      tensors (the one copy of each the run holds).
     eval_data: The distributed test set, in padded, weighted batches.
     total_steps: The step training ends at.
     resumed_from: The checkpoint restored, if any.
@@ -75,6 +77,7 @@ class RunParts:
   writer: summaries.SummaryWriter
   options: pipeline.PipelineOptions
   train_images: tf.Tensor
+  train_labels: tf.Tensor
   test_images: tf.Tensor
   test_labels: tf.Tensor
   eval_data: tf.distribute.DistributedDataset
@@ -175,9 +178,35 @@ def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
       max_skipped_steps=train.max_skipped_steps)
 
 
+def num_classes(config: RunConfig, data: sources.ImageDataset) -> int:
+  """K for a `--conditional` run (0 otherwise): the labels are 0..K-1.
+
+  Raises:
+    UserError: Naming `--conditional` and the data, if some images have no
+      label (-1) or there are fewer than two classes.
+  """
+  if not config.model.conditional:
+    return 0
+  flag = f"--{config_lib.flag_name('conditional')}"
+  for split in ("train", "test"):
+    labels = getattr(data, f"{split}_labels")
+    unlabelled = int(np.sum(labels < 0))
+    if unlabelled:
+      raise UserError(f"{flag}: {data.source} has {unlabelled} {split} "
+                      "images without a label; a conditional model needs a "
+                      "label for every image (class sub-folders, IDX label "
+                      "files or a labelled dataset)")
+  classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
+  if classes < 2:
+    raise UserError(f"{flag}: {data.source} has only one class; a "
+                    "conditional model needs at least two")
+  return classes
+
+
 def model_and_trainer(config: RunConfig, image_shape: tuple,
                       num_train_examples: int,
-                      strategy: Optional[tf.distribute.Strategy] = None):
+                      strategy: Optional[tf.distribute.Strategy] = None,
+                      classes: int = 0):
   """A model and its trainer for `config` outside a full run (benchmarks,
   throughput, device checks): the same construction `build` uses.
 
@@ -190,7 +219,7 @@ def model_and_trainer(config: RunConfig, image_shape: tuple,
   with strategy.scope(), precision.policy_scope(policy):
     vae = models.get(config.model.name).create(
         image_shape, config.model.latent_dim,
-        learned_scale=config.model.learned_scale)
+        learned_scale=config.model.learned_scale, num_classes=classes)
     trainer = make_trainer(vae, config, strategy, policy,
                            pipeline.steps_per_epoch(num_train_examples,
                                                     config.train.batch_size))
@@ -216,6 +245,7 @@ def build(config: RunConfig) -> RunParts:
   choice = precision.resolve(train.mixed_precision, train.allow_slow)
   data = sources.load(config.data, config.train.seed)
   num_train = len(data.train_images)
+  classes = num_classes(config, data)
   check_batch_fits(train.batch_size, strategy, config.distribution.strategy)
   if num_train < train.batch_size:
     raise UserError(f"--batch_size={train.batch_size}: larger than the "
@@ -226,7 +256,8 @@ def build(config: RunConfig) -> RunParts:
       vae = spec.create(data.image_shape, config.model.latent_dim,
                         pixel_mean=pipeline.target_mean(data.train_images,
                                                         config.data.binarize),
-                        learned_scale=config.model.learned_scale)
+                        learned_scale=config.model.learned_scale,
+                        num_classes=classes)
     except ValueError as e:
       raise UserError(f"--model={spec.name}: cannot take {data.source}'s "
                       f"images of shape {data.image_shape} ({e})") from None
@@ -240,10 +271,10 @@ def build(config: RunConfig) -> RunParts:
       nll_evaluator = likelihood.ImportanceSampledEvaluator(
           *likelihood.model_functions(vae, eval_config), strategy,
           data.image_shape, config.model.latent_dim, train.eval_nll_samples,
-          train.batch_size, train.seed)
+          train.batch_size, train.seed, conditional=vae.conditional)
   checkpointer = checkpointing.Checkpointer(
       write_dir, trainer, checkpointing.architecture_fingerprint(
-          spec.name, config.model.latent_dim, data.image_shape),
+          spec.name, config.model.latent_dim, data.image_shape, classes),
       train.keep_checkpoints, restore_from=train.model_dir,
       repair=role.is_chief)
   resumed_from = checkpointer.restore_latest()
@@ -255,6 +286,7 @@ def build(config: RunConfig) -> RunParts:
   # loaded array is dropped once converted.
   train_images = pipeline.as_tensor(data.train_images)
   data = dataclasses.replace(data, train_images=None)
+  train_labels = pipeline.as_tensor(data.train_labels)
   test_images = pipeline.as_tensor(data.test_images)
   test_labels = pipeline.as_tensor(data.test_labels)
   options = pipeline_options(config)
@@ -263,7 +295,8 @@ def build(config: RunConfig) -> RunParts:
       precision=choice, data=data, vae=vae, trainer=trainer,
       evaluator=evaluator, nll_evaluator=nll_evaluator,
       checkpointer=checkpointer, writer=summaries.SummaryWriter(write_dir),
-      options=options, train_images=train_images, test_images=test_images,
+      options=options, train_images=train_images, train_labels=train_labels,
+      test_images=test_images,
       test_labels=test_labels,
       eval_data=eval_data(strategy, test_images, test_labels,
                           dataclasses.replace(options,

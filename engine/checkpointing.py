@@ -72,10 +72,14 @@ def _first_line(error: Exception) -> str:
 
 
 def architecture_fingerprint(model_name: str, latent_dim: int,
-                             image_shape: tuple[int, ...]) -> str:
-  """A string that differs whenever restoring weights could not work."""
+                             image_shape: tuple[int, ...],
+                             num_classes: int = 0) -> str:
+  """A string that differs whenever restoring weights could not work (an
+  unconditional model's is the same as before conditional models existed)."""
   shape = "x".join(str(d) for d in image_shape)
-  return f"model={model_name};latent_dim={latent_dim};image_shape={shape}"
+  classes = f";classes={num_classes}" if num_classes else ""
+  return (f"model={model_name};latent_dim={latent_dim};image_shape={shape}"
+          f"{classes}")
 
 
 class Checkpointer:
@@ -308,7 +312,8 @@ def load_trained_model(model_dir: str,
   image_shape = tuple(int(d) for d in fields["image_shape"].split("x"))
   vae = models.get(config.model.name).create(
       image_shape, config.model.latent_dim,
-      learned_scale=config.model.learned_scale)
+      learned_scale=config.model.learned_scale,
+      num_classes=int(fields.get("classes", 0)))
   tf.train.Checkpoint(encoder=vae.encoder, decoder=vae.decoder).restore(
       path).expect_partial().assert_existing_objects_matched()
   return TrainedModel(config, vae, step, path)

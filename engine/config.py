@@ -133,6 +133,11 @@ class ModelConfig:
       0.0, "Free bits: charge each latent unit at least this many nats of "
       "batch-averaged KL (0: off; elbo objective only).",
       check=settings.NON_NEGATIVE)
+  conditional: bool = setting(
+      False, "Condition encoder and decoder on the image's class label "
+      "(a conditional VAE, Sohn et al., 2015), for any --model; needs "
+      "labelled data. Exports then take a label: decode(z, label), "
+      "sample(num, label).")
 
   @property
   def learned_scale(self) -> bool:

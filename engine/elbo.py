@@ -80,16 +80,21 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 def log_importance_weights(log_likelihood, targets: tf.Tensor,
                            z_mean: tf.Tensor, z_log_var: tf.Tensor,
-                           epsilon: tf.Tensor
+                           epsilon: tf.Tensor, labels=None
                            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x), for K samples.
 
+  For a conditional model every term is conditioned on the label y as well:
+  q(z | x, y), p(x | z, y), with the same prior.
+
   Args:
     log_likelihood: `(targets [N, ...], z [N, D]) -> log p(x | z) [N]`,
-      float32.
+      float32; called with labels [N] as a third argument when `labels` are
+      given.
     targets: float32 [B, ...], the examples x.
     z_mean, z_log_var: float32 [B, D], the encoder's Gaussian.
     epsilon: float32 [B, K, D] standard-normal noise; z_k = mean + std * eps_k.
+    labels: int [B], the examples' labels (None: unconditional).
 
   Returns:
     float32 tensors of shape [B, K]: the log weights, the reconstruction
@@ -99,9 +104,12 @@ def log_importance_weights(log_likelihood, targets: tf.Tensor,
   z = (z_mean[:, tf.newaxis] + tf.exp(0.5 * z_log_var)[:, tf.newaxis]
        * epsilon)
   # z is flattened example-major, so each example's targets repeat K times.
+  condition = (() if labels is None
+               else (tf.repeat(labels, samples, axis=0),))
   reconstruction = -tf.reshape(
       log_likelihood(tf.repeat(targets, samples, axis=0),
-                     tf.reshape(z, [batch * samples, -1])), [batch, samples])
+                     tf.reshape(z, [batch * samples, -1]), *condition),
+      [batch, samples])
   log_prior = -0.5 * tf.reduce_sum(tf.square(z) + _LOG_2PI, axis=-1)
   log_posterior = -0.5 * tf.reduce_sum(
       tf.square(epsilon) + z_log_var[:, tf.newaxis] + _LOG_2PI, axis=-1)
@@ -144,9 +152,10 @@ def reconstruction_nll(config: ModelConfig, targets: tf.Tensor,
 
 def decoder_log_likelihood(vae: VariationalAutoencoder, config: ModelConfig,
                            training: bool = False):
-  """`(targets, z) -> log p(targets | z)` [N] under the model's decoder."""
-  return lambda targets, z: -reconstruction_nll(
-      config, targets, vae.decoder_logits(z, training=training),
+  """`(targets, z, labels=None) -> log p(targets | z (, labels))` [N] under
+  the model's decoder."""
+  return lambda targets, z, labels=None: -reconstruction_nll(
+      config, targets, vae.decoder_logits(z, labels, training=training),
       vae.log_scale)
 
 
@@ -163,7 +172,8 @@ def per_example_terms(vae: VariationalAutoencoder, config: ModelConfig,
   Args:
     vae: The model.
     config: Supplies the likelihood, objective, beta and free bits.
-    batch: A pipeline element (inputs, targets, epsilon).
+    batch: A pipeline element (inputs, targets, epsilon; and labels, which
+      a conditional model needs).
     training: Passed to the Keras models.
     kl_weight: The KL's weight in the loss (default `config.beta`; KL
       warm-up passes a growing one).
@@ -175,21 +185,21 @@ def per_example_terms(vae: VariationalAutoencoder, config: ModelConfig,
   kl_weight = config.beta if kl_weight is None else kl_weight
   inputs, targets, epsilon = (tf.convert_to_tensor(batch[key]) for key in
                                ("inputs", "targets", "epsilon"))
+  labels = batch.get("labels") if vae.conditional else None
   if epsilon.shape.rank == 2 and config.objective == "elbo":
-    z_mean, z_log_var, z = vae.encoder([inputs, epsilon], training=training)
-    logits = vae.decoder(z, training=training)
+    z_mean, z_log_var, z = vae.encode(inputs, epsilon, labels, training)
+    logits = vae.decoder_logits(z, labels, training=training)
     reconstruction = reconstruction_nll(config, targets, logits,
                                         vae.log_scale)
     return _elbo_terms(config, reconstruction, z_mean, z_log_var, kl_weight)
   if epsilon.shape.rank == 2:
     epsilon = epsilon[:, tf.newaxis]
-  z_mean, z_log_var, _ = vae.encoder([inputs, epsilon[:, 0]],
-                                     training=training)
+  z_mean, z_log_var, _ = vae.encode(inputs, epsilon[:, 0], labels, training)
   z_mean = tf.cast(z_mean, tf.float32)
   z_log_var = tf.cast(z_log_var, tf.float32)
   log_weights, reconstruction, kl = log_importance_weights(
       decoder_log_likelihood(vae, config, training), targets,
-      z_mean, z_log_var, epsilon)
+      z_mean, z_log_var, epsilon, labels)
   if config.objective == "elbo":
     return _elbo_terms(config, tf.reduce_mean(reconstruction, axis=1), z_mean,
                        z_log_var, kl_weight)

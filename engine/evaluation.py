@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from engine import figures
 from engine import latent_units
+from engine import run_figures
 from engine import sample_quality
 from engine import summaries
 from engine.build import RunParts
@@ -24,21 +25,31 @@ from engine.data import pipeline
 
 
 def figure_functions(vae) -> tuple:
-  """(encode: images -> z_mean, decode: z -> probabilities) on numpy arrays,
-  compiled once each, as `figures.write_run_figures` takes them."""
-  encode = tf.function(vae.posterior_mean, reduce_retracing=True)
-  decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
-  return (lambda images: encode(tf.constant(images, tf.float32)).numpy(),
-          lambda z: decode(tf.constant(z, tf.float32)).numpy())
+  """(encode: (images, labels) -> z_mean, decode: (z, labels) ->
+  probabilities) on numpy arrays, compiled once each, as
+  `run_figures.write_run_figures` takes them. An unconditional model ignores
+  the labels."""
+  labelled = vae.conditional
 
+  def encode_fn(images, labels):
+    return vae.posterior_mean(images, labels if labelled else None)
 
-def prior_samples(vae, count: int, seed: int,
-                  batch_size: int = 1000) -> np.ndarray:
-  """`count` images decoded from z ~ N(0, I) (their means, in [0, 1])."""
-  z = tf.random.stateless_normal([count, vae.latent_dim], seed=[seed, 11])
-  decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
-  return np.concatenate([decode(z[i:i + batch_size]).numpy()
-                         for i in range(0, count, batch_size)])
+  def decode_fn(z, labels):
+    return vae.decoder_probabilities(z, labels if labelled else None)
+
+  encode = tf.function(encode_fn, reduce_retracing=True)
+  decode = tf.function(decode_fn, reduce_retracing=True)
+
+  def as_labels(labels, count):
+    if labels is None:
+      labels = np.zeros(count)
+    return tf.constant(np.asarray(labels), tf.int32)
+
+  return (lambda images, labels: encode(
+              tf.constant(images, tf.float32),
+              as_labels(labels, len(images))).numpy(),
+          lambda z, labels: decode(tf.constant(z, tf.float32),
+                                   as_labels(labels, len(z))).numpy())
 
 
 class RunEvaluation:
@@ -55,6 +66,7 @@ class RunEvaluation:
     self.kl_per_unit = None  # Of the latest evaluation, for the figures.
     # Compiled once: a new tf.function per evaluation would retrace each time.
     self._posterior = tf.function(parts.vae.posterior, reduce_retracing=True)
+    self._encode, self._decode = figure_functions(parts.vae)
 
   def first_test_examples(self, count: int) -> dict:
     """Up to `count` test examples, in order, as numpy arrays (no padding)."""
@@ -77,9 +89,10 @@ class RunEvaluation:
       raise RuntimeError(f"evaluated {examples} test examples, expected "
                          f"{parts.num_test_examples}")
     self._image_summaries(step)
+    test = self.first_test_examples(parts.num_test_examples)
     kl_per_unit, unit_variances = latent_units.unit_statistics(
-        parts.vae, self.first_test_examples(parts.num_test_examples)["inputs"],
-        posterior=self._posterior)
+        parts.vae, test["inputs"], posterior=self._posterior,
+        labels=test["labels"] if parts.vae.conditional else None)
     parts.writer.histogram("eval", step, "kl_per_unit", kl_per_unit)
     metrics["active_units"] = latent_units.active_units(unit_variances)
     self.kl_per_unit = kl_per_unit
@@ -113,39 +126,39 @@ class RunEvaluation:
         parts.config.train.model_dir, parts.train_images.numpy(),
         parts.data.train_labels, parts.data.test_images,
         parts.data.test_labels, seed=parts.config.train.seed)
+    samples, labels = sample_quality.prior_samples(
+        self._decode, parts.vae.latent_dim, count, parts.config.train.seed,
+        parts.vae.num_classes)
     scores = sample_quality.score(classifier, parts.data.test_images,
-                                  prior_samples(parts.vae, count,
-                                                parts.config.train.seed))
+                                  samples, labels)
     parts.writer.scalars("eval", step, scores)
-    self.say(f"eval step {step}: {count} samples: class entropy "
-             f"{scores['sample_class_entropy']:.3f} of "
-             f"{scores['max_class_entropy']:.3f} nats, Fréchet distance in "
-             f"the classifier's features {scores['classifier_frechet_distance']:.2f}"
-             f" (classifier test accuracy {scores['classifier_test_accuracy']:.4f})")
+    self.say(f"eval step {step}: {sample_quality.describe(scores, count)}")
     return scores
 
   def _image_summaries(self, step: int) -> None:
     vae = self.parts.vae
-    inputs = tf.constant(self.first_test_examples(8)["inputs"])
-    reconstructed = vae.decoder_probabilities(vae.posterior_mean(inputs))
-    pairs = tf.concat([inputs, reconstructed], axis=0).numpy()
+    test = self.first_test_examples(8)
+    reconstructed = self._decode(self._encode(test["inputs"], test["labels"]),
+                                 test["labels"])
+    pairs = np.concatenate([test["inputs"], reconstructed], axis=0)
     self.parts.writer.images("eval", step, "inputs_vs_reconstructions",
-                             figures.tile(pairs, len(inputs)))
+                             figures.tile(pairs, len(test["inputs"])))
     prior = tf.random.stateless_normal([64, vae.latent_dim],
                                        seed=[self.parts.config.train.seed, 7])
+    # A conditional model's: each row of 8 shows all classes in turn.
+    labels = np.arange(64) % max(vae.num_classes, 1)
     self.parts.writer.images(
         "eval", step, "prior_samples",
-        figures.tile(np.asarray(vae.decoder_probabilities(prior)), 8))
+        figures.tile(self._decode(prior.numpy(), labels), 8))
 
   def write_figures(self) -> list:
     """Every figure of the run, into `<model_dir>/figures`."""
     parts = self.parts
     test = self.first_test_examples(parts.num_test_examples)
-    encode, decode = figure_functions(parts.vae)
     model_dir = parts.config.train.model_dir
-    return figures.write_run_figures(
-        encode, decode, parts.vae.latent_dim, test["inputs"],
+    return run_figures.write_run_figures(
+        self._encode, self._decode, parts.vae.latent_dim, test["inputs"],
         test["targets"], test["labels"], summaries.read_metrics(model_dir),
         os.path.join(model_dir, "figures"), parts.config.train.seed,
         denoising=parts.config.data.noise_factor > 0,
-        kl_per_unit=self.kl_per_unit)
+        kl_per_unit=self.kl_per_unit, num_classes=parts.vae.num_classes)

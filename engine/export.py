@@ -24,6 +24,15 @@ from models.base import VariationalAutoencoder
 class ServingModule(tf.Module):
   """The exported functions of one VAE.
 
+  Signatures: `encode(images)`, `decode(z)`, `reconstruct(images)` (also
+  `serving_default`), `sample(num)` and, for denoising runs,
+  `denoise(images)`. A conditional model's take the label too:
+  `encode(images, label)`, `decode(z, label)`, `reconstruct(images, label)`
+  with int32 labels [N], and `sample(num, label)` with one int32 label for
+  all `num` samples; a label outside [0, num_classes) is an
+  InvalidArgumentError, not a silent all-zero one-hot. `num_classes` is saved
+  with the model (0: unconditional).
+
   Args:
     vae: The trained model.
     denoising: Also export a `denoise` signature.
@@ -35,25 +44,45 @@ class ServingModule(tf.Module):
     self.encoder = vae.encoder
     self.decoder = vae.decoder
     self.latent_dim = vae.latent_dim
+    self.num_classes = tf.Variable(vae.num_classes, trainable=False,
+                                   name="num_classes")
     self._vae = vae
     image_spec = tf.TensorSpec([None, *vae.image_shape], tf.float32,
                                name="images")
     latent_spec = tf.TensorSpec([None, vae.latent_dim], tf.float32, name="z")
     count_spec = tf.TensorSpec([], tf.int32, name="num")
-    self.encode = tf.function(self._encode, input_signature=[image_spec])
-    self.decode = tf.function(self._decode, input_signature=[latent_spec])
+    labels = ([tf.TensorSpec([None], tf.int32, name="label")]
+              if vae.conditional else [])
+    label = ([tf.TensorSpec([], tf.int32, name="label")]
+             if vae.conditional else [])
+    self.encode = tf.function(self._encode,
+                              input_signature=[image_spec, *labels])
+    self.decode = tf.function(self._decode,
+                              input_signature=[latent_spec, *labels])
     self.reconstruct = tf.function(self._reconstruct,
-                                   input_signature=[image_spec])
-    self.sample = tf.function(self._sample, input_signature=[count_spec])
-    self.denoise = (tf.function(self._reconstruct, input_signature=[image_spec])
+                                   input_signature=[image_spec, *labels])
+    self.sample = tf.function(self._sample,
+                              input_signature=[count_spec, *label])
+    self.denoise = (tf.function(self._reconstruct,
+                                input_signature=[image_spec, *labels])
                     if denoising else None)
 
-  def _encode(self, images):
-    z_mean, z_log_var = self._vae.posterior(images)
+  def _checked(self, labels):
+    """The labels, once checked to be classes of the model."""
+    if labels is None:
+      return None
+    with tf.control_dependencies([
+        tf.debugging.assert_non_negative(labels, message="label < 0"),
+        tf.debugging.assert_less(labels, tf.constant(self._vae.num_classes),
+                                 message="label >= num_classes")]):
+      return tf.identity(labels)
+
+  def _encode(self, images, labels=None):
+    z_mean, z_log_var = self._vae.posterior(images, self._checked(labels))
     return {"z_mean": z_mean, "z_log_var": z_log_var}
 
-  def _decode(self, z):
-    logits = self._vae.decoder_logits(z)
+  def _decode(self, z, labels=None):
+    logits = self._vae.decoder_logits(z, self._checked(labels))
     # Logits too: likelihoods (tools/evaluate.py) need them for stability;
     # and the learned per-sub-pixel log-scale, for likelihoods with one.
     outputs = {"images": tf.sigmoid(logits), "logits": logits}
@@ -62,11 +91,13 @@ class ServingModule(tf.Module):
                                              tf.shape(logits))
     return outputs
 
-  def _reconstruct(self, images):
-    return self._decode(self._vae.posterior_mean(images))
+  def _reconstruct(self, images, labels=None):
+    labels = self._checked(labels)
+    return self._decode(self._vae.posterior_mean(images, labels), labels)
 
-  def _sample(self, num):
-    return self._decode(tf.random.normal([num, self.latent_dim]))
+  def _sample(self, num, label=None):
+    labels = None if label is None else tf.fill([num], label)
+    return self._decode(tf.random.normal([num, self.latent_dim]), labels)
 
   def signatures(self) -> dict:
     """Signature name -> concrete function, for `tf.saved_model.save`."""

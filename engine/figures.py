@@ -1,15 +1,12 @@
 """The matplotlib figures people judge a VAE by (PNG, Agg backend).
 
-Pure plotting functions take numpy arrays; `write_run_figures` computes what
-they need from two functions (encode to latent means, decode to pixel
-probabilities) and the test set, so the same figures come from a live model,
-a checkpoint or an exported SavedModel.
+Pure plotting functions that take numpy arrays, and the latent codes the
+figures decode. `engine.run_figures` puts them together for a run.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import statistics
 
 import matplotlib
@@ -17,12 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
-from typing import Callable  # noqa: E402
 
 from engine import files  # noqa: E402
-
-Encode = Callable[[np.ndarray], np.ndarray]  # images -> z_mean
-Decode = Callable[[np.ndarray], np.ndarray]  # z -> pixel probabilities
 
 MANIFOLD_SIZE = 30
 # The manifold spans these percentiles of the test set's latent means along
@@ -131,7 +124,8 @@ def plot_loss_curves(metrics: dict[str, dict[int, dict[str, float]]],
   if train:
     steps = sorted(train)
     plt.plot(steps, [train[s]["loss"] for s in steps], label="train loss")
-  evaluation = metrics.get("eval", {})
+  evaluation = {step: values for step, values in metrics.get("eval", {}).items()
+                if "elbo" in values}
   if evaluation:
     steps = sorted(evaluation)
     plt.plot(steps, [-evaluation[s]["elbo"] for s in steps], "o-",
@@ -217,85 +211,3 @@ def manifold_latents(origin, basis, extent, size=MANIFOLD_SIZE) -> np.ndarray:
   ys = np.linspace(extent[1][0], extent[1][1], size)[::-1]
   coords = np.array([(x, y) for y in ys for x in xs])
   return (origin + coords @ basis).astype(np.float32)
-
-
-def encode_all(encode: Encode, images: np.ndarray,
-               batch_size: int = 1000) -> np.ndarray:
-  """Latent means of all `images` (float32 in [0, 1]), in batches."""
-  return np.concatenate([np.asarray(encode(images[i:i + batch_size]))
-                         for i in range(0, len(images), batch_size)])
-
-
-def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
-                      test_inputs: np.ndarray, test_targets: np.ndarray,
-                      test_labels: np.ndarray, metrics: dict, directory: str,
-                      seed: int, denoising: bool,
-                      kl_per_unit: np.ndarray | None = None) -> list[str]:
-  """Writes every figure into `directory`.
-
-  Args:
-    encode: images -> latent means.
-    decode: latents -> pixel probabilities.
-    latent_dim: Size of the latent code.
-    test_inputs: Test images as the encoder sees them (noisy when denoising),
-      float32 in [0, 1].
-    test_targets: The same images, clean.
-    test_labels: Their labels.
-    metrics: `summaries.read_metrics(model_dir)` ({} if there are no logs).
-    directory: Output directory (created).
-    seed: Seeds the prior samples.
-    denoising: Also plot noisy / denoised / clean rows.
-    kl_per_unit: Mean KL of each latent unit on the test set; with it, the
-      traversals of the most informative units are drawn.
-
-  Returns:
-    The paths written.
-  """
-  files.gfile.makedirs(directory)
-  z_means = encode_all(encode, test_inputs)
-  reconstructions = np.asarray(decode(z_means[:10]))
-  paths = [plot_reconstructions(test_targets[:10], reconstructions,
-                                os.path.join(directory, "reconstructions.png"))]
-  prior = np.random.default_rng(seed).standard_normal(
-      (100, latent_dim)).astype(np.float32)
-  paths.append(plot_grid(np.asarray(decode(prior)),
-                         os.path.join(directory, "samples.png"),
-                         "samples from the prior"))
-  origin, basis, names = latent_plane(z_means)
-  projected = (z_means - origin) @ np.linalg.pinv(basis)
-  extent = manifold_extent(projected)
-  low, high = MANIFOLD_PERCENTILES
-  paths.append(plot_grid(
-      np.asarray(decode(manifold_latents(origin, basis, extent))),
-      os.path.join(directory, "latent_manifold.png"),
-      f"latent manifold over the test means' {low:g}-{high:g}th percentiles:"
-      f" {names[0]} in [{extent[0][0]:.2f}, {extent[0][1]:.2f}], "
-      f"{names[1]} in [{extent[1][0]:.2f}, {extent[1][1]:.2f}]",
-      columns=MANIFOLD_SIZE))
-  if np.any(np.asarray(test_labels) >= 0):  # Unlabelled images: -1.
-    paths.append(plot_latent_scatter(projected, test_labels,
-                                     os.path.join(directory,
-                                                  "latent_scatter.png"),
-                                     names))
-  if kl_per_unit is not None:
-    codes, units = traversal_latents(z_means[0], kl_per_unit)
-    paths.append(plot_grid(
-        np.asarray(decode(codes)), os.path.join(directory, "traversals.png"),
-        f"latent traversals (prior 5-95% quantiles) of units {units}, "
-        "most informative (largest mean KL) first", columns=TRAVERSAL_STEPS))
-  pairs = min(INTERPOLATION_PAIRS, len(z_means) // 2)
-  if pairs:
-    paths.append(plot_grid(
-        np.asarray(decode(interpolation_latents(
-            z_means[0:2 * pairs:2], z_means[1:2 * pairs:2]))),
-        os.path.join(directory, "interpolations.png"),
-        "interpolations between the latent means of test images "
-        "(ends: their reconstructions)", columns=TRAVERSAL_STEPS))
-  if denoising:
-    paths.append(plot_denoising(test_inputs[:10], reconstructions,
-                                test_targets[:10],
-                                os.path.join(directory, "denoising.png")))
-  if metrics:
-    paths.append(plot_loss_curves(metrics,
-                                  os.path.join(directory, "loss_curves.png")))
-  return paths

@@ -11,7 +11,8 @@ from engine.likelihood import ACTIVE_UNIT_THRESHOLD
 
 
 def unit_statistics(vae, images: np.ndarray, batch_size: int = 1000,
-                    posterior=None) -> tuple[np.ndarray, np.ndarray]:
+                    posterior=None, labels: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
   """(mean KL per unit [D], variance of the posterior mean per unit [D]).
 
   Args:
@@ -20,13 +21,17 @@ def unit_statistics(vae, images: np.ndarray, batch_size: int = 1000,
     batch_size: Images encoded at a time.
     posterior: `vae.posterior` compiled once by a caller that evaluates
       repeatedly (default: compiled here).
+    labels: The images' labels, which a conditional model's posterior
+      needs (None: unconditional).
   """
   posterior = posterior or tf.function(vae.posterior, reduce_retracing=True)
   kl_sum = np.zeros(vae.latent_dim)
   means = []
   for start in range(0, len(images), batch_size):
-    z_mean, z_log_var = posterior(tf.constant(images[start:start + batch_size],
-                                              tf.float32))
+    condition = (() if labels is None else
+                 (tf.constant(labels[start:start + batch_size], tf.int32),))
+    z_mean, z_log_var = posterior(
+        tf.constant(images[start:start + batch_size], tf.float32), *condition)
     kl_sum += elbo.gaussian_kl_per_unit(z_mean, z_log_var).numpy().sum(0)
     means.append(z_mean.numpy().astype(np.float64))
   means = np.concatenate(means)

@@ -32,9 +32,11 @@ _NLL_STREAM = 5
 # 28x28 images, whatever K is.
 DEFAULT_ROWS_PER_CHUNK = 50_000
 
-Encode = Callable[[tf.Tensor], tuple]  # images -> (z_mean, z_log_var)
-# (targets [N, ...], z [N, D]) -> log p(targets | z) [N]
-LogLikelihood = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+# images -> (z_mean, z_log_var); conditional: (images, labels) -> ...
+Encode = Callable[..., tuple]
+# (targets [N, ...], z [N, D]) -> log p(targets | z) [N]; conditional:
+# (targets, z, labels [N]) -> log p(targets | z, labels).
+LogLikelihood = Callable[..., tf.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,9 @@ class ImportanceSampledEvaluator:
   Args:
     encode: `images -> (z_mean, z_log_var)`, float32 [B, D] each.
     log_likelihood: `(targets [N, ...], z [N, D]) -> log p(x | z) [N]`.
+    conditional: The model is conditional on the label: `encode` and
+      `log_likelihood` take the batch's labels as one more argument, and the
+      estimate is of log p(x | y).
     strategy: The tf.distribute strategy the evaluation runs under.
     image_shape: Shape of one image (for bits per dimension).
     latent_dim: D.
@@ -100,11 +105,13 @@ class ImportanceSampledEvaluator:
   def __init__(self, encode: Encode, log_likelihood: LogLikelihood,
                strategy: tf.distribute.Strategy,
                image_shape: tuple, latent_dim: int, num_samples: int, global_batch_size: int,
-               seed: int, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK):
+               seed: int, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK,
+               conditional: bool = False):
     if num_samples < 1:
       raise ValueError(f"num_samples must be positive, got {num_samples}")
     self._encode = encode
     self._log_likelihood = log_likelihood
+    self._conditional = conditional
     self._strategy = strategy
     self._pixels = int(np.prod(image_shape))
     self._latent_dim = latent_dim
@@ -132,21 +139,22 @@ class ImportanceSampledEvaluator:
     """(log p^(x) float64 [B], ELBO float32 [B], z_mean [B, D]) of a batch."""
     targets = batch["targets"]
     size = tf.shape(targets)[0]
-    z_mean, z_log_var = self._encode(batch["inputs"])
+    condition = (batch["labels"],) if self._conditional else ()
+    z_mean, z_log_var = self._encode(batch["inputs"], *condition)
     z_mean = tf.cast(z_mean, tf.float32)
     z_log_var = tf.cast(z_log_var, tf.float32)
     log_sum = tf.fill([size], tf.constant(-np.inf, tf.float64))
     for chunk_index in tf.range(self.num_samples // self.chunk):
       log_weights, _, _ = elbo.log_importance_weights(
           self._log_likelihood, targets, z_mean, z_log_var,
-          self._chunk_noise(batch, chunk_index, size))
+          self._chunk_noise(batch, chunk_index, size), *condition)
       log_sum = tf.experimental.numpy.logaddexp(
           log_sum,
           tf.reduce_logsumexp(tf.cast(log_weights, tf.float64), axis=1))
     log_px = log_sum - math.log(self.num_samples)
     elbo_value = self._log_likelihood(
-        targets, z_mean + tf.exp(0.5 * z_log_var) * batch["epsilon"]
-    ) - elbo.gaussian_kl(z_mean, z_log_var)
+        targets, z_mean + tf.exp(0.5 * z_log_var) * batch["epsilon"],
+        *condition) - elbo.gaussian_kl(z_mean, z_log_var)
     return log_px, elbo_value, z_mean
 
   def _step(self, batch):
@@ -215,13 +223,18 @@ def export_functions(loaded, model_config: ModelConfig
     model_config: The likelihood the model was trained with.
   """
 
-  def encode(images):
-    outputs = loaded.encode(images)
+  def encode(images, *labels):
+    outputs = loaded.encode(images, *_as_int32(labels))
     return outputs["z_mean"], outputs["z_log_var"]
 
-  def log_likelihood(targets, z):
-    decoded = loaded.decode(z)
+  def log_likelihood(targets, z, *labels):
+    decoded = loaded.decode(z, *_as_int32(labels))
     return -elbo.reconstruction_nll(model_config, targets, decoded["logits"],
                                     decoded.get("log_scale"))
 
   return encode, log_likelihood
+
+
+def _as_int32(labels: tuple) -> tuple:
+  # The export's label inputs are int32; the pipeline's labels int64.
+  return tuple(tf.cast(label, tf.int32) for label in labels)

@@ -138,7 +138,8 @@ def train(parts: RunParts, evaluation: RunEvaluation, stream: TextIO,
   train_config = parts.config.train
   batches = parts.trainer.training_batches(
       parts.train_images, parts.options, train_config.steps_per_loop, start,
-      parts.total_steps)
+      parts.total_steps,
+      labels=parts.train_labels if parts.vae.conditional else None)
   controller = Controller(
       lambda num_steps: parts.trainer.train(batches, num_steps),
       training_actions(parts, evaluation, stream, say) + list(extra_actions),

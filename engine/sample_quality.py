@@ -10,7 +10,9 @@ on the same dataset's training split gives an honest, reproducible stand-in:
 - Fréchet distance in the classifier's feature space (its penultimate layer)
   between the test set and the samples: the Fréchet distance between two
   Gaussians fitted to the features (the formula FID uses, on other features,
-  so its numbers are not FID's).
+  so its numbers are not FID's);
+- conditional accuracy, for conditional models: the fraction of samples
+  drawn for label y that the classifier assigns to y.
 
 The classifier is trained once per dataset and cached in the model dir
 (`classifier/`), with its test accuracy.
@@ -131,16 +133,68 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
   return float(max(value, 0.0))
 
 
+def prior_samples(decode, latent_dim: int, count: int, seed: int,
+                  num_classes: int = 0, batch_size: int = 1000
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+  """`count` images decoded from z ~ N(0, I), and the labels they were drawn
+  for (a conditional model's: every class in turn, so each gets count / K).
+
+  Args:
+    decode: `(z, labels) -> pixel probabilities`; labels are int32 [N], or
+      None for an unconditional model.
+    latent_dim: Size of z.
+    count: How many samples.
+    seed: Keys z.
+    num_classes: K of a conditional model; 0 for an unconditional one.
+    batch_size: Decoded at a time.
+
+  Returns:
+    (float32 images in [0, 1], int32 labels [count] or None).
+  """
+  z = tf.random.stateless_normal([count, latent_dim], seed=[seed, 11])
+  labels = (np.arange(count, dtype=np.int32) % num_classes
+            if num_classes else None)
+  samples = [np.asarray(decode(
+      z[i:i + batch_size],
+      None if labels is None else tf.constant(labels[i:i + batch_size])))
+             for i in range(0, count, batch_size)]
+  return np.concatenate(samples), labels
+
+
+def conditional_accuracy(probabilities: np.ndarray,
+                         labels: np.ndarray) -> float:
+  """The fraction of samples classified as the label they were drawn for."""
+  return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+
 def score(classifier: ScoringClassifier, test_images: np.ndarray,
-          samples: np.ndarray) -> dict:
-  """Class entropy of `samples` and their Fréchet distance to the test set
-  (test images uint8, samples floats in [0, 1], same shape)."""
-  sample_features = classifier.feature_vectors(samples)
-  return {
+          samples: np.ndarray, sample_labels: np.ndarray | None = None
+          ) -> dict:
+  """Class entropy of `samples`, their Fréchet distance to the test set
+  (test images uint8, samples floats in [0, 1], same shape) and, given the
+  labels they were drawn for, their conditional accuracy."""
+  probabilities = classifier.probabilities(samples)
+  scores = {
       "classifier_test_accuracy": classifier.test_accuracy,
-      "sample_class_entropy": class_entropy(classifier.probabilities(samples)),
+      "sample_class_entropy": class_entropy(probabilities),
       "max_class_entropy": math.log(classifier.model.output_shape[-1]),
       "classifier_frechet_distance": frechet_distance(
           classifier.feature_vectors(_as_floats(test_images)),
-          sample_features),
+          classifier.feature_vectors(samples)),
   }
+  if sample_labels is not None:
+    scores["conditional_accuracy"] = conditional_accuracy(probabilities,
+                                                          sample_labels)
+  return scores
+
+
+def describe(scores: dict, count: int) -> str:
+  """The scores in one line."""
+  conditional = (f", {scores['conditional_accuracy']:.1%} classified as "
+                 "their label" if "conditional_accuracy" in scores else "")
+  return (f"{count} samples: class entropy "
+          f"{scores['sample_class_entropy']:.3f} of "
+          f"{scores['max_class_entropy']:.3f} nats, Fréchet distance in the "
+          f"classifier's features {scores['classifier_frechet_distance']:.2f}"
+          f"{conditional} (classifier test accuracy "
+          f"{scores['classifier_test_accuracy']:.4f})")

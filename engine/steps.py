@@ -259,8 +259,12 @@ class Trainer:
 
   def training_batches(self, images: tf.Tensor,
                        options: pipeline.PipelineOptions, steps_per_loop: int,
-                       start_step: int, end_step: int):
+                       start_step: int, end_step: int,
+                       labels: tf.Tensor | None = None):
     """What `train_loop` is fed for global steps [start_step, end_step).
+
+    `labels` (int64 [N]) go into every batch; a conditional model needs
+    them.
 
     Returns:
       A `step_batches.StepBatches` where the loop builds its own batches
@@ -268,10 +272,11 @@ class Trainer:
       pipeline. Both give the same batches.
     """
     if self.loops_on_device:
-      return step_batches.StepBatches(images, options, steps_per_loop)
+      return step_batches.StepBatches(images, options, steps_per_loop,
+                                      labels=labels)
     return iter(self.strategy.distribute_datasets_from_function(
         lambda context: pipeline.train_dataset(images, options, start_step,
-                                               end_step, context)))
+                                               end_step, context, labels)))
 
   def _train_loop(self, batches, num_steps):
     """Runs `num_steps` steps (fewer if the non-finite guard stops it).

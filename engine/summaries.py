@@ -62,8 +62,10 @@ class SummaryWriter:
 def read_metrics(model_dir: str) -> dict[str, dict[int, dict[str, float]]]:
   """Reads `metrics.jsonl` as {split: {step: metrics}}.
 
-  A resumed run may log a step twice (once before an interruption, once after
-  resuming); the later record wins.
+  Records of one split and step are merged (an evaluation and the sample
+  scores that follow it are two records); a resumed run may log a step twice
+  (once before an interruption, once after resuming), and the later value
+  of a metric wins.
   """
   path = files.join(model_dir, METRICS_FILE)
   result: dict[str, dict[int, dict[str, float]]] = {}
@@ -78,5 +80,5 @@ def read_metrics(model_dir: str) -> dict[str, dict[int, dict[str, float]]]:
     except json.JSONDecodeError:
       continue  # A line cut short by a kill.
     split, step = record.pop("split"), record.pop("step")
-    result.setdefault(split, {})[step] = record
+    result.setdefault(split, {}).setdefault(step, {}).update(record)
   return result

@@ -11,6 +11,11 @@ train, evaluate and export any of them without knowing its architecture:
 * `decoder(z) -> logits` with the images' shape. Logits, not probabilities: the
   likelihood is computed from logits for numerical stability, and the export
   applies the sigmoid.
+
+A conditional model (`models.conditional`) takes a one-hot label as one more
+input of each. Callers go through `VariationalAutoencoder`'s operations,
+which take integer labels (ignored by an unconditional model), and never call
+the Keras models directly.
 """
 
 from __future__ import annotations
@@ -83,13 +88,21 @@ class VariationalAutoencoder:
 
   Attributes:
     name: The registry name it was built under.
-    encoder: `[images, epsilon] -> [z_mean, z_log_var, z]`.
-    decoder: `z -> logits` of the images' shape.
+    encoder: `[images, epsilon] -> [z_mean, z_log_var, z]`
+      (conditional: `[images, one_hot, epsilon]`).
+    decoder: `z -> logits` of the images' shape (conditional:
+      `[z, one_hot]`).
+    num_classes: K for a conditional model, 0 for an unconditional one.
   """
 
   name: str
   encoder: keras.Model
   decoder: keras.Model
+  num_classes: int = 0
+
+  @property
+  def conditional(self) -> bool:
+    return self.num_classes > 0
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -107,34 +120,59 @@ class VariationalAutoencoder:
     """Returns (encoder, decoder) parameter counts."""
     return self.encoder.count_params(), self.decoder.count_params()
 
-  # The operations every consumer needs (export, likelihood, figures,
-  # tools), so none of them rewrites them. Outputs are float32 whatever the
-  # compute dtype.
+  # The operations every consumer needs (training, export, likelihood,
+  # figures, tools), so none of them rewrites them. `labels` are int
+  # [N]; an unconditional model ignores them. Outputs other than `encode`'s
+  # are float32 whatever the compute dtype.
 
-  def posterior(self, images, training: bool = False):
-    """q(z | x)'s moments: (z_mean, z_log_var), float32 [N, latent]."""
+  def _one_hot(self, labels):
+    if labels is None:
+      raise ValueError(f"this {self.name} model is conditional on "
+                       f"{self.num_classes} classes: pass labels")
+    return ops.one_hot(ops.cast(labels, "int32"), self.num_classes)
+
+  def encode(self, images, epsilon, labels=None, training: bool = False):
+    """(z_mean, z_log_var, z) in the compute dtype, z = mean + std * epsilon."""
+    if self.conditional:
+      # Keras refuses a list mixing arrays and tensors.
+      images, epsilon = ops.convert_to_tensor(images), ops.convert_to_tensor(
+          epsilon)
+      return self.encoder([images, self._one_hot(labels), epsilon],
+                          training=training)
+    return self.encoder([images, epsilon], training=training)
+
+  def posterior(self, images, labels=None, training: bool = False):
+    """q(z | x (, y))'s moments: (z_mean, z_log_var), float32 [N, latent]."""
     zeros = ops.zeros((ops.shape(images)[0], self.latent_dim))
-    z_mean, z_log_var, _ = self.encoder([images, zeros], training=training)
+    z_mean, z_log_var, _ = self.encode(images, zeros, labels, training)
     return ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
 
-  def posterior_mean(self, images):
-    """E_q[z | x], float32 [N, latent] (the encoder with zero noise)."""
-    return self.posterior(images)[0]
+  def posterior_mean(self, images, labels=None):
+    """E_q[z | x (, y)], float32 [N, latent] (the encoder with zero noise)."""
+    return self.posterior(images, labels)[0]
 
-  def decoder_logits(self, z, training: bool = False):
+  def decoder_logits(self, z, labels=None, training: bool = False):
     """The decoder's logits, float32, of the images' shape."""
-    return ops.cast(self.decoder(z, training=training), "float32")
+    if self.conditional:
+      logits = self.decoder([ops.convert_to_tensor(z), self._one_hot(labels)],
+                            training=training)
+    else:
+      logits = self.decoder(z, training=training)
+    return ops.cast(logits, "float32")
 
-  def decoder_probabilities(self, z):
+  def decoder_probabilities(self, z, labels=None):
     """Pixel probabilities (Bernoulli means) in [0, 1], float32."""
-    return ops.sigmoid(self.decoder_logits(z))
+    return ops.sigmoid(self.decoder_logits(z, labels))
 
   @property
   def log_scale(self):
     """The learned per-sub-pixel log-scale, or None (see `LearnedScale`)."""
-    for layer in self.decoder.layers:
+    pending = list(self.decoder.layers)
+    while pending:  # A conditional decoder holds the builder's as a layer.
+      layer = pending.pop()
       if isinstance(layer, LearnedScale):
         return layer.log_scale
+      pending.extend(getattr(layer, "layers", []))
     return None
 
 

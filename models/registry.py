@@ -10,6 +10,7 @@ import dataclasses
 from typing import Callable
 
 from models import base
+from models import conditional
 from models.base import VariationalAutoencoder
 
 Builder = Callable[[tuple, int], VariationalAutoencoder]
@@ -42,14 +43,34 @@ class ModelSpec:
   initializes_from_data: bool = False
 
   def create(self, image_shape: tuple, latent_dim: int, pixel_mean=None,
-             learned_scale: bool = False) -> VariationalAutoencoder:
-    """Builds the model, handing `pixel_mean` to builders that use it, with
-    a learned per-sub-pixel scale after the decoder if asked for."""
+             learned_scale: bool = False,
+             num_classes: int = 0) -> VariationalAutoencoder:
+    """Builds the model.
+
+    Args:
+      image_shape: Shape of one image.
+      latent_dim: Size of z.
+      pixel_mean: The training targets' mean image, for builders that
+        initialise from it.
+      learned_scale: Attach a learned per-sub-pixel scale after the decoder.
+      num_classes: K > 0 builds the label-conditional model
+        (`models.conditional`); 0 the unconditional one.
+    """
+    decoder_model = self._build(image_shape, latent_dim + num_classes,
+                                pixel_mean)
+    if learned_scale:
+      decoder_model = base.with_learned_scale(decoder_model)
+    if not num_classes:
+      return decoder_model
+    encoder_model = self._build(
+        conditional.labelled_image_shape(image_shape, num_classes),
+        latent_dim, None)
+    return conditional.conditional(encoder_model, decoder_model, num_classes)
+
+  def _build(self, image_shape, latent_dim, pixel_mean):
     if self.initializes_from_data:
-      vae = self.build(image_shape, latent_dim, pixel_mean=pixel_mean)
-    else:
-      vae = self.build(image_shape, latent_dim)
-    return base.with_learned_scale(vae) if learned_scale else vae
+      return self.build(image_shape, latent_dim, pixel_mean=pixel_mean)
+    return self.build(image_shape, latent_dim)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -11,7 +11,9 @@ the data settings (--dataset, --data_dir, --binarize, --seed, --batch_size,
 --strategy, ...), and a model flag that contradicts the run is an error.
 --eval_nll_samples defaults to 5000 here (Burda et al.'s K). --sample_quality
 adds the classifier-based sample scores (engine.sample_quality; the run's
-cached classifier when --model_dir is given). Prints a table,
+cached classifier when --model_dir is given), with a conditional model's
+conditional accuracy. A conditional model's NLL is -log p(x | y). Prints a
+table,
 and writes it as JSON (--output_json, by default
 <model_dir>/eval-<step>-k<K>.json).
 """
@@ -127,13 +129,19 @@ def main(argv):
       except (OSError, ValueError, tf.errors.OpError) as e:
         raise UserError(f"--saved_model={FLAGS.saved_model}: cannot load it "
                         f"({str(e).splitlines()[0][:160]})") from None
+      num_classes = (int(loaded.num_classes.numpy())
+                     if hasattr(loaded, "num_classes") else 0)
       encode, log_likelihood = likelihood.export_functions(
           loaded, config.model)
       latent_dim = int(loaded.signatures["decode"].structured_input_signature[
           1]["z"].shape[-1])
       source, step = FLAGS.saved_model, os.path.basename(
           os.path.normpath(FLAGS.saved_model))
-      decode = lambda z: loaded.signatures["decode"](z=z)["images"]  # noqa: E731
+      def decode(z, labels):
+        inputs = {"z": z}
+        if num_classes:
+          inputs["label"] = tf.cast(labels, tf.int32)
+        return loaded.signatures["decode"](**inputs)["images"]
       # The run's cached classifier when --model_dir is given too (the same
       # classifier, the same scores), else one cached beside the export.
       cache_dir = (FLAGS.model_dir if FLAGS["model_dir"].present else
@@ -144,12 +152,16 @@ def main(argv):
       encode, log_likelihood = likelihood.model_functions(
           trained.vae, config.model)
       latent_dim = trained.vae.latent_dim
+      num_classes = trained.vae.num_classes
       source, step = trained.checkpoint, trained.step
       decode, cache_dir = trained.vae.decoder_probabilities, FLAGS.model_dir
     evaluator = likelihood.ImportanceSampledEvaluator(
         encode, log_likelihood, strategy, data.image_shape,
         latent_dim, config.train.eval_nll_samples, batch_size,
-        config.train.seed)
+        config.train.seed, conditional=num_classes > 0)
+  if num_classes and np.any(test_labels < 0):
+    raise UserError(f"the model is conditional on {num_classes} classes but "
+                    f"{data.source} has unlabelled test images")
 
   result = evaluator.evaluate(build.eval_data(
       strategy, pipeline.as_tensor(test_images),
@@ -161,11 +173,10 @@ def main(argv):
     classifier = sample_quality.load_or_train(
         cache_dir, data.train_images, data.train_labels, data.test_images,
         data.test_labels, seed=config.train.seed)
-    z = tf.random.stateless_normal([10_000, latent_dim],
-                                   seed=[config.train.seed, 11])
-    samples = np.concatenate([np.asarray(decode(z[i:i + 1000]))
-                              for i in range(0, 10_000, 1000)])
-    quality = sample_quality.score(classifier, test_images, samples)
+    samples, sample_labels = sample_quality.prior_samples(
+        decode, latent_dim, 10_000, config.train.seed, num_classes)
+    quality = sample_quality.score(classifier, test_images, samples,
+                                   sample_labels)
   seconds = time.perf_counter() - started
   peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -193,6 +204,10 @@ def main(argv):
           f"{quality['classifier_frechet_distance']:.2f} (test set vs "
           f"samples; classifier test accuracy "
           f"{quality['classifier_test_accuracy']:.4f})")] if quality else []),
+      *([("conditional accuracy",
+          f"{quality['conditional_accuracy']:.4f} (samples classified as "
+          "the label they were drawn for)")]
+        if "conditional_accuracy" in quality else []),
       ("runtime", f"{seconds:.1f} s on {strategy.num_replicas_in_sync} "
                   f"replica(s)"),
       ("peak memory", f"{peak_rss_mb:.0f} MB RSS"),

@@ -10,6 +10,7 @@ Test data comes from --dataset / --data_dir, defaulting to the run's own.
 import _entry  # noqa: F401  (sets up the import path)
 
 from absl import flags
+import numpy as np
 
 import flags as engine_flags
 
@@ -25,6 +26,33 @@ engine_flags.define_overrides(
 flags.DEFINE_integer("seed", 0, "Seeds the prior samples.")
 
 
+def export_functions(loaded) -> tuple:
+  """(encode, decode, latent_dim, num_classes) of a loaded export, as
+  `run_figures.write_run_figures` takes them."""
+  import tensorflow as tf
+
+  encode_fn, decode_fn = (loaded.signatures["encode"],
+                          loaded.signatures["decode"])
+  latent_dim = int(decode_fn.structured_input_signature[1]["z"].shape[-1])
+  # Exports older than conditional models have no `num_classes`.
+  num_classes = (int(loaded.num_classes.numpy())
+                 if hasattr(loaded, "num_classes") else 0)
+  if not num_classes:
+    return (lambda x, labels: encode_fn(images=tf.constant(x))[
+                "z_mean"].numpy(),
+            lambda z, labels: decode_fn(z=tf.constant(z))["images"].numpy(),
+            latent_dim, 0)
+
+  def label(labels):
+    return tf.constant(np.asarray(labels), tf.int32)
+
+  return (lambda x, labels: encode_fn(images=tf.constant(x),
+                                      label=label(labels))["z_mean"].numpy(),
+          lambda z, labels: decode_fn(z=tf.constant(z),
+                                      label=label(labels))["images"].numpy(),
+          latent_dim, num_classes)
+
+
 def main(argv):
   del argv
   import dataclasses
@@ -32,9 +60,9 @@ def main(argv):
   import tensorflow as tf
 
   from engine import checkpointing
-  from engine import figures
   from engine import evaluation
   from engine import latent_units
+  from engine import run_figures
   from engine import summaries
   from engine import build
   from engine.config import DataConfig, RunConfig, TrainConfig
@@ -50,6 +78,7 @@ def main(argv):
                                                FLAGS.checkpoint)
     encode, decode = evaluation.figure_functions(trained.vae)
     latent_dim = trained.vae.latent_dim
+    num_classes = trained.vae.num_classes
     data_config = trained.config.data
     metrics = summaries.read_metrics(FLAGS.model_dir)
   else:
@@ -58,11 +87,7 @@ def main(argv):
     except (OSError, ValueError, tf.errors.OpError) as e:
       raise UserError(f"--saved_model={FLAGS.saved_model}: cannot load it "
                       f"({str(e).splitlines()[0][:160]})") from None
-    encode_fn, decode_fn = (loaded.signatures["encode"],
-                            loaded.signatures["decode"])
-    latent_dim = int(decode_fn.structured_input_signature[1]["z"].shape[-1])
-    encode = lambda x: encode_fn(images=tf.constant(x))["z_mean"].numpy()  # noqa: E731
-    decode = lambda z: decode_fn(z=tf.constant(z))["images"].numpy()  # noqa: E731
+    encode, decode, latent_dim, num_classes = export_functions(loaded)
   overrides = {name: getattr(FLAGS, name)
                for name in ("dataset", "data_dir", "binarize", "noise_factor")
                if getattr(FLAGS, name) is not None}
@@ -77,13 +102,18 @@ def main(argv):
       pipeline.as_tensor(data.test_labels), options))))
   output_dir = FLAGS.output_dir or (
       f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
-  kl_per_unit = (latent_units.unit_statistics(trained.vae, test["inputs"])[0]
+  kl_per_unit = (latent_units.unit_statistics(
+      trained.vae, test["inputs"],
+      labels=test["labels"] if num_classes else None)[0]
                  if FLAGS.model_dir else None)
-  paths = figures.write_run_figures(
+  if num_classes and np.any(test["labels"] < 0):
+    raise UserError(f"the model is conditional on {num_classes} classes but "
+                    f"{data.source} has unlabelled test images")
+  paths = run_figures.write_run_figures(
       encode, decode, latent_dim, test["inputs"], test["targets"],
       test["labels"], metrics,
       output_dir, FLAGS.seed, denoising=data_config.noise_factor > 0,
-      kl_per_unit=kl_per_unit)
+      kl_per_unit=kl_per_unit, num_classes=num_classes)
   for path in paths:
     print(path)
 

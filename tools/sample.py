@@ -2,6 +2,7 @@
 
     python tools/sample.py --saved_model=/tmp/conv/export/4680 --num=64 \
         --output=/tmp/samples   # writes /tmp/samples.png and /tmp/samples.npy
+    python tools/sample.py --saved_model=/tmp/cvae/export/4680 --label=7
 """
 
 import _entry  # noqa: F401  (sets up the import path)
@@ -12,6 +13,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An export directory (one version).",
                     required=True)
 flags.DEFINE_integer("num", 64, "How many samples.", lower_bound=1)
+flags.DEFINE_integer("label", None,
+                     "The class to sample, for a conditional model's export "
+                     "(required there, refused elsewhere).", lower_bound=0)
 flags.DEFINE_string("output", "samples",
                     "Output path without extension: writes .png and .npy.")
 
@@ -32,11 +36,26 @@ def main(argv):
   if "sample" not in loaded.signatures:
     raise UserError(f"--saved_model={FLAGS.saved_model}: has no 'sample' "
                     "signature")
-  images = loaded.signatures["sample"](num=tf.constant(FLAGS.num))["images"]
+  sample = loaded.signatures["sample"]
+  conditional = "label" in sample.structured_input_signature[1]
+  if conditional != (FLAGS.label is not None):
+    raise UserError(
+        f"--label: {FLAGS.saved_model} is a conditional model's export; "
+        "pass --label=CLASS" if conditional else
+        f"--label={FLAGS.label}: {FLAGS.saved_model} is not conditional")
+  inputs = {"num": tf.constant(FLAGS.num)}
+  if conditional:
+    inputs["label"] = tf.constant(FLAGS.label)
+  try:
+    images = sample(**inputs)["images"]
+  except tf.errors.InvalidArgumentError:
+    raise UserError(f"--label={FLAGS.label}: not a class of the model "
+                    f"({int(loaded.num_classes.numpy())} classes)") from None
   images = images.numpy()
   np.save(FLAGS.output + ".npy", images)
   figures.plot_grid(images, FLAGS.output + ".png",
-                    f"{FLAGS.num} samples from {FLAGS.saved_model}")
+                    f"{FLAGS.num} samples from {FLAGS.saved_model}"
+                    + (f", label {FLAGS.label}" if conditional else ""))
   print(f"wrote {FLAGS.output}.png and {FLAGS.output}.npy "
         f"{tuple(images.shape)}")
 

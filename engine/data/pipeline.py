@@ -17,8 +17,10 @@ Every element is a dict:
            (clean when input noise is on).
   epsilon: float32 [B, latent_dim], the reparameterization noise, or
            [B, K, latent_dim] with K > 1 samples per example.
-  labels, weights, batch_index, offset (evaluation only): int64 labels [B]
-           for figures; float32 weights [B], 0 for the rows that pad the
+  labels:  int64 [B], the examples' labels: in evaluation always, in
+           training when the pipeline is given them (conditional models).
+  weights, batch_index, offset (evaluation only): float32 weights [B], 0
+           for the rows that pad the
            last global batch to full size; the global batch's index and this
            slice's offset in it, scalars that key further noise (see
            `engine.likelihood`).
@@ -190,8 +192,8 @@ def example_order(options: PipelineOptions, num_examples: int, step,
 
 def train_dataset(images: tf.Tensor, options: PipelineOptions,
                   start_step: int, end_step: int,
-                  context: Optional[tf.distribute.InputContext] = None
-                  ) -> tf.data.Dataset:
+                  context: Optional[tf.distribute.InputContext] = None,
+                  labels: Optional[tf.Tensor] = None) -> tf.data.Dataset:
   """Batches for global steps [start_step, end_step).
 
   Args:
@@ -200,6 +202,8 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
     start_step: First global step to produce (the resume position).
     end_step: One past the last step.
     context: The input context under tf.distribute (None: one pipeline).
+    labels: int64 tensor [N], the training labels, for batches that carry
+      them (None: no `labels`).
 
   Returns:
     A dataset of per-replica batches (see the module docstring).
@@ -215,8 +219,11 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
     step, offset = layout.locate(element)
     order = example_order(options, num_examples, step, offset,
                            layout.per_replica)
-    return _preprocess(tf.gather(images, order), options, step, 0, offset,
-                       layout.per_replica)
+    batch = _preprocess(tf.gather(images, order), options, step, 0, offset,
+                        layout.per_replica)
+    if labels is not None:
+      batch["labels"] = tf.gather(labels, order)
+    return batch
 
   dataset = tf.data.Dataset.range(start_step * layout.local_replicas,
                                   end_step * layout.local_replicas)

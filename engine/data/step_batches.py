@@ -38,11 +38,15 @@ class StepBatches:
     max_steps_per_call: Upper bound on the steps one `draw` covers; it is
       lowered so that the draws stay under `draw_budget_bytes`.
     draw_budget_bytes: Memory the draws of one call may take.
+    labels: int64 tensor [N], the training labels, for batches that carry
+      them (None: no `labels`).
   """
 
   def __init__(self, images: tf.Tensor, options: PipelineOptions,
-               max_steps_per_call: int, draw_budget_bytes: int = 64 << 20):
+               max_steps_per_call: int, draw_budget_bytes: int = 64 << 20,
+               labels: tf.Tensor | None = None):
     self.images = images
+    self.labels = labels
     self.options = options
     self.num_examples = int(images.shape[0])
     if steps_per_epoch(self.num_examples, options.global_batch_size) < 1:
@@ -88,5 +92,8 @@ class StepBatches:
 
   def batch(self, draws: dict) -> dict:
     """One step's batch from its row of `draw()`'s result (XLA-compilable)."""
-    return apply_draws(tf.gather(self.images, draws["order"]), self.options,
+    batch = apply_draws(tf.gather(self.images, draws["order"]), self.options,
                         draws)
+    if self.labels is not None:
+      batch["labels"] = tf.gather(self.labels, draws["order"])
+    return batch

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from engine import elbo
 from engine.config import ModelConfig

@@ -9,6 +9,7 @@ import pytest
 
 import models
 from engine import figures
+from engine import run_figures
 from engine import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
@@ -86,16 +87,16 @@ def test_manifold_covers_where_the_encoder_puts_the_data(tmp_path):
   means = rng.normal(size=(5000, 2)) * [0.8, 1.2] + [-1.3, -0.5]
   decoded = []
 
-  def decode(z):
+  def decode(z, labels):
     decoded.append(np.asarray(z))
     return np.zeros((len(z), 28, 28, 1), np.float32)
 
-  def encode(images):
+  def encode(images, labels):
     return means[images[:, 0, 0, 0].astype(int)]
 
   images = np.zeros((5000, 28, 28, 1), np.float32)
   images[:, 0, 0, 0] = np.arange(5000)
-  figures.write_run_figures(encode, decode, 2, images, images,
+  run_figures.write_run_figures(encode, decode, 2, images, images,
                             np.zeros(5000, int), {}, str(tmp_path), seed=0,
                             denoising=False)
   grid = next(z for z in decoded if len(z) == figures.MANIFOLD_SIZE ** 2)

@@ -1,6 +1,5 @@
 """Precision policies, loss scaling, XLA, and tracing of the training loop."""
 
-import dataclasses
 import io
 import os
 import subprocess
@@ -16,7 +15,7 @@ from engine import precision
 from engine import runner
 from engine import steps
 from engine import summaries
-from engine.config import (DataConfig, DistributionConfig, ModelConfig,
+from engine.config import (DataConfig, ModelConfig,
                            RunConfig, TrainConfig)
 from engine.data import pipeline
 from engine.data import step_batches
