@@ -131,3 +131,39 @@ def test_interpolations_run_straight_between_the_pairs_ends():
   np.testing.assert_allclose(lines[:, 0], starts)
   np.testing.assert_allclose(lines[:, -1], ends)
   np.testing.assert_allclose(lines[0, 2], [0.5, 1.0, 1.5])
+
+
+def test_class_sample_and_style_latents():
+  z, labels = run_figures.class_sample_latents(4, 3, seed=0, columns=5)
+  assert z.shape == (15, 4)
+  np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], 5))
+  assert len({tuple(row) for row in z}) == 15  # Independent draws.
+  codes, labels = run_figures.style_latents(np.array([[1.0, 2.0],
+                                                      [3.0, 4.0]]), 3)
+  np.testing.assert_array_equal(codes, [[1, 2]] * 3 + [[3, 4]] * 3)
+  np.testing.assert_array_equal(labels, [0, 1, 2, 0, 1, 2])
+
+
+def test_conditional_figures_decode_under_the_labels_they_show(tmp_path):
+  calls = []
+
+  def decode(z, labels):
+    calls.append(np.asarray(labels))
+    return np.zeros((len(z), 28, 28, 1), np.float32)
+
+  def encode(images, labels):
+    return np.zeros((len(images), 2), np.float32)
+
+  images = np.zeros((20, 28, 28, 1), np.float32)
+  labels = np.arange(20) % 10
+  paths = run_figures.write_run_figures(
+      encode, decode, 2, images, images, labels, {}, str(tmp_path), seed=0,
+      denoising=False, num_classes=10)
+  assert {"samples_per_class.png", "style.png"} <= {
+      os.path.basename(p) for p in paths}
+  # Reconstructions use each image's own label; prior samples cycle.
+  np.testing.assert_array_equal(calls[0], labels[:10])
+  np.testing.assert_array_equal(calls[1], np.arange(100) % 10)
+  # Samples per class (10 per row) and style (8 codes x 10 labels).
+  np.testing.assert_array_equal(calls[-2], np.repeat(np.arange(10), 10))
+  np.testing.assert_array_equal(calls[-1], np.tile(np.arange(10), 8))

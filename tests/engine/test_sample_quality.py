@@ -131,3 +131,41 @@ def test_the_run_and_the_evaluate_tool_report_sample_quality(
     assert record["classifier_frechet_distance"] == pytest.approx(
         logged["classifier_frechet_distance"], rel=1e-3)
     assert "classifier Fréchet distance" in evaluated.stdout
+
+
+def test_conditional_accuracy_counts_samples_read_as_their_label():
+  probabilities = np.eye(3)[[0, 1, 2, 2, 0, 1]]
+  labels = np.array([0, 1, 2, 0, 1, 1])
+  assert sample_quality.conditional_accuracy(probabilities, labels) == 4 / 6
+
+
+def test_prior_samples_of_a_conditional_model_cycle_through_the_labels():
+  seen = []
+
+  def decode(z, labels):
+    seen.append(None if labels is None else np.asarray(labels))
+    return np.zeros((len(z), 4, 4, 1), np.float32) + np.asarray(z)[:, :1,
+                                                                   None, None]
+
+  samples, labels = sample_quality.prior_samples(decode, 3, 25, seed=0,
+                                                 num_classes=10,
+                                                 batch_size=10)
+  assert samples.shape == (25, 4, 4, 1)
+  np.testing.assert_array_equal(labels, np.arange(25) % 10)
+  np.testing.assert_array_equal(np.concatenate(seen), labels)
+  again, none = sample_quality.prior_samples(decode, 3, 25, seed=0)
+  assert none is None and seen[-1] is None
+  np.testing.assert_array_equal(again, samples)  # The same z: keyed on seed.
+
+
+def test_score_adds_conditional_accuracy_only_given_labels(classifier, mnist):
+  images = mnist.test_images[:300].astype(np.float32) / 255
+  plain = sample_quality.score(classifier, mnist.test_images[:300], images)
+  assert "conditional_accuracy" not in plain
+  right = sample_quality.score(classifier, mnist.test_images[:300], images,
+                               mnist.test_labels[:300])
+  wrong = sample_quality.score(classifier, mnist.test_images[:300], images,
+                               (mnist.test_labels[:300] + 1) % 10)
+  assert right["conditional_accuracy"] > 0.85
+  assert wrong["conditional_accuracy"] < 0.1
+  assert "classified as their label" in sample_quality.describe(right, 300)

@@ -89,6 +89,29 @@ def test_sample_tool_writes_png_and_npy(tmp_path):
   assert matplotlib.image.imread(str(tmp_path / "s.png")).shape[0] > 100
 
 
+def test_sample_tool_takes_a_label_for_a_conditional_export(tmp_path):
+  vae = models.get("dense").create((28, 28, 1), 2, num_classes=10)
+  exported = export.export(vae, str(tmp_path / "e"), version=1)
+  result = run_tool("sample.py", f"--saved_model={exported}", "--num=6",
+                    "--label=7", f"--output={tmp_path}/sevens")
+  assert result.returncode == 0, result.stderr
+  assert np.load(tmp_path / "sevens.npy").shape == (6, 28, 28, 1)
+  for flags, message in (
+      ([], "is a conditional model's export; pass --label=CLASS"),
+      (["--label=10"], "--label=10: not a class of the model (10 classes)")):
+    result = run_tool("sample.py", f"--saved_model={exported}", *flags,
+                      f"--output={tmp_path}/bad")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --label: {exported} {message}" if not flags
+        else f"error: {message}")
+  plain = export.export(models.get("dense").create((28, 28, 1), 2),
+                        str(tmp_path / "p"), version=1)
+  result = run_tool("sample.py", f"--saved_model={plain}", "--label=3")
+  assert result.returncode != 0
+  assert f"--label=3: {plain} is not conditional" in result.stderr
+
+
 def test_sample_tool_bad_path(tmp_path):
   result = run_tool("sample.py", f"--saved_model={tmp_path}/none")
   assert result.returncode == 2 and "--saved_model" in result.stderr

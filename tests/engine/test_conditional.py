@@ -1,0 +1,256 @@
+"""--conditional through the engine: labels in the training batches, exact
+resume, mirrored and multi-worker jobs, the non-finite guard, the conditional
+importance-weighted NLL, figures, and clear errors."""
+
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from engine import checkpointing
+from engine import likelihood
+from engine import runner
+from engine import steps
+from engine import summaries
+from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from engine.data import pipeline
+from engine.data import step_batches
+from engine.errors import CheckpointMismatchError
+from tests.conftest import REPO_ROOT
+from tests.engine.test_likelihood import LinearGaussian, _batch
+from tests.engine.test_main import assert_one_line_error, run_cli
+from tests.engine.test_runner import _checkpointed_state
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+import launch_local  # noqa: E402
+
+
+def _config(data_dir, model_dir, model="dense", conditional=True, **train):
+  values = dict(model_dir=str(model_dir), batch_size=64, train_steps=30,
+                steps_per_loop=7, log_every=10, checkpoint_every=0,
+                eval_every=0, figures=False)
+  values.update(train)
+  return RunConfig(
+      data=DataConfig(data_dir=str(data_dir), binarize="dynamic"),
+      model=ModelConfig(name=model, latent_dim=2, conditional=conditional),
+      train=TrainConfig(**values))
+
+
+def test_training_batches_carry_each_images_own_label(mnist):
+  """Labels are gathered with the same order as the images, on both paths
+  (tf.data and batches built in the loop), and nothing else changes."""
+  images = pipeline.as_tensor(mnist.train_images[:640])
+  # Labels that name their image: an image's row can be checked against it.
+  ids = tf.range(640, dtype=tf.int64)
+  options = pipeline.PipelineOptions(32, 3, "none", 0.0, 2)
+  labelled = list(pipeline.train_dataset(images, options, 17, 21,
+                                         labels=ids))
+  plain = list(pipeline.train_dataset(images, options, 17, 21))
+  built = step_batches.StepBatches(images, options, 4, labels=ids)
+  draws = built.draw(17)
+  for step, (with_labels, without) in enumerate(zip(labelled, plain)):
+    rows = with_labels["labels"].numpy()
+    assert len(set(rows)) == 32
+    np.testing.assert_array_equal(
+        with_labels["targets"].numpy(),
+        mnist.train_images[rows].astype(np.float32) / 255.0)
+    for key in without:
+      np.testing.assert_array_equal(with_labels[key], without[key])
+    in_loop = built.batch(tf.nest.map_structure(lambda d: d[step], draws))
+    np.testing.assert_array_equal(in_loop["labels"], rows)
+    np.testing.assert_array_equal(in_loop["targets"], with_labels["targets"])
+
+
+@pytest.mark.parametrize("model,jit_compile", [("dense", True),
+                                               ("conv", False)])
+def test_a_conditional_run_resumes_bit_exactly(small_mnist_dir, tmp_path,
+                                               model, jit_compile):
+  """Dense with XLA builds its labelled batches in the loop; conv reads
+  them from tf.data."""
+  def config(model_dir, steps):
+    return _config(small_mnist_dir, model_dir, model, train_steps=steps,
+                   jit_compile=jit_compile)
+  whole = runner.run(config(tmp_path / "a", 30), io.StringIO())
+  runner.run(config(tmp_path / "b", 11), io.StringIO())
+  resumed = runner.run(config(tmp_path / "b", 30), io.StringIO())
+  assert resumed.resumed_from.endswith("ckpt-11")
+  assert whole.weights_fingerprint == resumed.weights_fingerprint
+  a = _checkpointed_state(str(tmp_path / "a"))
+  b = _checkpointed_state(str(tmp_path / "b"))
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_the_label_helps_and_the_checkpoint_remembers_it(small_mnist_dir,
+                                                         tmp_path):
+  """Knowing the digit, the decoder explains the image better: the
+  conditional ELBO (of log p(x | y)) is above the unconditional one's. And a
+  conditional run's directory refuses an unconditional restart."""
+  conditional = runner.run(
+      _config(small_mnist_dir, tmp_path / "c", train_steps=200,
+              learning_rate=2e-3), io.StringIO())
+  unconditional = runner.run(
+      _config(small_mnist_dir, tmp_path / "u", conditional=False,
+              train_steps=200, learning_rate=2e-3), io.StringIO())
+  assert (conditional.test_metrics["elbo"]
+          > unconditional.test_metrics["elbo"] + 3), (
+              conditional.test_metrics, unconditional.test_metrics)
+  with pytest.raises(CheckpointMismatchError, match=r"classes=10.*this run "
+                     r"is model=dense;latent_dim=2;image_shape=28x28x1\."):
+    runner.run(_config(small_mnist_dir, tmp_path / "c", conditional=False,
+                       train_steps=300), io.StringIO())
+
+
+def test_mirrored_conditional_training_matches_one_device(small_mnist_dir,
+                                                          tmp_path):
+  common = ["--model=conv", "--conditional", f"--data_dir={small_mnist_dir}",
+            "--batch_size=96", "--train_steps=10", "--steps_per_loop=5",
+            "--optimizer=sgd", "--learning_rate=1e-3", "--checkpoint_every=0",
+            "--nofigures", "--eval_nll_samples=3"]
+  mirrored = run_cli(*common, "--strategy=mirrored", "--cpu_devices=2",
+                     f"--model_dir={tmp_path}/m")
+  single = run_cli(*common, f"--model_dir={tmp_path}/s")
+  assert mirrored.returncode == 0, mirrored.stderr
+  assert single.returncode == 0, single.stderr
+  assert "2 replica(s)" in mirrored.stdout
+  evals = [summaries.read_metrics(str(tmp_path / d))["eval"][10]
+           for d in ("m", "s")]
+  assert abs(evals[0]["elbo"] - evals[1]["elbo"]) < 1e-3, evals
+  assert abs(evals[0]["nll"] - evals[1]["nll"]) < 1e-3, evals
+
+
+def test_two_worker_conditional_job_matches_one_device(small_mnist_dir,
+                                                        tmp_path):
+  common = ["--model=conv", "--conditional", f"--data_dir={small_mnist_dir}",
+            "--batch_size=64", "--train_steps=6", "--steps_per_loop=3",
+            "--log_every=3", "--checkpoint_every=0", "--optimizer=sgd",
+            "--learning_rate=1e-3", "--nofigures"]
+  processes = launch_local.start_workers(
+      2, [*common, f"--model_dir={tmp_path}/job"], stdout=subprocess.PIPE)
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  single = run_cli(*common, f"--model_dir={tmp_path}/single")
+  assert single.returncode == 0, single.stderr
+  job, alone = (summaries.read_metrics(str(tmp_path / d))["eval"][6]["elbo"]
+                for d in ("job", "single"))
+  assert abs(job - alone) < 1e-3, (job, alone)
+
+
+def test_a_non_finite_step_is_never_applied_to_a_conditional_model(mnist):
+  keras.utils.set_random_seed(0)
+  vae = models.get("conv").create((28, 28, 1), 2, num_classes=10)
+  trainer = steps.Trainer(vae, ModelConfig(name="conv", latent_dim=2),
+                          tf.distribute.get_strategy(), 16, 1e-3)
+  options = pipeline.PipelineOptions(16, 0, "none", 0.0, 2)
+  batches = list(pipeline.train_dataset(
+      pipeline.as_tensor(mnist.train_images[:512]), options, 0, 4,
+      labels=pipeline.as_tensor(mnist.train_labels[:512])))
+  batches[2]["targets"] = batches[2]["targets"] * np.nan
+  before = [v.numpy().copy() for v in vae.trainable_variables]
+  trainer.train_loop(iter(tf.data.Dataset.from_tensor_slices(
+      {k: tf.stack([b[k] for b in batches]) for k in batches[0]})),
+      tf.constant(4))
+  assert bool(trainer.non_finite.stopped.read_value())
+  assert int(trainer.non_finite.last_bad_step.read_value()) == 2
+  after = [v.numpy() for v in vae.trainable_variables]
+  assert all(np.isfinite(a).all() for a in after)
+  assert any(not np.array_equal(a, b) for a, b in zip(after, before))
+
+
+class LabelledLinearGaussian(LinearGaussian):
+  """p(x | z, y) = N(W z + b + c_y, s^2 I): p(x | y) = N(b + c_y, W W^T +
+  s^2 I), and the encoder is the (perturbed) exact posterior given y."""
+
+  def __init__(self, classes=3, **kwargs):
+    super().__init__(**kwargs)
+    self.offsets = np.random.default_rng(5).normal(
+        scale=2.0, size=(classes, len(self.b)))
+
+  def _shift(self, x, labels):
+    return tf.cast(x, tf.float64) - tf.gather(self.offsets, labels)
+
+  def encode(self, x, labels):
+    return super().encode(self._shift(x, labels))
+
+  def log_likelihood(self, x, z, labels):
+    return super().log_likelihood(self._shift(x, labels), z)
+
+
+def test_conditional_nll_estimates_log_p_x_given_y():
+  model = LabelledLinearGaussian()
+  labels = np.arange(40) % 3
+  x = model.sample(40) + model.offsets[labels]
+  batch = dict(_batch(x, 3), labels=tf.constant(labels))
+  evaluator = likelihood.ImportanceSampledEvaluator(
+      model.encode, model.log_likelihood, tf.distribute.get_strategy(), (6,),
+      3, num_samples=2000, global_batch_size=40, seed=0,
+      rows_per_chunk=20_000, conditional=True)
+  result = evaluator.evaluate(tf.data.Dataset.from_tensors(batch))
+  exact = -model.log_marginal(x - model.offsets[labels])
+  assert abs(result.nll - exact.mean()) < result.nll_stderr
+  # The wrong labels explain the data far worse.
+  wrong = dict(batch, labels=tf.constant((labels + 1) % 3))
+  assert evaluator.evaluate(tf.data.Dataset.from_tensors(wrong)).nll > (
+      result.nll + 5)
+
+
+def _unlabelled_folder(directory, mnist, count=96):
+  """PNGs straight in the folder: images without labels (-1)."""
+  os.makedirs(directory, exist_ok=True)
+  for i in range(count):
+    tf.io.write_file(os.path.join(directory, f"{i:03d}.png"),
+                     tf.io.encode_png(mnist.train_images[i]))
+  return str(directory)
+
+
+def test_unlabelled_data_is_a_one_line_error(mnist, tmp_path):
+  folder = _unlabelled_folder(tmp_path / "images", mnist)
+  line = assert_one_line_error(
+      run_cli(f"--data_dir={folder}", "--conditional", "--test_fraction=0.25",
+              "--batch_size=16", "--train_steps=2",
+              f"--model_dir={tmp_path}/m"),
+      "--conditional:", "images without a label")
+  assert not os.path.exists(tmp_path / "m" / "checkpoint")
+  print(f"\nBAD-INPUT | --conditional on unlabelled images | {line}")
+
+
+def test_a_conditional_run_draws_samples_per_class_and_style(small_mnist_dir,
+                                                             tmp_path):
+  result = runner.run(_config(small_mnist_dir, tmp_path, "conv",
+                              train_steps=20, figures=True,
+                              export_dir=str(tmp_path / "e")),
+                      io.StringIO())
+  names = {os.path.basename(p) for p in result.figure_paths}
+  assert {"samples_per_class.png", "style.png", "traversals.png",
+          "interpolations.png", "latent_manifold.png"} <= names
+  for path in result.figure_paths:
+    assert os.path.getsize(path) > 1000, path
+  # The export draws the same figures, from its label-taking signatures.
+  plotted = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "tools", "plot.py"),
+       f"--saved_model={result.export_path}", f"--data_dir={small_mnist_dir}",
+       f"--output_dir={tmp_path}/from_export"],
+      capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  assert plotted.returncode == 0, plotted.stderr[-2000:]
+  assert {"samples_per_class.png", "style.png"} <= set(
+      os.listdir(tmp_path / "from_export"))
+
+
+def test_plain_flags_and_the_saved_config_round_trip(small_mnist_dir,
+                                                     tmp_path):
+  config = _config(small_mnist_dir, tmp_path, train_steps=2)
+  runner.run(config, io.StringIO())
+  saved = checkpointing.read_run_config(str(tmp_path))
+  assert saved.model.conditional
+  assert "--conditional\n" in (tmp_path / "flags.txt").read_text()
+  trained = checkpointing.load_trained_model(str(tmp_path))
+  assert trained.vae.num_classes == 10
+  assert dataclasses.replace(saved) == config
