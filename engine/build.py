@@ -212,7 +212,13 @@ def model_and_trainer(config: RunConfig, image_shape: tuple,
 
   Returns:
     (vae, trainer).
+
+  Raises:
+    UserError: For `--conditional`, which these tools do not measure.
   """
+  if config.model.conditional and not classes:
+    raise UserError(f"--{config_lib.flag_name('conditional')}: this tool "
+                    "measures unconditional models only")
   strategy = strategy or tf.distribute.get_strategy()
   policy = precision.resolve(config.train.mixed_precision,
                              config.train.allow_slow).policy

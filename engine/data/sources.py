@@ -219,8 +219,10 @@ def _tfds_split_arrays(builder, split: str,
   image_chunks, label_chunks = [], []
   for chunk in tfds.as_numpy(dataset.batch(4096)):
     image_chunks.append(np.asarray(chunk["image"], dtype=np.uint8))
+    # A dataset without labels gets -1, as a folder of images does (0 would
+    # pass for one class).
     label_chunks.append(np.asarray(
-        chunk.get("label", np.zeros(len(chunk["image"]))), dtype=np.int64))
+        chunk.get("label", np.full(len(chunk["image"]), -1)), dtype=np.int64))
   images = np.concatenate(image_chunks)
   if images.ndim != 4:
     raise DataError(f"--dataset={name}: images have shape {images.shape[1:]}, "

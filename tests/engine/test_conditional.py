@@ -254,3 +254,87 @@ def test_plain_flags_and_the_saved_config_round_trip(small_mnist_dir,
   trained = checkpointing.load_trained_model(str(tmp_path))
   assert trained.vae.num_classes == 10
   assert dataclasses.replace(saved) == config
+
+
+def test_evaluate_tool_conditional_nll_from_checkpoint_equals_export(
+    small_mnist_dir, tmp_path):
+  import json
+
+  result = runner.run(_config(small_mnist_dir, tmp_path / "run", "conv",
+                              train_steps=20,
+                              export_dir=str(tmp_path / "e")), io.StringIO())
+  records = []
+  for source in ([f"--model_dir={tmp_path}/run"],
+                 [f"--saved_model={result.export_path}",
+                  "--reconstruction_loss=bernoulli"]):
+    evaluated = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "evaluate.py"),
+         *source, f"--data_dir={small_mnist_dir}", "--binarize=dynamic",
+         "--eval_nll_samples=8", "--max_test_examples=200",
+         "--batch_size=64",
+         f"--output_json={tmp_path}/r.json"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    records.append(json.loads((tmp_path / "r.json").read_text()))
+  checkpoint, export = records
+  assert checkpoint["examples"] == export["examples"] == 200
+  assert export["nll"] == pytest.approx(checkpoint["nll"], rel=1e-5)
+  assert export["elbo"] == pytest.approx(checkpoint["elbo"], rel=1e-5)
+  assert checkpoint["nll"] <= -checkpoint["elbo"] + 0.5
+
+
+def test_tools_that_measure_unconditional_models_say_so():
+  from engine import build
+  from engine.errors import UserError
+  config = RunConfig(model=ModelConfig(conditional=True))
+  with pytest.raises(UserError, match="--conditional: this tool measures "
+                     "unconditional models only"):
+    build.model_and_trainer(config, (28, 28, 1), 1000)
+
+
+def test_colour_images_of_a_labelled_tfds_dataset(tmp_path, monkeypatch):
+  """cifar10 (tfds mock data: 32x32x3, labels 0-9): the label planes join
+  three channels, and the samples per class come out in colour."""
+  import tensorflow_datasets as tfds
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared",
+                      lambda self: True)
+  config = RunConfig(
+      data=DataConfig(dataset="cifar10"),
+      model=ModelConfig(name="conv", latent_dim=2, conditional=True),
+      train=TrainConfig(model_dir=str(tmp_path), batch_size=32, train_steps=4,
+                        steps_per_loop=2, log_every=2, checkpoint_every=0))
+  with tfds.testing.mock_data(num_examples=96):
+    result = runner.run(config, io.StringIO())
+  assert np.isfinite(result.test_metrics["elbo"])
+  trained = checkpointing.load_trained_model(str(tmp_path))
+  assert trained.vae.num_classes == 10
+  assert trained.vae.image_shape == (32, 32, 3)
+  assert "samples_per_class.png" in {os.path.basename(p)
+                                     for p in result.figure_paths}
+
+
+def test_a_tfds_dataset_without_labels_reads_as_unlabelled():
+  from engine.data import sources
+
+  class Builder:
+    def as_dataset(self, split):
+      return tf.data.Dataset.from_tensor_slices(
+          {"image": np.zeros((5, 4, 4, 1), np.uint8)})
+
+  images, labels = sources._tfds_split_arrays(Builder(), "train", "faces")
+  assert images.shape == (5, 4, 4, 1)
+  np.testing.assert_array_equal(labels, [-1] * 5)
+
+
+def test_a_conditional_model_trains_and_exports_under_bfloat16(
+    small_mnist_dir, tmp_path):
+  config = _config(small_mnist_dir, tmp_path, "conv", train_steps=6,
+                   mixed_precision="mixed_bfloat16",
+                   export_dir=str(tmp_path / "e"))
+  result = runner.run(config, io.StringIO())
+  assert np.isfinite(result.test_metrics["elbo"])
+  loaded = tf.saved_model.load(result.export_path)
+  images = loaded.signatures["sample"](num=tf.constant(4),
+                                       label=tf.constant(2))["images"]
+  assert images.dtype == tf.float32 and np.isfinite(images.numpy()).all()
