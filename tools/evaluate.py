@@ -37,7 +37,8 @@ _EVAL_OVERRIDES = {
 # Model settings that must agree with the run's (or are taken from it).
 _MODEL_FLAGS = {"model": "name", "latent_dim": "latent_dim",
                 "reconstruction_loss": "reconstruction_loss",
-                "gaussian_stddev": "gaussian_stddev"}
+                "gaussian_stddev": "gaussian_stddev",
+                "conditional": "conditional"}
 
 
 def define_flags():

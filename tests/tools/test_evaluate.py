@@ -91,6 +91,9 @@ def test_a_model_flag_that_contradicts_the_run_is_refused(iwae_run):
   assert_one_line_error(run_tool("evaluate.py", f"--model_dir={model_dir}",
                                  "--model=conv"),
                         "--model=conv", "iwae_mlp")
+  assert_one_line_error(run_tool("evaluate.py", f"--model_dir={model_dir}",
+                                 "--conditional"),
+                        "--conditional=True", "trained with False")
 
 
 def test_not_a_run_directory(tmp_path):
