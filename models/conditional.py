@@ -5,8 +5,9 @@
 One mechanism serves every builder, so no model is written twice: the builder
 is called once for an encoder whose images carry K more channels, the label
 broadcast over every pixel (for a convolution, a per-class bias at every
-position; for a dense layer, the label concatenated to its input), and once
-for a decoder whose latent input is K wider, [z, y]. The wrapped models take
+position; for a dense layer, the label concatenated to its input, repeated once per
+pixel: more first-layer weights than a plain concatenation, the same
+functions), and once for a decoder whose latent input is K wider, [z, y]. The wrapped models take
 the label as one more input:
 
 * `encoder([images, one_hot, epsilon]) -> [z_mean, z_log_var, z]`;
