@@ -206,7 +206,8 @@ class TrainConfig:
       "10,000 prior samples with a classifier trained on the training "
       "split's labels (cached in <model_dir>/classifier): the entropy of "
       "their predicted classes and their Fréchet distance to the test set "
-      "in the classifier's feature space (not FID: no Inception weights).")
+      "in the classifier's feature space (not FID: no Inception weights); "
+      "for --conditional models, the fraction classified as their label.")
   nan_policy: str = setting(
       "stop", "On a non-finite loss: stop (name the step and the term; the "
       "last good checkpoint stays) or skip (drop that update; stop after "
