@@ -203,6 +203,19 @@ def num_classes(config: RunConfig, data: sources.ImageDataset) -> int:
   return classes
 
 
+def check_test_labels(num_classes: int, labels: np.ndarray,
+                      source: str) -> None:
+  """For a tool that evaluates a trained model on (possibly other) data:
+  raises a UserError unless a conditional model (`num_classes` > 0) gets one
+  of its classes for every test image.
+  """
+  outside = int(np.sum((labels < 0) | (labels >= num_classes)))
+  if num_classes and outside:
+    raise UserError(f"the model is conditional on {num_classes} classes but "
+                    f"{outside} test images of {source} have no label in "
+                    f"0..{num_classes - 1}")
+
+
 def model_and_trainer(config: RunConfig, image_shape: tuple,
                       num_train_examples: int,
                       strategy: Optional[tf.distribute.Strategy] = None,

@@ -27,23 +27,14 @@ from engine.data import pipeline
 def figure_functions(vae) -> tuple:
   """(encode: (images, labels) -> z_mean, decode: (z, labels) ->
   probabilities) on numpy arrays, compiled once each, as
-  `run_figures.write_run_figures` takes them. An unconditional model ignores
-  the labels."""
-  labelled = vae.conditional
-
-  def encode_fn(images, labels):
-    return vae.posterior_mean(images, labels if labelled else None)
-
-  def decode_fn(z, labels):
-    return vae.decoder_probabilities(z, labels if labelled else None)
-
-  encode = tf.function(encode_fn, reduce_retracing=True)
-  decode = tf.function(decode_fn, reduce_retracing=True)
+  `run_figures.write_run_figures` takes them. Labels may be None; an
+  unconditional model ignores them."""
+  encode = tf.function(vae.posterior_mean, reduce_retracing=True)
+  decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
 
   def as_labels(labels, count):
-    if labels is None:
-      labels = np.zeros(count)
-    return tf.constant(np.asarray(labels), tf.int32)
+    return tf.constant(np.zeros(count) if labels is None
+                       else np.asarray(labels), tf.int32)
 
   return (lambda images, labels: encode(
               tf.constant(images, tf.float32),
@@ -92,7 +83,7 @@ class RunEvaluation:
     test = self.first_test_examples(parts.num_test_examples)
     kl_per_unit, unit_variances = latent_units.unit_statistics(
         parts.vae, test["inputs"], posterior=self._posterior,
-        labels=test["labels"] if parts.vae.conditional else None)
+        labels=test["labels"])
     parts.writer.histogram("eval", step, "kl_per_unit", kl_per_unit)
     metrics["active_units"] = latent_units.active_units(unit_variances)
     self.kl_per_unit = kl_per_unit

@@ -82,7 +82,11 @@ class ServingModule(tf.Module):
     return {"z_mean": z_mean, "z_log_var": z_log_var}
 
   def _decode(self, z, labels=None):
-    logits = self._vae.decoder_logits(z, self._checked(labels))
+    return self._decoded(z, self._checked(labels))
+
+  def _decoded(self, z, labels):
+    """The decoder's outputs for labels already checked."""
+    logits = self._vae.decoder_logits(z, labels)
     # Logits too: likelihoods (tools/evaluate.py) need them for stability;
     # and the learned per-sub-pixel log-scale, for likelihoods with one.
     outputs = {"images": tf.sigmoid(logits), "logits": logits}
@@ -93,11 +97,11 @@ class ServingModule(tf.Module):
 
   def _reconstruct(self, images, labels=None):
     labels = self._checked(labels)
-    return self._decode(self._vae.posterior_mean(images, labels), labels)
+    return self._decoded(self._vae.posterior_mean(images, labels), labels)
 
   def _sample(self, num, label=None):
-    labels = None if label is None else tf.fill([num], label)
-    return self._decode(tf.random.normal([num, self.latent_dim]), labels)
+    labels = None if label is None else tf.fill([num], self._checked(label))
+    return self._decoded(tf.random.normal([num, self.latent_dim]), labels)
 
   def signatures(self) -> dict:
     """Signature name -> concrete function, for `tf.saved_model.save`."""

@@ -214,27 +214,22 @@ def model_functions(vae, model_config: ModelConfig
   return vae.posterior, elbo.decoder_log_likelihood(vae, model_config)
 
 
-def export_functions(loaded, model_config: ModelConfig
+def export_functions(exported, model_config: ModelConfig
                      ) -> tuple[Encode, LogLikelihood]:
   """(encode, log_likelihood) of a loaded vae-engine SavedModel.
 
   Args:
-    loaded: `tf.saved_model.load` of an export.
+    exported: An `engine.exported.Exported`.
     model_config: The likelihood the model was trained with.
   """
 
-  def encode(images, *labels):
-    outputs = loaded.encode(images, *_as_int32(labels))
+  def encode(images, labels=None):
+    outputs = exported.encode(images, labels)
     return outputs["z_mean"], outputs["z_log_var"]
 
-  def log_likelihood(targets, z, *labels):
-    decoded = loaded.decode(z, *_as_int32(labels))
+  def log_likelihood(targets, z, labels=None):
+    decoded = exported.decode(z, labels)
     return -elbo.reconstruction_nll(model_config, targets, decoded["logits"],
                                     decoded.get("log_scale"))
 
   return encode, log_likelihood
-
-
-def _as_int32(labels: tuple) -> tuple:
-  # The export's label inputs are int32; the pipeline's labels int64.
-  return tuple(tf.cast(label, tf.int32) for label in labels)

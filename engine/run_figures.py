@@ -121,12 +121,13 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
       os.path.join(directory, "samples.png"),
       "samples from the prior" + (" (labels 0, 1, ... in turn)"
                                   if num_classes else "")))
-  paths.append(_manifold(decode, z_means, test_labels, directory,
-                         num_classes))
   origin, basis, names = figures.latent_plane(z_means)
+  projected = (z_means - origin) @ np.linalg.pinv(basis)
+  paths.append(_manifold(decode, (origin, basis, names), projected,
+                         test_labels[0] if num_classes else None, directory))
   if np.any(test_labels >= 0):  # Unlabelled images: -1.
     paths.append(figures.plot_latent_scatter(
-        (z_means - origin) @ np.linalg.pinv(basis), test_labels,
+        projected, test_labels,
         os.path.join(directory, "latent_scatter.png"), names))
   if kl_per_unit is not None:
     codes, units = figures.traversal_latents(z_means[0], kl_per_unit)
@@ -160,17 +161,20 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
   return paths
 
 
-def _manifold(decode: Decode, z_means: np.ndarray, test_labels: np.ndarray,
-              directory: str, num_classes: int) -> str:
-  origin, basis, names = figures.latent_plane(z_means)
-  extent = figures.manifold_extent((z_means - origin) @ np.linalg.pinv(basis))
+def _manifold(decode: Decode, plane: tuple, projected: np.ndarray, label,
+              directory: str) -> str:
+  """The decoded grid over where the test means lie in `plane` (a
+  conditional model's under `label`)."""
+  origin, basis, names = plane
+  extent = figures.manifold_extent(projected)
   codes = figures.manifold_latents(origin, basis, extent)
   low, high = figures.MANIFOLD_PERCENTILES
-  label = (f", label {int(test_labels[0])}" if num_classes else "")
   return figures.plot_grid(
-      np.asarray(decode(codes, np.full(len(codes), test_labels[0]))),
+      np.asarray(decode(codes, np.full(len(codes),
+                                       0 if label is None else label))),
       os.path.join(directory, "latent_manifold.png"),
       f"latent manifold over the test means' {low:g}-{high:g}th percentiles:"
       f" {names[0]} in [{extent[0][0]:.2f}, {extent[0][1]:.2f}], "
-      f"{names[1]} in [{extent[1][0]:.2f}, {extent[1][1]:.2f}]{label}",
+      f"{names[1]} in [{extent[1][0]:.2f}, {extent[1][1]:.2f}]"
+      + ("" if label is None else f", label {int(label)}"),
       columns=figures.MANIFOLD_SIZE)

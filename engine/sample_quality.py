@@ -155,8 +155,7 @@ def prior_samples(decode, latent_dim: int, count: int, seed: int,
   labels = (np.arange(count, dtype=np.int32) % num_classes
             if num_classes else None)
   samples = [np.asarray(decode(
-      z[i:i + batch_size],
-      None if labels is None else tf.constant(labels[i:i + batch_size])))
+      z[i:i + batch_size], None if labels is None else labels[i:i + batch_size]))
              for i in range(0, count, batch_size)]
   return np.concatenate(samples), labels
 

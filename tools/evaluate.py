@@ -96,12 +96,10 @@ def main(argv):
   import resource
   import time
 
-  import numpy as np
-  import tensorflow as tf
-
   from engine import checkpointing
   from engine import build
   from engine import distribute
+  from engine.exported import Exported
   from engine import files
   from engine import likelihood
   from engine import sample_quality
@@ -125,24 +123,16 @@ def main(argv):
 
   with strategy.scope():
     if FLAGS.saved_model:
-      try:
-        loaded = tf.saved_model.load(FLAGS.saved_model)
-      except (OSError, ValueError, tf.errors.OpError) as e:
-        raise UserError(f"--saved_model={FLAGS.saved_model}: cannot load it "
-                        f"({str(e).splitlines()[0][:160]})") from None
-      num_classes = (int(loaded.num_classes.numpy())
-                     if hasattr(loaded, "num_classes") else 0)
+      exported = Exported.load(FLAGS.saved_model)
       encode, log_likelihood = likelihood.export_functions(
-          loaded, config.model)
-      latent_dim = int(loaded.signatures["decode"].structured_input_signature[
-          1]["z"].shape[-1])
+          exported, config.model)
+      latent_dim, num_classes = exported.latent_dim, exported.num_classes
       source, step = FLAGS.saved_model, os.path.basename(
           os.path.normpath(FLAGS.saved_model))
+
       def decode(z, labels):
-        inputs = {"z": z}
-        if num_classes:
-          inputs["label"] = tf.cast(labels, tf.int32)
-        return loaded.signatures["decode"](**inputs)["images"]
+        return exported.decode(z, labels)["images"]
+
       # The run's cached classifier when --model_dir is given too (the same
       # classifier, the same scores), else one cached beside the export.
       cache_dir = (FLAGS.model_dir if FLAGS["model_dir"].present else
@@ -160,9 +150,7 @@ def main(argv):
         encode, log_likelihood, strategy, data.image_shape,
         latent_dim, config.train.eval_nll_samples, batch_size,
         config.train.seed, conditional=num_classes > 0)
-  if num_classes and np.any(test_labels < 0):
-    raise UserError(f"the model is conditional on {num_classes} classes but "
-                    f"{data.source} has unlabelled test images")
+  build.check_test_labels(num_classes, test_labels, data.source)
 
   result = evaluator.evaluate(build.eval_data(
       strategy, pipeline.as_tensor(test_images),

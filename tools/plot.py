@@ -10,7 +10,6 @@ Test data comes from --dataset / --data_dir, defaulting to the run's own.
 import _entry  # noqa: F401  (sets up the import path)
 
 from absl import flags
-import numpy as np
 
 import flags as engine_flags
 
@@ -26,38 +25,11 @@ engine_flags.define_overrides(
 flags.DEFINE_integer("seed", 0, "Seeds the prior samples.")
 
 
-def export_functions(loaded) -> tuple:
-  """(encode, decode, latent_dim, num_classes) of a loaded export, as
-  `run_figures.write_run_figures` takes them."""
-  import tensorflow as tf
-
-  encode_fn, decode_fn = (loaded.signatures["encode"],
-                          loaded.signatures["decode"])
-  latent_dim = int(decode_fn.structured_input_signature[1]["z"].shape[-1])
-  # Exports older than conditional models have no `num_classes`.
-  num_classes = (int(loaded.num_classes.numpy())
-                 if hasattr(loaded, "num_classes") else 0)
-  if not num_classes:
-    return (lambda x, labels: encode_fn(images=tf.constant(x))[
-                "z_mean"].numpy(),
-            lambda z, labels: decode_fn(z=tf.constant(z))["images"].numpy(),
-            latent_dim, 0)
-
-  def label(labels):
-    return tf.constant(np.asarray(labels), tf.int32)
-
-  return (lambda x, labels: encode_fn(images=tf.constant(x),
-                                      label=label(labels))["z_mean"].numpy(),
-          lambda z, labels: decode_fn(z=tf.constant(z),
-                                      label=label(labels))["images"].numpy(),
-          latent_dim, num_classes)
-
-
 def main(argv):
   del argv
   import dataclasses
 
-  import tensorflow as tf
+  import numpy as np
 
   from engine import checkpointing
   from engine import evaluation
@@ -69,6 +41,7 @@ def main(argv):
   from engine.data import pipeline
   from engine.data import sources
   from engine.errors import UserError
+  from engine.exported import Exported
 
   if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
     raise UserError("pass exactly one of --model_dir or --saved_model")
@@ -82,12 +55,15 @@ def main(argv):
     data_config = trained.config.data
     metrics = summaries.read_metrics(FLAGS.model_dir)
   else:
-    try:
-      loaded = tf.saved_model.load(FLAGS.saved_model)
-    except (OSError, ValueError, tf.errors.OpError) as e:
-      raise UserError(f"--saved_model={FLAGS.saved_model}: cannot load it "
-                      f"({str(e).splitlines()[0][:160]})") from None
-    encode, decode, latent_dim, num_classes = export_functions(loaded)
+    exported = Exported.load(FLAGS.saved_model)
+    latent_dim, num_classes = exported.latent_dim, exported.num_classes
+
+    def encode(images, labels):
+      return exported.encode(images, labels)["z_mean"].numpy()
+
+    def decode(z, labels):
+      return exported.decode(np.asarray(z, np.float32),
+                             labels)["images"].numpy()
   overrides = {name: getattr(FLAGS, name)
                for name in ("dataset", "data_dir", "binarize", "noise_factor")
                if getattr(FLAGS, name) is not None}
@@ -100,15 +76,12 @@ def main(argv):
   test = pipeline.real_examples(next(iter(pipeline.eval_dataset(
       pipeline.as_tensor(data.test_images),
       pipeline.as_tensor(data.test_labels), options))))
+  build.check_test_labels(num_classes, test["labels"], data.source)
   output_dir = FLAGS.output_dir or (
       f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
   kl_per_unit = (latent_units.unit_statistics(
-      trained.vae, test["inputs"],
-      labels=test["labels"] if num_classes else None)[0]
+      trained.vae, test["inputs"], labels=test["labels"])[0]
                  if FLAGS.model_dir else None)
-  if num_classes and np.any(test["labels"] < 0):
-    raise UserError(f"the model is conditional on {num_classes} classes but "
-                    f"{data.source} has unlabelled test images")
   paths = run_figures.write_run_figures(
       encode, decode, latent_dim, test["inputs"], test["targets"],
       test["labels"], metrics,

@@ -23,35 +23,25 @@ flags.DEFINE_string("output", "samples",
 def main(argv):
   del argv
   import numpy as np
-  import tensorflow as tf
 
   from engine import figures
   from engine.errors import UserError
+  from engine.exported import Exported
 
-  try:
-    loaded = tf.saved_model.load(FLAGS.saved_model)
-  except (OSError, ValueError, tf.errors.OpError) as e:
-    raise UserError(f"--saved_model={FLAGS.saved_model}: cannot load it "
-                    f"({str(e).splitlines()[0][:160]})") from None
-  if "sample" not in loaded.signatures:
+  exported = Exported.load(FLAGS.saved_model)
+  if "sample" not in exported.loaded.signatures:
     raise UserError(f"--saved_model={FLAGS.saved_model}: has no 'sample' "
                     "signature")
-  sample = loaded.signatures["sample"]
-  conditional = "label" in sample.structured_input_signature[1]
+  conditional = exported.num_classes > 0
   if conditional != (FLAGS.label is not None):
     raise UserError(
         f"--label: {FLAGS.saved_model} is a conditional model's export; "
         "pass --label=CLASS" if conditional else
         f"--label={FLAGS.label}: {FLAGS.saved_model} is not conditional")
-  inputs = {"num": tf.constant(FLAGS.num)}
-  if conditional:
-    inputs["label"] = tf.constant(FLAGS.label)
-  try:
-    images = sample(**inputs)["images"]
-  except tf.errors.InvalidArgumentError:
+  if conditional and FLAGS.label >= exported.num_classes:
     raise UserError(f"--label={FLAGS.label}: not a class of the model "
-                    f"({int(loaded.num_classes.numpy())} classes)") from None
-  images = images.numpy()
+                    f"({exported.num_classes} classes)")
+  images = exported.sample(FLAGS.num, FLAGS.label)["images"].numpy()
   np.save(FLAGS.output + ".npy", images)
   figures.plot_grid(images, FLAGS.output + ".png",
                     f"{FLAGS.num} samples from {FLAGS.saved_model}"

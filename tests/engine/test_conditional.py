@@ -222,7 +222,7 @@ def test_unlabelled_data_is_a_one_line_error(mnist, tmp_path):
 
 
 def test_a_conditional_run_draws_samples_per_class_and_style(small_mnist_dir,
-                                                             tmp_path):
+                                                             mnist, tmp_path):
   result = runner.run(_config(small_mnist_dir, tmp_path, "conv",
                               train_steps=20, figures=True,
                               export_dir=str(tmp_path / "e")),
@@ -232,16 +232,33 @@ def test_a_conditional_run_draws_samples_per_class_and_style(small_mnist_dir,
           "interpolations.png", "latent_manifold.png"} <= names
   for path in result.figure_paths:
     assert os.path.getsize(path) > 1000, path
-  # The export draws the same figures, from its label-taking signatures.
-  plotted = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "tools", "plot.py"),
-       f"--saved_model={result.export_path}", f"--data_dir={small_mnist_dir}",
-       f"--output_dir={tmp_path}/from_export"],
+  # The checkpoint and the export (its label-taking signatures) draw the
+  # same figures.
+  for source, output in ((f"--model_dir={tmp_path}", "from_checkpoint"),
+                         (f"--saved_model={result.export_path}",
+                          "from_export")):
+    plotted = _plot(source, f"--data_dir={small_mnist_dir}",
+                    f"--output_dir={tmp_path}/{output}")
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    assert {"samples_per_class.png", "style.png"} <= set(
+        os.listdir(tmp_path / output))
+  # Only a checkpoint has the per-unit KL that picks the traversed units.
+  assert "traversals.png" in os.listdir(tmp_path / "from_checkpoint")
+  # Test images without labels cannot be drawn by a conditional model.
+  folder = _unlabelled_folder(tmp_path / "unlabelled", mnist)
+  line = assert_one_line_error(
+      _plot(f"--saved_model={result.export_path}", f"--data_dir={folder}",
+            f"--output_dir={tmp_path}/none"),
+      "the model is conditional on 10 classes but", "have no label in 0..9")
+  print(f"\nBAD-INPUT | conditional export plotted on unlabelled images | "
+        f"{line}")
+
+
+def _plot(*flags):
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "tools", "plot.py"), *flags],
       capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
       env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-  assert plotted.returncode == 0, plotted.stderr[-2000:]
-  assert {"samples_per_class.png", "style.png"} <= set(
-      os.listdir(tmp_path / "from_export"))
 
 
 def test_plain_flags_and_the_saved_config_round_trip(small_mnist_dir,
