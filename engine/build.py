@@ -218,8 +218,7 @@ def check_test_labels(num_classes: int, labels: np.ndarray,
 
 def model_and_trainer(config: RunConfig, image_shape: tuple,
                       num_train_examples: int,
-                      strategy: Optional[tf.distribute.Strategy] = None,
-                      classes: int = 0):
+                      strategy: Optional[tf.distribute.Strategy] = None):
   """A model and its trainer for `config` outside a full run (benchmarks,
   throughput, device checks): the same construction `build` uses.
 
@@ -229,7 +228,7 @@ def model_and_trainer(config: RunConfig, image_shape: tuple,
   Raises:
     UserError: For `--conditional`, which these tools do not measure.
   """
-  if config.model.conditional and not classes:
+  if config.model.conditional:
     raise UserError(f"--{config_lib.flag_name('conditional')}: this tool "
                     "measures unconditional models only")
   strategy = strategy or tf.distribute.get_strategy()
@@ -238,7 +237,7 @@ def model_and_trainer(config: RunConfig, image_shape: tuple,
   with strategy.scope(), precision.policy_scope(policy):
     vae = models.get(config.model.name).create(
         image_shape, config.model.latent_dim,
-        learned_scale=config.model.learned_scale, num_classes=classes)
+        learned_scale=config.model.learned_scale)
     trainer = make_trainer(vae, config, strategy, policy,
                            pipeline.steps_per_epoch(num_train_examples,
                                                     config.train.batch_size))
