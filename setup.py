@@ -22,7 +22,11 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "hypothesis"],
+        # Serving runtimes: TF Serving's protos (the export's warm-up
+        # requests) and LiteRT's interpreter (tools/export.py --tflite).
+        "serving": ["tensorflow-serving-api", "ai-edge-litert"],
+        "test": ["pytest>=7", "pytest-xdist", "hypothesis",
+                 "tensorflow-serving-api", "ai-edge-litert"],
     },
     entry_points={
         "console_scripts": ["vae-engine=engine.main:run"],

@@ -15,10 +15,15 @@ never touches an earlier version.
 from __future__ import annotations
 
 import uuid
+from typing import Sequence
 
 import tensorflow as tf
 
+import models
 from engine import files
+from engine import precision
+from engine import serving_warmup
+from engine import tflite
 from models.base import VariationalAutoencoder
 
 class ServingModule(tf.Module):
@@ -40,9 +45,12 @@ class ServingModule(tf.Module):
 
   def __init__(self, vae: VariationalAutoencoder, denoising: bool = False):
     super().__init__(name="vae")
-    # Tracked, so that SavedModel saves their variables.
-    self.encoder = vae.encoder
-    self.decoder = vae.decoder
+    # The `tf.Variable`s themselves, not the Keras models: a Keras 3
+    # variable is a wrapper whose SavedModel node restores only through
+    # `tf.saved_model.load`. The session loader (TF Serving, saved_model_cli)
+    # and the TFLite converter restore the variables the saver holds, and the
+    # signatures read the wrapped `tf.Variable`s, so those are what is saved.
+    self.weights = _tf_variables(vae.encoder, vae.decoder)
     self.latent_dim = vae.latent_dim
     self.num_classes = tf.Variable(vae.num_classes, trainable=False,
                                    name="num_classes")
@@ -101,7 +109,10 @@ class ServingModule(tf.Module):
 
   def _sample(self, num, label=None):
     labels = None if label is None else tf.fill([num], self._checked(label))
-    return self._decoded(tf.random.normal([num, self.latent_dim]), labels)
+    z = tf.random.normal([num, self.latent_dim])
+    # The draws too: a client can decode them again, keep the codes it
+    # liked, and any runtime's samples can be checked against `decode`.
+    return {**self._decoded(z, labels), "z": z}
 
   def signatures(self) -> dict:
     """Signature name -> concrete function, for `tf.saved_model.save`."""
@@ -115,6 +126,37 @@ class ServingModule(tf.Module):
     if self.denoise is not None:
       signatures["denoise"] = self.denoise.get_concrete_function()
     return signatures
+
+
+def float32_model(vae: VariationalAutoencoder) -> VariationalAutoencoder:
+  """The model computing in float32: itself, or a float32 twin holding its
+  weights (a model trained under a mixed policy computes in bfloat16 or
+  float16, which LiteRT cannot run and CPUs serve slowly; its weights are
+  float32 already)."""
+  # A model takes the policy it was built under, as its layers do.
+  if vae.encoder.compute_dtype == vae.decoder.compute_dtype == "float32":
+    return vae
+  with precision.policy_scope("float32"):
+    twin = models.get(vae.name).create(
+        vae.image_shape, vae.latent_dim,
+        learned_scale=vae.log_scale is not None, num_classes=vae.num_classes)
+  for ours, theirs in zip(twin.encoder.weights + twin.decoder.weights,
+                          vae.encoder.weights + vae.decoder.weights):
+    if ours.shape != theirs.shape:
+      raise ValueError(f"cannot rebuild {vae.name} in float32: "
+                       f"{ours.path} {ours.shape} != {theirs.shape}")
+    ours.assign(theirs)
+  return twin
+
+
+def _tf_variables(*keras_models) -> list[tf.Variable]:
+  """The `tf.Variable`s under the models' Keras variables, each once."""
+  variables = {}
+  for model in keras_models:
+    for variable in model.weights:
+      tf_variable = getattr(variable, "value", variable)
+      variables[id(tf_variable)] = tf_variable
+  return list(variables.values())
 
 
 def recover(export_dir: str) -> None:
@@ -139,17 +181,21 @@ def recover(export_dir: str) -> None:
 
 
 def export(vae: VariationalAutoencoder, export_dir: str, version: int,
-           denoising: bool = False) -> str:
+           denoising: bool = False,
+           tflite_variants: Sequence[str] = ()) -> str:
   """Writes `<export_dir>/<version>/` atomically and returns its path.
 
-  An existing export of the same version is replaced only once the new one is
-  complete.
+  The version holds the SavedModel, TF Serving's warm-up requests
+  (`serving_warmup`) and, if asked, each signature as a LiteRT model
+  (`tflite`). An existing export of the same version is replaced only once
+  the new one is complete.
 
   Args:
     vae: The model to export.
     export_dir: Parent of the versioned exports.
     version: The version (the training step).
     denoising: Add the `denoise` signature.
+    tflite_variants: `tflite.VARIANTS` to convert every signature to.
 
   Returns:
     The path of the finished export.
@@ -160,8 +206,12 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
   unique = uuid.uuid4().hex[:8]
   staging = files.join(export_dir, f".tmp-{version}-{unique}")
   try:
-    module = ServingModule(vae, denoising=denoising)
-    tf.saved_model.save(module, staging, signatures=module.signatures())
+    module = ServingModule(float32_model(vae), denoising=denoising)
+    signatures = module.signatures()
+    tf.saved_model.save(module, staging, signatures=signatures)
+    serving_warmup.write(staging, signatures)
+    if tflite_variants:
+      tflite.write(staging, sorted(signatures), tflite_variants)
     if files.gfile.exists(final):
       retired = files.join(export_dir, f".old-{version}-{unique}")
       files.move_tree(final, files.join(retired, "old"))

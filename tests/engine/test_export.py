@@ -127,17 +127,39 @@ def test_failed_export_leaves_no_directory(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_models_export_float32(tmp_path, policy):
+  """A model trained under a mixed policy exports a float32 computation of
+  its weights: float32 outputs, equal to the same weights computing in
+  float32, and convertible to LiteRT (which has no bfloat16 kernels)."""
   from engine import precision
+  from engine import tflite
   with precision.policy_scope(policy):
-    vae = models.get("conv").build((28, 28, 1), 2)
-  loaded = tf.saved_model.load(export.export(vae, str(tmp_path), 1))
-  images = tf.random.uniform([2, 28, 28, 1])
-  for name, outputs in (("encode", loaded.signatures["encode"](images=images)),
-                        ("reconstruct",
-                         loaded.signatures["reconstruct"](images=images))):
+    vae = models.get("conv").create((28, 28, 1), 2, num_classes=3)
+  path = export.export(vae, str(tmp_path), 1)
+  loaded = tf.saved_model.load(path)
+  images = tf.random.uniform([2, 28, 28, 1], seed=1)
+  labels = tf.constant([0, 2])
+  for name, outputs in (("encode", loaded.signatures["encode"](
+      images=images, label=labels)), ("reconstruct", loaded.signatures[
+          "reconstruct"](images=images, label=labels))):
     for value in outputs.values():
       assert value.dtype == tf.float32, name
       assert np.isfinite(value.numpy()).all(), name
+  twin = export.float32_model(vae)
+  assert twin is not vae and twin.encoder.compute_dtype == "float32"
+  np.testing.assert_allclose(
+      loaded.signatures["encode"](images=images, label=labels)["z_mean"],
+      twin.posterior_mean(images, labels), rtol=1e-5, atol=1e-6)
+  z = np.ones((2, 2), np.float32)
+  on_litert = tflite.run(tflite.convert(path, "decode"), "decode", z=z,
+                         label=np.array([1, 2], np.int32))
+  np.testing.assert_allclose(on_litert["images"],
+                             twin.decoder_probabilities(z, [1, 2]),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_a_float32_model_exports_as_it_is():
+  vae = models.get("dense").build((28, 28, 1), 2)
+  assert export.float32_model(vae) is vae
 
 
 _CONDITIONAL_LOADER = r"""
