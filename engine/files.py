@@ -82,5 +82,9 @@ def move_tree(source: str, destination: str) -> None:
     target = join(destination, directory[len(source):].lstrip("/"))
     gfile.makedirs(target)
     for name in names:
-      gfile.rename(join(directory, name), join(target, name), overwrite=True)
+      path = join(directory, name)
+      # `ram://` lists by prefix: `assets.extra/x` shows up in `assets` as
+      # a file `.extra/x` that does not exist.
+      if gfile.exists(path):
+        gfile.rename(path, join(target, name), overwrite=True)
   remove_tree(source)
