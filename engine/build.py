@@ -10,7 +10,7 @@ that no caller wires them by hand and a setting means the same everywhere.
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 from typing import Optional
 
 import keras
@@ -21,9 +21,11 @@ import models
 from engine import checkpointing
 from engine import distribute
 from engine import elbo_evaluator
+from engine import export
 from engine import files
 from engine import likelihood
 from engine import precision
+from engine import preflight
 from engine import schedules
 from engine import steps
 from engine import summaries
@@ -31,7 +33,7 @@ from engine import config as config_lib
 from engine.config import ModelConfig, RunConfig
 from engine.data import pipeline
 from engine.data import sources
-from engine.errors import UserError
+from engine.errors import UserError, quoted
 from models.base import VariationalAutoencoder
 
 CONFIG_JSON = checkpointing.CONFIG_JSON
@@ -91,25 +93,6 @@ class RunParts:
   @property
   def num_test_examples(self) -> int:
     return int(self.test_images.shape[0])
-
-
-def prepare_model_dir(model_dir: str) -> None:
-  """Creates `model_dir` and checks it is writable.
-
-  Raises:
-    UserError: Naming `--model_dir` if it cannot be created or written.
-  """
-  try:
-    files.gfile.makedirs(model_dir)
-    probe = files.join(model_dir, f".write-probe-{os.getpid()}")
-    with files.gfile.GFile(probe, "w") as f:
-      f.write("ok")
-    files.gfile.remove(probe)
-  except (OSError, tf.errors.OpError) as e:
-    reason = getattr(e, "strerror", None) or " ".join(
-        str(getattr(e, "message", e)).split())[:160]
-    raise UserError(f"--model_dir={model_dir}: not writable "
-                    f"({reason})") from None
 
 
 def write_config(model_dir: str, config: RunConfig) -> None:
@@ -192,14 +175,27 @@ def num_classes(config: RunConfig, data: sources.ImageDataset) -> int:
     labels = getattr(data, f"{split}_labels")
     unlabelled = int(np.sum(labels < 0))
     if unlabelled:
-      raise UserError(f"{flag}: {data.source} has {unlabelled} {split} "
+      raise UserError(f"{flag}: {quoted(data.source)} has {unlabelled} {split} "
                       "images without a label; a conditional model needs a "
                       "label for every image (class sub-folders, IDX label "
                       "files or a labelled dataset)")
-  classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
+  classes = int(data.train_labels.max()) + 1
   if classes < 2:
-    raise UserError(f"{flag}: {data.source} has only one class; a "
+    raise UserError(f"{flag}: {quoted(data.source)} has only one class; a "
                     "conditional model needs at least two")
+  missing = np.setdiff1d(np.arange(classes), data.train_labels)
+  if missing.size:
+    shown = ", ".join(str(c) for c in missing[:5]) + (
+        ", ..." if missing.size > 5 else "")
+    raise UserError(f"{flag}: {quoted(data.source)} has training labels up "
+                    f"to {classes - 1} but no training image of class "
+                    f"{shown} ({missing.size} of {classes}); a conditional "
+                    "model's labels are 0..K-1 with every class present")
+  unseen = int(np.sum(data.test_labels >= classes))
+  if unseen:
+    raise UserError(f"{flag}: {quoted(data.source)} has {unseen} test images "
+                    f"of classes above {classes - 1}, which no training "
+                    "image has")
   return classes
 
 
@@ -258,7 +254,9 @@ def build(config: RunConfig) -> RunParts:
   # written (checkpoints: saving is collective) to a scratch directory.
   write_dir = (train.model_dir if role.is_chief
                else role.scratch_dir(train.model_dir))
-  prepare_model_dir(write_dir)
+  preflight.writable_directory("model_dir", write_dir)
+  if train.export_dir and role.is_chief:
+    preflight.writable_directory("export_dir", train.export_dir)
   keras.utils.set_random_seed(train.seed)
   choice = precision.resolve(train.mixed_precision, train.allow_slow)
   data = sources.load(config.data, config.train.seed)
@@ -269,16 +267,14 @@ def build(config: RunConfig) -> RunParts:
     raise UserError(f"--batch_size={train.batch_size}: larger than the "
                     f"{num_train} training examples")
   spec = models.get(config.model.name)
+  last_step = total_steps(config, num_train)
+  create = functools.partial(
+      spec.create, data.image_shape, config.model.latent_dim,
+      pixel_mean=pipeline.target_mean(data.train_images, config.data.binarize),
+      learned_scale=config.model.learned_scale, num_classes=classes)
+  _check_before_training(config, create, data, strategy, role, last_step)
   with strategy.scope(), precision.policy_scope(choice.policy):
-    try:
-      vae = spec.create(data.image_shape, config.model.latent_dim,
-                        pixel_mean=pipeline.target_mean(data.train_images,
-                                                        config.data.binarize),
-                        learned_scale=config.model.learned_scale,
-                        num_classes=classes)
-    except ValueError as e:
-      raise UserError(f"--model={spec.name}: cannot take {data.source}'s "
-                      f"images of shape {data.image_shape} ({e})") from None
+    vae = create()
     trainer = make_trainer(vae, config, strategy, choice.policy,
                            pipeline.steps_per_epoch(num_train,
                                                     train.batch_size))
@@ -292,7 +288,8 @@ def build(config: RunConfig) -> RunParts:
           train.batch_size, train.seed, conditional=vae.conditional)
   checkpointer = checkpointing.Checkpointer(
       write_dir, trainer, checkpointing.architecture_fingerprint(
-          spec.name, config.model.latent_dim, data.image_shape, classes),
+          spec.name, config.model.latent_dim, data.image_shape, classes,
+          config.model.learned_scale),
       train.keep_checkpoints, restore_from=train.model_dir,
       repair=role.is_chief)
   resumed_from = checkpointer.restore_latest()
@@ -319,4 +316,40 @@ def build(config: RunConfig) -> RunParts:
       eval_data=eval_data(strategy, test_images, test_labels,
                           dataclasses.replace(options,
                                               samples_per_example=1)),
-      total_steps=total_steps(config, num_train), resumed_from=resumed_from)
+      total_steps=last_step, resumed_from=resumed_from)
+
+
+def _check_before_training(config: RunConfig, create, data, strategy,
+                           role: distribute.TaskRole, last_step: int) -> None:
+  """What can be known to fail before the first step (`engine.preflight`):
+  the model takes the images and fits in memory beside them, and the model
+  and export directories have room for a checkpoint and an export, which
+  may only replace an export of this engine's.
+
+  Raises:
+    UserError: Naming the flag, with the sizes involved.
+  """
+  train = config.train
+  try:
+    footprint = preflight.model_footprint(create)
+  except ValueError as e:
+    raise UserError(f"--model={config.model.name}: cannot take "
+                    f"{quoted(data.source)}'s images of shape "
+                    f"{data.image_shape} ({e})") from None
+  slots = 2 if train.optimizer == "adam" else 0
+  try:
+    local_replicas = len(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy has no device list: one.
+    local_replicas = 1
+  local_batch = (train.batch_size * local_replicas
+                 // strategy.num_replicas_in_sync) * config.model.iw_samples
+  preflight.check_memory(
+      footprint, model=config.model.name, image_shape=data.image_shape,
+      batch_size=local_batch, optimizer_slots=slots, replicas=local_replicas,
+      data_bytes=data.train_images.nbytes + data.test_images.nbytes)
+  preflight.check_free_space("model_dir", train.model_dir,
+                             footprint.checkpoint_bytes(slots), "a checkpoint")
+  if train.export_dir and role.is_chief:
+    preflight.check_free_space("export_dir", train.export_dir,
+                               footprint.export_bytes(), "the export")
+    export.check_replaceable(train.export_dir, last_step)

@@ -28,7 +28,7 @@ import tensorflow as tf
 import models
 from engine import files
 from engine.config import RunConfig
-from engine.errors import CheckpointMismatchError, UserError
+from engine.errors import CheckpointMismatchError, UserError, quoted
 from engine.steps import Trainer
 from models.base import VariationalAutoencoder
 
@@ -73,13 +73,59 @@ def _first_line(error: Exception) -> str:
 
 def architecture_fingerprint(model_name: str, latent_dim: int,
                              image_shape: tuple[int, ...],
-                             num_classes: int = 0) -> str:
-  """A string that differs whenever restoring weights could not work (an
-  unconditional model's is the same as before conditional models existed)."""
+                             num_classes: int = 0,
+                             learned_scale: bool = False) -> str:
+  """A string that differs whenever restoring weights could not work (a
+  plain unconditional model's is the same as before conditional models and
+  learned scales existed)."""
   shape = "x".join(str(d) for d in image_shape)
   classes = f";classes={num_classes}" if num_classes else ""
+  scale = ";learned_scale=1" if learned_scale else ""
   return (f"model={model_name};latent_dim={latent_dim};image_shape={shape}"
-          f"{classes}")
+          f"{classes}{scale}")
+
+
+# What makes a fingerprint's field differ: the settings to pass.
+_FINGERPRINT_FLAGS = {
+    "model": "--model", "latent_dim": "--latent_dim",
+    "image_shape": "--image_size/--channels or the data it was trained on",
+    "classes": "--conditional (and the same labels)",
+    "learned_scale": "--reconstruction_loss (discretized_logistic and "
+                     "gaussian_learned learn a scale; bernoulli and gaussian "
+                     "do not)",
+}
+
+
+def _fingerprint_fields(fingerprint: str) -> dict[str, str]:
+  return dict(item.split("=", 1) for item in fingerprint.split(";")
+              if "=" in item)
+
+
+def fingerprint_difference(stored: str, ours: str) -> str:
+  """How two fingerprints differ, and which flags decide it."""
+  theirs, mine = _fingerprint_fields(stored), _fingerprint_fields(ours)
+  parts = []
+  for key in _FINGERPRINT_FLAGS:
+    if theirs.get(key) != mine.get(key):
+      parts.append(f"{key}={theirs.get(key, 'none')} there, "
+                   f"{key}={mine.get(key, 'none')} here "
+                   f"({_FINGERPRINT_FLAGS[key]})")
+  return "; ".join(parts) or f"{stored} there, {ours} here"
+
+
+# A line of the `checkpoint` state file (a CheckpointState text proto).
+_STATE_LINE = re.compile(
+    r'(model_checkpoint_path|all_model_checkpoint_paths): "[^"\n]*"|'
+    r'(all_model_checkpoint_timestamps|last_preserved_timestamp): [0-9.e+-]+')
+
+
+def _state_proto(latest: str, paths: list[str]) -> str:
+  """The `checkpoint` state file (a CheckpointState text proto), with paths
+  relative to its directory as TensorFlow writes them."""
+  lines = [f'model_checkpoint_path: "{os.path.basename(latest)}"']
+  lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"'
+            for p in paths]
+  return "\n".join(lines) + "\n"
 
 
 class Checkpointer:
@@ -167,8 +213,9 @@ class Checkpointer:
       except _Unreadable as e:
         unreadable.append((path, str(e)))
         continue
-      if unreadable or not self._state_file_readable():
-        self._set_aside(unreadable, path, candidates)
+      state_damaged = not self._state_file_readable()
+      if unreadable or state_damaged:
+        self._set_aside(unreadable, path, candidates, state_damaged)
       return path
     if unreadable:
       listed = "; ".join(f"{os.path.basename(p)} ({why})"
@@ -201,14 +248,23 @@ class Checkpointer:
       raise _Unreadable(_first_line(e)) from None
 
   def _state_file_readable(self) -> bool:
-    try:
-      tf.train.get_checkpoint_state(self._directory)
+    """Whether the `checkpoint` state file is absent or reads as the text
+    proto TensorFlow writes (checked here: TF's own reader logs a parse
+    error and silently ignores such a file)."""
+    path = files.join(self._directory, "checkpoint")
+    if not files.gfile.exists(path):
       return True
-    except Exception:  # A damaged text proto raises parser-specific errors.
+    try:
+      text = files.read_text(path)
+    except (UnicodeDecodeError, tf.errors.OpError):
       return False
+    lines = [line for line in text.splitlines() if line.strip()]
+    return bool(lines) and all(_STATE_LINE.fullmatch(line) for line in lines)
 
-  def _set_aside(self, unreadable, restored: str, candidates) -> None:
-    """Warns about skipped checkpoints; the chief moves them aside."""
+  def _set_aside(self, unreadable, restored: str, candidates,
+                 state_damaged: bool) -> None:
+    """Warns about skipped checkpoints and a damaged state file; the chief
+    moves the checkpoints aside and rewrites the state file."""
     for path, why in unreadable:
       where = ""
       if self._repair:
@@ -221,14 +277,18 @@ class Checkpointer:
         where = f"; moved to {quarantine}/"
       logging.warning("checkpoint %s is unreadable (%s): resuming from %s "
                       "instead%s", path, why, restored, where)
+    state = files.join(self._directory, "checkpoint")
+    if state_damaged:
+      logging.warning("the checkpoint state file %s is unreadable: ignored%s",
+                      state, "; rewritten from the checkpoints on disk"
+                      if self._repair else "")
     if self._repair:
       # Rewritten atomically, so that the manager and tools see only
       # readable checkpoints.
       bad = {path for path, _ in unreadable}
       good = sorted((p for p in candidates if p not in bad),
                     key=lambda p: int(p.rsplit("-", 1)[1]))
-      tf.compat.v1.train.update_checkpoint_state(
-          self._directory, restored, all_model_checkpoint_paths=good)
+      files.write_atomically(state, _state_proto(restored, good))
 
   def _check_fingerprint(self, path: str, reader) -> None:
     if reader is None:
@@ -243,8 +303,9 @@ class Checkpointer:
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
     if stored != self._fingerprint:
       raise CheckpointMismatchError(
-          f"--model_dir={self._directory}: holds a checkpoint of another "
-          f"model ({stored}); this run is {self._fingerprint}. Use another "
+          f"--model_dir={quoted(self._directory)}: holds a checkpoint of "
+          f"another model ({stored}); this run is {self._fingerprint}: "
+          f"{fingerprint_difference(stored, self._fingerprint)}. Use another "
           "--model_dir or the flags that wrote it")
 
   def save(self, step: int) -> str:
@@ -308,7 +369,7 @@ def load_trained_model(model_dir: str,
   except (tf.errors.OpError, ValueError) as e:
     raise UserError(f"{path}: not a readable vae-engine checkpoint "
                     f"({str(e).splitlines()[0][:160]})") from None
-  fields = dict(item.split("=", 1) for item in fingerprint.decode().split(";"))
+  fields = _fingerprint_fields(fingerprint.decode())
   image_shape = tuple(int(d) for d in fields["image_shape"].split("x"))
   vae = models.get(config.model.name).create(
       image_shape, config.model.latent_dim,

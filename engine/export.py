@@ -9,11 +9,15 @@ whatever policy the model computed in.
 Layout follows TF Serving: `<export_dir>/<step>/`. Each version is written to
 a temporary directory beside it and renamed into place only when complete, so
 a killed export never leaves a directory that looks complete but is not, and
-never touches an earlier version.
+never touches an earlier version. Each version is marked as this engine's
+(`MARKER`), and nothing at a version's path that lacks the mark is ever
+replaced: a user's own files there are refused, not deleted.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from typing import Sequence
 
@@ -24,7 +28,14 @@ from engine import files
 from engine import precision
 from engine import serving_warmup
 from engine import tflite
+from engine.errors import UserError, quoted, reason
 from models.base import VariationalAutoencoder
+
+# Written into every version: an export this engine wrote and may replace.
+MARKER = "assets.extra/vae_engine_export.json"
+# The exporter's own temporary entries: `.tmp-<version>-<8 hex>` (being
+# written) and `.old-<version>-<8 hex>` (retired while being replaced).
+_OWN_ENTRY = re.compile(r"\.(tmp|old)-(\d+)-[0-9a-f]{8}")
 
 class ServingModule(tf.Module):
   """The exported functions of one VAE.
@@ -169,15 +180,36 @@ def recover(export_dir: str) -> None:
   for entry in sorted(files.gfile.listdir(export_dir)):
     entry = entry.rstrip("/")
     path = files.join(export_dir, entry)
-    if entry.startswith(".old-"):
-      version = entry.split("-")[1]
+    match = _OWN_ENTRY.fullmatch(entry)
+    if not match:
+      continue  # Not ours: never touched.
+    if match.group(1) == "old":
+      version = match.group(2)
       retired = files.join(path, "old")
       if files.gfile.isdir(retired) and not files.gfile.exists(
           files.join(export_dir, version)):
         files.move_tree(retired, files.join(export_dir, version))
       files.remove_tree(path)
-    elif entry.startswith(".tmp-"):
+    else:
       files.remove_tree(path)
+
+
+def is_engine_export(path: str) -> bool:
+  """Whether `path` is a version directory this engine wrote."""
+  return files.gfile.exists(files.join(path, MARKER))
+
+
+def check_replaceable(export_dir: str, version: int) -> None:
+  """Raises a UserError if `<export_dir>/<version>` holds anything but an
+  export of this engine (which a new export of that version replaces)."""
+  path = files.join(export_dir, str(version))
+  if not files.gfile.exists(path) or is_engine_export(path):
+    return
+  what = "a directory" if files.gfile.isdir(path) else "a file"
+  raise UserError(
+      f"--export_dir={quoted(export_dir)}: {quoted(path)} is {what} that "
+      f"vae-engine did not write (no {MARKER}), where the export of step "
+      f"{version} goes; move it away or pass another --export_dir")
 
 
 def export(vae: VariationalAutoencoder, export_dir: str, version: int,
@@ -199,9 +231,19 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
 
   Returns:
     The path of the finished export.
+
+  Raises:
+    UserError: If the version's path holds something this engine did not
+      write, or the export cannot be written (the OS's reason); nothing
+      half-written is left.
   """
-  files.gfile.makedirs(export_dir)
-  recover(export_dir)
+  try:
+    files.gfile.makedirs(export_dir)
+    recover(export_dir)
+  except (OSError, tf.errors.OpError) as e:
+    raise UserError(f"--export_dir={quoted(export_dir)}: not writable "
+                    f"({reason(e)})") from None
+  check_replaceable(export_dir, version)
   final = files.join(export_dir, str(version))
   unique = uuid.uuid4().hex[:8]
   staging = files.join(export_dir, f".tmp-{version}-{unique}")
@@ -212,6 +254,10 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
     serving_warmup.write(staging, signatures)
     if tflite_variants:
       tflite.write(staging, sorted(signatures), tflite_variants)
+    files.gfile.makedirs(files.join(staging, "assets.extra"))
+    files.write_atomically(files.join(staging, MARKER), json.dumps({
+        "written_by": "vae-engine", "version": version, "model": vae.name,
+        "signatures": sorted(signatures)}, indent=2))
     if files.gfile.exists(final):
       retired = files.join(export_dir, f".old-{version}-{unique}")
       files.move_tree(final, files.join(retired, "old"))
@@ -219,6 +265,11 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
       files.remove_tree(retired)
     else:
       files.move_tree(staging, final)
+  except (OSError, tf.errors.OpError) as e:
+    files.remove_tree(staging)
+    raise UserError(f"--export_dir={quoted(export_dir)}: could not write the "
+                    f"export of step {version} ({reason(e)}); nothing of it "
+                    "was kept") from None
   except BaseException:
     files.remove_tree(staging)
     raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from engine.errors import UserError
+from engine.errors import UserError, quoted, reason
 
 
 class Exported:
@@ -18,12 +18,17 @@ class Exported:
 
   Args:
     loaded: What `tf.saved_model.load` returned.
+    path: Where it was loaded from (named in errors).
   """
 
-  def __init__(self, loaded):
+  def __init__(self, loaded, path: str = "the export"):
     self.loaded = loaded
+    self.path = path
     self.latent_dim = int(loaded.signatures["decode"]
                           .structured_input_signature[1]["z"].shape[-1])
+    self.image_shape = tuple(loaded.signatures["encode"]
+                             .structured_input_signature[1]["images"]
+                             .shape[1:])
     # Exports older than conditional models have no `num_classes`.
     self.num_classes = (int(loaded.num_classes.numpy())
                         if hasattr(loaded, "num_classes") else 0)
@@ -36,11 +41,11 @@ class Exported:
       UserError: Naming `--saved_model`, if it is not a loadable export.
     """
     try:
-      return cls(tf.saved_model.load(path))
+      return cls(tf.saved_model.load(path), path)
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
-      reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-      raise UserError(f"--saved_model={path}: cannot load it "
-                      f"({reason})") from None
+      raise UserError(f"--saved_model={quoted(path)}: cannot load it "
+                      f"({reason(e)}); pass a version directory such as "
+                      "<export_dir>/<step>") from None
 
   def _call(self, signature: str, labels, **inputs) -> dict:
     inputs = {name: tf.convert_to_tensor(value)

@@ -88,3 +88,29 @@ def move_tree(source: str, destination: str) -> None:
       if gfile.exists(path):
         gfile.rename(path, join(target, name), overwrite=True)
   remove_tree(source)
+
+
+def write_npy_chunks(path: str, shape: tuple, dtype, chunks) -> None:
+  """Writes an `.npy` of `shape` from row chunks, streaming (memory does not
+  grow with the array), to `path.tmp` and then renamed over `path`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  dtype = np.dtype(dtype)
+  temporary = path + ".tmp"
+  rows = 0
+  try:
+    with gfile.GFile(temporary, "wb") as f:
+      np.lib.format.write_array_header_1_0(f, {
+          "descr": np.lib.format.dtype_to_descr(dtype),
+          "fortran_order": False, "shape": tuple(shape)})
+      for chunk in chunks:
+        chunk = np.ascontiguousarray(chunk, dtype)
+        f.write(chunk.tobytes())
+        rows += len(chunk)
+    if rows != shape[0]:
+      raise ValueError(f"{rows} rows written for an array of {shape[0]}")
+    gfile.rename(temporary, path, overwrite=True)
+  except BaseException:
+    if gfile.exists(temporary):
+      gfile.remove(temporary)
+    raise

@@ -10,9 +10,7 @@ peer, 143 SIGTERM (checkpoint saved).
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
-import warnings
 
 # First: TensorFlow's import, without the start-up chatter that would bury
 # the engine's first line (--verbosity shows it).
@@ -22,37 +20,17 @@ _HELD_BACK = startup.import_tensorflow_quietly()
 
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import flags  # noqa: E402
 from engine import runner  # noqa: E402
-from engine.errors import TrainingDiverged, UserError  # noqa: E402
+from engine.errors import TrainingDiverged, UserError, fail  # noqa: E402
 
 FLAGS = absl_flags.FLAGS
-EXIT_USAGE, EXIT_CLUSTER_FAILURE, EXIT_DIVERGED = 2, 1, 3
+EXIT_CLUSTER_FAILURE, EXIT_DIVERGED = 1, 3
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a scheduler expects.
 _PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                   tf.errors.AbortedError, tf.errors.CancelledError)
-
-
-def fail(message: str, status: int = EXIT_USAGE) -> None:
-  """Prints a one-line error and exits (status 2: bad input)."""
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(status)
-
-
-def _quiet_logs(verbose: bool) -> None:
-  """The progress lines are what a user reads; --verbosity shows the rest
-  (TensorFlow's start-up lines, saver/exporter INFO, tf.data's warning that
-  tf.distribute reads a dataset's options while tracing)."""
-  if verbose:
-    startup.show(_HELD_BACK)
-    return
-  warnings.filterwarnings("ignore", category=UserWarning,
-                          message="To make it possible to preserve tf.data")
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -80,7 +58,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   # absl's app.run sets INFO itself, so an explicit flag is looked for.
-  _quiet_logs(verbose=FLAGS["verbosity"].present)
+  startup.quiet_logs(FLAGS["verbosity"].present, _HELD_BACK)
   config = flags.to_config(FLAGS)
   with _exit_statuses():
     runner.run(config)

@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Optional, TextIO
 
+import numpy as np
 import tensorflow as tf
 
 from engine import actions
@@ -27,7 +28,7 @@ from engine import files
 from engine.build import RunParts
 from engine.config import RunConfig
 from engine.controller import Controller
-from engine.errors import UserError
+from engine.errors import UserError, quoted, reason
 from engine.evaluation import RunEvaluation
 
 Preempted = actions.Preempted
@@ -84,13 +85,12 @@ def save_checkpoint(parts: RunParts, step: int) -> str:
   try:
     parts.checkpointer.save(step)
   except (tf.errors.OpError, OSError) as e:
-    reason = " ".join(str(getattr(e, "message", e)).split())[:200]
     kept = (f"the previous checkpoint, {previous}, is intact" if previous
             else "no earlier checkpoint exists")
     raise UserError(
-        f"--model_dir={parts.config.train.model_dir}: could not write "
-        f"checkpoint ckpt-{step} ({type(e).__name__}: {reason}); {kept}. "
-        "Free space or fix the directory, then re-run to resume") from None
+        f"--model_dir={quoted(parts.config.train.model_dir)}: could not "
+        f"write checkpoint ckpt-{step} ({reason(e)}); {kept}. Free space "
+        "or fix the directory, then re-run to resume") from None
   return os.path.join(parts.config.train.model_dir, f"ckpt-{step}")
 
 
@@ -179,9 +179,14 @@ def run(config: RunConfig, stream: TextIO | None = None,
 
 def _start_line(parts: RunParts) -> str:
   config, role = parts.config, parts.role
-  return (f"training {config.model.name} (latent {config.model.latent_dim}) "
+  labels = parts.data.train_labels
+  classes = len(np.unique(labels[labels >= 0]))
+  return (f"training {config.model.name} (latent {config.model.latent_dim}"
+          f"{', conditional' if parts.vae.conditional else ''}) "
           f"on {parts.data.source}: {parts.num_train_examples} train / "
-          f"{parts.num_test_examples} test images, {parts.total_steps} steps "
+          f"{parts.num_test_examples} test images "
+          f"({f'{classes} classes' if classes else 'unlabelled'}), "
+          f"{parts.total_steps} steps "
           f"of {config.train.batch_size}, "
           f"{parts.strategy.num_replicas_in_sync} replica(s), "
           f"{parts.precision.describe()}"
@@ -220,8 +225,14 @@ def train_evaluate_export(parts: RunParts, stream: TextIO,
   if config.train.export_dir:
     export_dir = (config.train.export_dir if parts.role.is_chief else
                   os.path.join(parts.write_dir, "export"))
-    export_path = export_lib.export(parts.vae, export_dir, step,
-                                    denoising=config.data.noise_factor > 0)
+    try:
+      export_path = export_lib.export(parts.vae, export_dir, step,
+                                      denoising=config.data.noise_factor > 0)
+    except UserError as e:
+      raise UserError(
+          f"{e}; the trained model is saved in {quoted(checkpoint)}: once "
+          "fixed, export it with tools/export.py --model_dir="
+          f"{quoted(config.train.model_dir)}") from None
     say(f"exported SavedModel to {export_path}")
   fingerprint = weights_fingerprint(parts.vae)
   say(f"done: step {step}, test ELBO {metrics['elbo']:.2f} nats, "

@@ -93,3 +93,22 @@ def show(lines: list[str]) -> None:
   """Writes held-back lines to stderr (for --verbosity)."""
   sys.stderr.write("".join(lines))
   sys.stderr.flush()
+
+
+def quiet_logs(verbose: bool, held_back: list[str]) -> None:
+  """What the engine and the tools print is what a user reads; --verbosity
+  shows the rest (TensorFlow's start-up lines, saver/exporter INFO,
+  tf.data's warning that tf.distribute reads a dataset's options while
+  tracing)."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
+
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
+  if verbose:
+    show(held_back)
+    return
+  warnings.filterwarnings("ignore", category=UserWarning,
+                          message="To make it possible to preserve tf.data")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("tensorflow").setLevel(logging.WARNING)

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from engine import elbo
 from engine import loop_state
-from engine.loop_state import (CHECKED_TERMS, METRIC_NAMES, LoopOutputs,
+from engine.loop_state import (METRIC_NAMES, LoopOutputs,
                                NonFiniteState)
 from engine.config import ModelConfig
 from engine.data import pipeline

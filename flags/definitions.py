@@ -11,8 +11,9 @@ message that names the flag.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import sys
+import re
 from typing import Iterable
 
 from absl import flags
@@ -20,6 +21,7 @@ from absl import flags
 import models
 from engine import config as config_lib
 from engine import settings
+from engine.errors import fail, quoted
 
 _defined = False
 
@@ -67,6 +69,13 @@ def define_setting(declared: settings.Setting, fv: flags.FlagValues,
     flags.DEFINE_list(name, default, text, flag_values=fv)
   else:
     flags.DEFINE_string(name, default, text, flag_values=fv)
+  if declared.type in (int, float):
+    # Every number a run takes fits the tensors and seeds it becomes; a
+    # float is finite (--learning_rate=inf would pass "positive").
+    flags.register_validator(name, _representable, message=(
+        f"--{name} must be a finite number" if declared.type is float else
+        f"--{name} must be smaller than {_INT_LIMIT:,} in magnitude"),
+        flag_values=fv)
   if declared.check:
     predicate, message = declared.check
 
@@ -82,23 +91,46 @@ def define_setting(declared: settings.Setting, fv: flags.FlagValues,
                              flag_values=fv)
 
 
+_INT_LIMIT = 2**31
+
+
+def _representable(value) -> bool:
+  return value is None or (math.isfinite(value) and abs(value) < _INT_LIMIT)
+
+
 def parse(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> list[str]:
   """Parses the command line; a bad flag (or flagfile) is one `error:` line
   and exit status 2, not absl's usage text."""
-
-  def fail(message):
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
   try:
     return fv(argv)
   except flags.CantOpenFlagFileError as e:
     fail(f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})")
   except flags.Error as e:
-    fail(str(e).strip().splitlines()[0])
+    # absl shows a list flag's value as a Python list: show it as typed.
+    fail(re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]:", lambda m: "=" + ",".join(
+        re.findall(r"'([^']*)'", m.group(1))) + ":",
+                str(e).strip().splitlines()[0]))
   except OSError as e:  # --flagfile that cannot be read.
-    fail(f"--flagfile: {e.strerror or e}: {e.filename}")
+    fail(f"--flagfile={quoted(e.filename)}: cannot read it "
+         f"({e.strerror or e})")
+  except UnicodeDecodeError as e:
+    fail(f"--flagfile={quoted(_undecodable_flagfile(argv))}: not UTF-8 text "
+         f"(byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
+         "UTF-8")
   return []
+
+
+def _undecodable_flagfile(argv: list[str]) -> str:
+  """The first --flagfile on the command line that is not UTF-8 text."""
+  named = [arg.split("=", 1)[1] for arg in argv
+           if arg.startswith("--flagfile=")]
+  for path in named:
+    try:
+      with open(path, encoding="utf-8") as f:
+        f.read()
+    except (OSError, UnicodeDecodeError):
+      return path
+  return named[0] if named else "?"
 
 
 def define_overrides(fields: Iterable[str], fv: flags.FlagValues,

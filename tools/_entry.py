@@ -1,4 +1,10 @@
-"""What every tool shares: import path, quiet TensorFlow, one-line errors."""
+"""What every tool shares: import path, quiet TensorFlow, one error path.
+
+A tool's flags are parsed as the engine's are (`flags.parse`: a bad flag is
+one `error:` line and exit 2, not absl's usage text), its `UserError`s end
+the same way, and TensorFlow's chatter is held back unless --verbosity is
+given.
+"""
 
 import os
 import sys
@@ -15,16 +21,16 @@ def run_tool(main) -> None:
   """Runs `main(argv)` under absl, turning `UserError` into one line + exit 2."""
   from absl import app
 
-  from engine.errors import UserError
+  import flags as engine_flags
+  from engine.errors import UserError, fail
 
   def guarded(argv):
     from absl import flags
-    if flags.FLAGS["verbosity"].present:
-      startup.show(_HELD_BACK)
+    startup.quiet_logs(flags.FLAGS["verbosity"].present, _HELD_BACK)
     try:
-      main(argv)
+      status = main(argv)
     except UserError as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(2)
+      fail(str(e))
+    sys.exit(status or 0)
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=engine_flags.parse)

@@ -4,6 +4,7 @@ same command each time, and checks that nothing was lost or corrupted.
     python tools/chaos.py --kills=12 --work_dir=/tmp/chaos -- \
         --model=dense --data_dir=path/to/mnist --train_steps=400 \
         --checkpoint_every=20 --steps_per_loop=5 --batch_size=64
+    python tools/chaos.py --workers=2 --kills=4 -- <the same flags>
 
 The engine flags after `--` are run twice: once uninterrupted (the
 reference, in <work_dir>/reference), and once under fire (<work_dir>/chaos),
@@ -12,6 +13,12 @@ killed `--kills` times. Kill moments cycle through three targets:
   step        a random moment while training steps run;
   checkpoint  the instant a checkpoint is being written (TF's `*_temp` dir);
   export      the instant the SavedModel export is being written (`.tmp-*`).
+
+With `--workers=N` (N > 1) every launch is an N-worker
+`multi_worker_mirrored` job on 127.0.0.1 (`launch_local`), the reference
+too, and each kill SIGKILLs one worker chosen at random, while steps run or
+while the chief writes a checkpoint; the others must then exit by
+themselves within `--survivor_timeout` seconds (the job is relaunched).
 
 After every kill, every checkpoint left in the model directory must restore
 and every export version must load and serve. At the end, the interrupted
@@ -31,9 +38,11 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
+
+import launch_local
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = ("step", "checkpoint", "export")
@@ -49,22 +58,24 @@ class Kill:
   latest: str           # The newest checkpoint on disk after the kill.
   left_behind: str      # Partial writes the kill left (cleaned up later).
   checked: int          # Checkpoints and exports verified after the kill.
+  victim: int = 0       # The worker killed (0: the chief, or the only one).
+  survivors_exit_s: Optional[float] = None  # Until the others had exited.
 
 
 class _Watcher:
   """Reads a child's output in a thread, noting when training is under way."""
 
-  def __init__(self, process: subprocess.Popen, log):
+  def __init__(self, process: subprocess.Popen, log, prefix: str = ""):
     self.training = threading.Event()
     self.lines: list[str] = []
-    self._thread = threading.Thread(target=self._read, args=(process, log),
-                                    daemon=True)
+    self._thread = threading.Thread(target=self._read,
+                                    args=(process, log, prefix), daemon=True)
     self._thread.start()
 
-  def _read(self, process, log):
+  def _read(self, process, log, prefix):
     for line in process.stdout:
       self.lines.append(line)
-      log.write(line)
+      log.write(prefix + line)
       if line.startswith("step "):  # A progress line: steps are running.
         self.training.set()
 
@@ -72,14 +83,62 @@ class _Watcher:
     self._thread.join(timeout=30)
 
 
-def _engine(args: list[str], model_dir: str, export_dir: str, log):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  command = [sys.executable, "-u", "-m", "engine.main", *args,
-             f"--model_dir={model_dir}", f"--export_dir={export_dir}"]
-  process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
-                             env=env)
-  return process, _Watcher(process, log)
+class Job:
+  """One launch of the run: a single engine process, or the workers of a
+  local `multi_worker_mirrored` job (worker 0 is the chief)."""
+
+  def __init__(self, args: list[str], model_dir: str, export_dir: str,
+               workers: int, log):
+    args = [*args, f"--model_dir={model_dir}", f"--export_dir={export_dir}"]
+    if workers == 1:
+      env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+      self.processes = [subprocess.Popen(
+          [sys.executable, "-u", "-m", "engine.main", *args],
+          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+          cwd=REPO_ROOT, env=env)]
+    else:
+      self.processes = launch_local.start_workers(workers, args,
+                                                  stdout=subprocess.PIPE)
+    self.watchers = [_Watcher(p, log, f"[worker {i}] " if workers > 1
+                              else "")
+                     for i, p in enumerate(self.processes)]
+
+  @property
+  def chief(self) -> subprocess.Popen:
+    return self.processes[0]
+
+  @property
+  def lines(self) -> list[str]:
+    return self.watchers[0].lines
+
+  def running(self) -> bool:
+    return all(p.poll() is None for p in self.processes)
+
+  def wait(self) -> int:
+    """Waits for every process; the first non-zero status, else 0."""
+    for p in self.processes:
+      p.wait()
+    for watcher in self.watchers:
+      watcher.join()
+    return next((p.returncode for p in self.processes if p.returncode), 0)
+
+  def kill(self, victim: int, timeout_s: float) -> Optional[float]:
+    """SIGKILLs one process; returns how long the others took to exit by
+    themselves (None: they did not, within `timeout_s`; they are killed)."""
+    self.processes[victim].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    others = [p for i, p in enumerate(self.processes) if i != victim]
+    while any(p.poll() is None for p in others):
+      if time.monotonic() - killed_at > timeout_s:
+        for p in others:
+          if p.poll() is None:
+            p.kill()
+        self.wait()
+        return None
+      time.sleep(0.05)
+    exited = time.monotonic() - killed_at
+    self.wait()
+    return exited
 
 
 def _final_result(model_dir: str):
@@ -97,23 +156,23 @@ def _final_result(model_dir: str):
           result.weights_fingerprint)
 
 
-def _wait_for_target(target, process, watcher, model_dir, export_dir, rng,
+def _wait_for_target(target, job, model_dir, export_dir, rng,
                      timeout_s=600.0) -> bool:
   """Blocks until the target moment; False if the run ended first."""
   deadline = time.monotonic() + timeout_s
   if target == "step":
-    while not watcher.training.wait(0.05):
-      if process.poll() is not None or time.monotonic() > deadline:
+    while not job.watchers[0].training.wait(0.05):
+      if not job.running() or time.monotonic() > deadline:
         return False
     time.sleep(rng.uniform(0.0, 1.5))
-    return process.poll() is None
+    return job.running()
   if target == "checkpoint":
     directory, pattern = model_dir, lambda n: n.endswith("_temp")
   else:
     directory, pattern = export_dir, lambda n: n.startswith(".tmp-")
   # Leftovers of an earlier kill do not count: only a write happening now.
   stale = set(_listing(directory))
-  while process.poll() is None and time.monotonic() < deadline:
+  while job.running() and time.monotonic() < deadline:
     if any(pattern(n) and n not in stale for n in _listing(directory)):
       return True
     time.sleep(0.001)
@@ -127,10 +186,11 @@ def _listing(directory: str) -> list[str]:
     return []
 
 
-def kill_plan(kills: int) -> list[str]:
+def kill_plan(kills: int, workers: int = 1) -> list[str]:
   """Targets in order: mid-training kills first (steps and checkpoint
-  writes, alternating), then export kills, which only come at the end."""
-  exports = max(1, kills // 4) if kills >= 3 else 0
+  writes, alternating), then export kills, which only come at the end (not
+  for multi-worker jobs, whose export is the chief's alone)."""
+  exports = max(1, kills // 4) if kills >= 3 and workers == 1 else 0
   training = [TARGETS[i % 2] for i in range(kills - exports)]
   return training + ["export"] * exports
 
@@ -172,11 +232,12 @@ def verify_directory(model_dir: str, export_dir: str) -> int:
 
 
 def run(engine_args: list[str], kills: int, work_dir: str, seed: int = 0,
-        log=None) -> dict:
+        log=None, workers: int = 1, survivor_timeout_s: float = 60.0) -> dict:
   """The whole experiment; returns a summary (see `main` for its use).
 
   Raises:
-    AssertionError: If a checkpoint or export is corrupt, a run fails, or
+    AssertionError: If a checkpoint or export is corrupt, a run fails, a
+      survivor outlives its dead peer by more than `survivor_timeout_s`, or
       the final weights differ from the reference.
   """
   from engine import checkpointing
@@ -185,46 +246,50 @@ def run(engine_args: list[str], kills: int, work_dir: str, seed: int = 0,
   rng = random.Random(seed)
   shutil.rmtree(work_dir, ignore_errors=True)
   reference_dir = os.path.join(work_dir, "reference")
-  process, watcher = _engine(engine_args, reference_dir,
-                             os.path.join(reference_dir, "export"), log)
-  process.wait()
-  watcher.join()
+  job = Job(engine_args, reference_dir, os.path.join(reference_dir, "export"),
+            workers, log)
+  status = job.wait()
   reference = _final_result(reference_dir)
-  assert process.returncode == 0 and reference, (
-      "the reference run failed:\n" + "".join(watcher.lines[-20:]))
+  assert status == 0 and reference, (
+      "the reference run failed:\n" + "".join(job.lines[-20:]))
 
   model_dir = os.path.join(work_dir, "chaos")
   export_dir = os.path.join(model_dir, "export")
   history: list[Kill] = []
   started = time.monotonic()
   restarts = 0
-  plan = kill_plan(kills)
+  plan = kill_plan(kills, workers)
   while len(history) < kills:
     target = plan[len(history)]
-    process, watcher = _engine(engine_args, model_dir, export_dir, log)
+    job = Job(engine_args, model_dir, export_dir, workers, log)
     launched = time.monotonic()
-    hit = _wait_for_target(target, process, watcher, model_dir, export_dir,
-                           rng)
-    if process.poll() is None:
-      process.send_signal(signal.SIGKILL)
-    process.wait()
-    watcher.join()
+    _wait_for_target(target, job, model_dir, export_dir, rng)
     restarts += 1
-    if not hit and process.returncode == 0:
-      # Finished before the moment came: start over from scratch so that
-      # the remaining kills still land mid-run.
-      shutil.rmtree(model_dir, ignore_errors=True)
-      log.write(f"[chaos] run finished before a {target} kill; restarting "
-                "from scratch\n")
-      if target == "export":
-        raise AssertionError("the export was never caught in progress")
-      if len(history) == 0:
-        raise AssertionError("the run finishes before the first kill; make "
-                             "it longer (--train_steps)")
-      continue
-    assert process.returncode == -signal.SIGKILL, (
-        f"run exited with {process.returncode} instead of being killed:\n"
-        + "".join(watcher.lines[-20:]))
+    victim = rng.randrange(workers)
+    if not job.running():
+      status = job.wait()
+      if status == 0:
+        # Finished before the moment came: start over from scratch so that
+        # the remaining kills still land mid-run.
+        shutil.rmtree(model_dir, ignore_errors=True)
+        log.write(f"[chaos] run finished before a {target} kill; restarting "
+                  "from scratch\n")
+        if target == "export":
+          raise AssertionError("the export was never caught in progress")
+        if len(history) == 0:
+          raise AssertionError("the run finishes before the first kill; "
+                               "make it longer (--train_steps)")
+        continue
+      raise AssertionError(f"the run exited with {status} before the kill:\n"
+                           + "".join(job.lines[-20:]))
+    survivors_exit_s = job.kill(victim, survivor_timeout_s)
+    assert job.processes[victim].returncode == -signal.SIGKILL, (
+        f"worker {victim} exited with {job.processes[victim].returncode} "
+        "instead of being killed:\n" + "".join(job.lines[-20:]))
+    if workers > 1:
+      assert survivors_exit_s is not None, (
+          f"after worker {victim} was killed ({target}), the others were "
+          f"still running {survivor_timeout_s:g} s later")
     partial = [n for n in _listing(model_dir) if n.endswith("_temp")] + [
         n for n in _listing(export_dir) if n.startswith(".tmp-")]
     checked = verify_directory(model_dir, export_dir)
@@ -232,15 +297,15 @@ def run(engine_args: list[str], kills: int, work_dir: str, seed: int = 0,
     history.append(Kill(len(history) + 1, target,
                         time.monotonic() - launched,
                         os.path.basename(on_disk[0]) if on_disk else "-",
-                        ", ".join(partial) or "-", checked))
-    log.write(f"[chaos] kill {len(history)}: {target}\n")
+                        ", ".join(partial) or "-", checked, victim,
+                        survivors_exit_s if workers > 1 else None))
+    log.write(f"[chaos] kill {len(history)}: {target}, worker {victim}\n")
 
-  process, watcher = _engine(engine_args, model_dir, export_dir, log)
-  process.wait()
-  watcher.join()
+  job = Job(engine_args, model_dir, export_dir, workers, log)
+  status = job.wait()
   final = _final_result(model_dir)
-  assert process.returncode == 0 and final, (
-      "the final restart failed:\n" + "".join(watcher.lines[-20:]))
+  assert status == 0 and final, (
+      "the final restart failed:\n" + "".join(job.lines[-20:]))
   verify_directory(model_dir, export_dir)
   assert final[0] == reference[0], (final, reference)
   assert final[2] == reference[2], (
@@ -249,48 +314,63 @@ def run(engine_args: list[str], kills: int, work_dir: str, seed: int = 0,
   return {"kills": history, "restarts": restarts + 1,
           "final_step": final[0], "weights": final[2],
           "reference_weights": reference[2], "test_elbo": final[1],
-          "reference_test_elbo": reference[1],
+          "reference_test_elbo": reference[1], "workers": workers,
           "seconds": time.monotonic() - started}
 
 
-def main(argv: list[str]) -> int:
-  from absl import flags
-
-  flags.DEFINE_integer("kills", 12, "How many times to SIGKILL the run.")
+def define_flags() -> None:
+  flags.DEFINE_integer("kills", 12, "How many times to SIGKILL the run.",
+                       lower_bound=1)
+  flags.DEFINE_integer("workers", 1, "1: one engine process; N > 1: an "
+                       "N-worker multi_worker_mirrored job on 127.0.0.1, one "
+                       "worker killed at a time.", lower_bound=1)
+  flags.DEFINE_float("survivor_timeout", 60.0,
+                     "Seconds the other workers may take to exit by "
+                     "themselves after one is killed.", lower_bound=0)
   flags.DEFINE_string("work_dir", "/tmp/vae_engine_chaos",
                       "Where the reference and the killed run write "
                       "(emptied first).")
-  flags.DEFINE_integer("seed", 0, "Seeds the kill moments.")
+  flags.DEFINE_integer("seed", 0, "Seeds the kill moments and victims.")
   flags.DEFINE_string("log", None, "Where the runs' output goes "
                       "(default: <work_dir>.log).")
-  separator = argv.index("--") if "--" in argv else len(argv)
-  flags.FLAGS(argv[:separator])
-  engine_args = argv[separator + 1:]
+
+
+def main(argv: list[str]) -> int:
+  from engine.errors import UserError
+
+  engine_args = argv[1:]  # What follows `--`.
   if any(a.startswith(("--model_dir", "--export_dir")) for a in engine_args):
-    print("error: --model_dir and --export_dir are set by chaos.py",
-          file=sys.stderr)
-    return 2
+    raise UserError("--model_dir and --export_dir are set by chaos.py; "
+                    "drop them")
   fv = flags.FLAGS
   log_path = fv.log or fv.work_dir.rstrip("/") + ".log"
   with open(log_path, "w") as log:
     try:
-      summary = run(engine_args, fv.kills, fv.work_dir, fv.seed, log)
+      summary = run(engine_args, fv.kills, fv.work_dir, fv.seed, log,
+                    fv.workers, fv.survivor_timeout)
     except AssertionError as e:
       print(f"FAILED: {e}\n(run output: {log_path})", file=sys.stderr)
       return 1
-  print(f"{'kill':>4}  {'target':<10}  {'after':>7}  {'latest ckpt':<12}  "
+  print(f"{'kill':>4}  {'target':<10}  {'worker':>6}  {'after':>7}  "
+        f"{'others exited':>13}  {'latest ckpt':<12}  "
         f"{'partial write left':<28}  verified")
   for kill in summary["kills"]:
-    print(f"{kill.number:>4}  {kill.target:<10}  {kill.seconds:6.1f}s  "
-          f"{kill.latest:<12}  {kill.left_behind[:28]:<28}  "
+    exited = ("-" if kill.survivors_exit_s is None
+              else f"{kill.survivors_exit_s:.1f}s")
+    print(f"{kill.number:>4}  {kill.target:<10}  {kill.victim:>6}  "
+          f"{kill.seconds:6.1f}s  {exited:>13}  {kill.latest:<12}  "
+          f"{kill.left_behind[:28]:<28}  "
           f"{kill.checked} ckpt/export(s) restored")
-  print(f"{len(summary['kills'])} kills, {summary['restarts']} starts, "
-        f"{summary['seconds']:.0f} s: final step {summary['final_step']}, "
-        f"weights {summary['weights']} (uninterrupted: "
-        f"{summary['reference_weights']}), test ELBO {summary['test_elbo']} "
-        f"(uninterrupted: {summary['reference_test_elbo']}): identical")
+  print(f"{len(summary['kills'])} kills of a {summary['workers']}-process "
+        f"job, {summary['restarts']} starts, {summary['seconds']:.0f} s: "
+        f"final step {summary['final_step']}, weights {summary['weights']} "
+        f"(uninterrupted: {summary['reference_weights']}), test ELBO "
+        f"{summary['test_elbo']} (uninterrupted: "
+        f"{summary['reference_test_elbo']}): identical")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  import _entry  # pylint: disable=g-import-not-at-top  (the import path)
+  define_flags()
+  _entry.run_tool(main)

@@ -105,7 +105,7 @@ def main(argv):
   from engine import sample_quality
   from engine.data import pipeline
   from engine.data import sources
-  from engine.errors import UserError
+  from engine.errors import UserError, quoted
 
   started = time.perf_counter()
   config = resolve_config(FLAGS)
@@ -124,6 +124,8 @@ def main(argv):
   with strategy.scope():
     if FLAGS.saved_model:
       exported = Exported.load(FLAGS.saved_model)
+      data.check_shape(exported.image_shape,
+                       f"--saved_model={quoted(FLAGS.saved_model)}")
       encode, log_likelihood = likelihood.export_functions(
           exported, config.model)
       latent_dim, num_classes = exported.latent_dim, exported.num_classes
@@ -140,6 +142,8 @@ def main(argv):
     else:
       trained = checkpointing.load_trained_model(FLAGS.model_dir,
                                                  FLAGS.checkpoint)
+      data.check_shape(trained.vae.image_shape,
+                       f"--model_dir={quoted(FLAGS.model_dir)}")
       encode, log_likelihood = likelihood.model_functions(
           trained.vae, config.model)
       latent_dim = trained.vae.latent_dim

@@ -57,6 +57,7 @@ def main(argv):
   from engine import files
   from engine import tflite
   from engine.data import sources
+  from engine.errors import quoted
   from engine.exported import Exported
 
   trained = checkpointing.load_trained_model(FLAGS.model_dir,
@@ -81,6 +82,8 @@ def main(argv):
   labels = data.test_labels[:count]
   build.check_test_labels(trained.vae.num_classes, labels, data.source)
   exported = Exported.load(path)
+  data.check_shape(exported.image_shape,
+                   f"--model_dir={quoted(FLAGS.model_dir)}")
   inputs = tflite.reference_inputs(exported, images, labels)
   report = {"export": path, "test_images": count, "source": data.source,
             "files": {}}

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,16 +94,15 @@ def supervise(processes: list[subprocess.Popen],
   return status
 
 
-def main(argv: list[str]) -> int:
-  from absl import flags
-
+def define_flags() -> None:
   flags.DEFINE_integer("num_workers", 2, "Workers to start.", lower_bound=1)
   flags.DEFINE_float("grace_period", 60.0,
-                     "Seconds the other workers get after one fails.")
-  remaining = flags.FLAGS(argv)
-  engine_args = remaining[1:]
-  if engine_args and engine_args[0] == "--":
-    engine_args = engine_args[1:]
+                     "Seconds the other workers get after one fails.",
+                     lower_bound=0)
+
+
+def main(argv: list[str]) -> int:
+  engine_args = argv[1:]  # What follows `--`.
   processes = start_workers(flags.FLAGS.num_workers, engine_args,
                             stdout=subprocess.PIPE)
   relays = [threading.Thread(target=_relay, args=(i, p), daemon=True)
@@ -117,4 +116,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  import _entry  # pylint: disable=g-import-not-at-top  (the import path)
+  define_flags()
+  _entry.run_tool(main)

@@ -40,7 +40,7 @@ def main(argv):
   from engine.config import DataConfig, RunConfig, TrainConfig
   from engine.data import pipeline
   from engine.data import sources
-  from engine.errors import UserError
+  from engine.errors import UserError, quoted
   from engine.exported import Exported
 
   if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
@@ -69,6 +69,10 @@ def main(argv):
                if getattr(FLAGS, name) is not None}
   data_config = dataclasses.replace(data_config, **overrides)
   data = sources.load(data_config)
+  data.check_shape(
+      trained.vae.image_shape if FLAGS.model_dir else exported.image_shape,
+      f"--model_dir={quoted(FLAGS.model_dir)}" if FLAGS.model_dir else
+      f"--saved_model={quoted(FLAGS.saved_model)}")
   options = build.pipeline_options(
       RunConfig(data=data_config, train=TrainConfig(seed=FLAGS.seed)),
       latent_dim=latent_dim, batch_size=len(data.test_images),

@@ -11,15 +11,9 @@ of several rounds, plus the ratio of each setting to steps_per_loop=1.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -113,5 +107,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  import _entry  # pylint: disable=g-import-not-at-top  (the import path)
   define_flags()
-  app.run(main)
+  _entry.run_tool(main)

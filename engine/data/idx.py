@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from engine.errors import DataError
+from engine.errors import DataError, quoted
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -53,15 +53,15 @@ def read_idx(path: str, expected_ndim: int | None = None) -> np.ndarray:
       return _read(stream, path, expected_ndim, os.path.getsize(path),
                    compressed=False)
   except FileNotFoundError:
-    raise DataError(f"{path}: no such file") from None
+    raise DataError(f"{quoted(path)}: no such file") from None
   except (OSError, EOFError, zlib.error) as e:
-    raise DataError(f"{path}: cannot read it ({e})") from None
+    raise DataError(f"{quoted(path)}: cannot read it ({e})") from None
 
 
 def _read(stream, path, expected_ndim, file_bytes, compressed):
   magic_bytes = stream.read(4)
   if len(magic_bytes) < 4:
-    raise DataError(f"{path}: file is shorter than an IDX header")
+    raise DataError(f"{quoted(path)}: file is shorter than an IDX header")
   zero, type_code, ndim = struct.unpack(">HBB", magic_bytes)
   magic = struct.unpack(">I", magic_bytes)[0]
   if zero != 0 or type_code != _UBYTE_TYPE_CODE or ndim not in (1, 3):
@@ -71,24 +71,24 @@ def _read(stream, path, expected_ndim, file_bytes, compressed):
         "for labels)")
   if expected_ndim is not None and ndim != expected_ndim:
     kind = "images" if expected_ndim == 3 else "labels"
-    raise DataError(f"{path}: has {ndim} dimension(s) (magic 0x{magic:08x}) "
+    raise DataError(f"{quoted(path)}: has {ndim} dimension(s) (magic 0x{magic:08x}) "
                     f"but {kind} need {expected_ndim}")
   dims_bytes = stream.read(4 * ndim)
   if len(dims_bytes) < 4 * ndim:
-    raise DataError(f"{path}: truncated IDX header")
+    raise DataError(f"{quoted(path)}: truncated IDX header")
   shape = struct.unpack(f">{ndim}I", dims_bytes)
   if any(d == 0 for d in shape):
-    raise DataError(f"{path}: header has an empty dimension {shape}")
+    raise DataError(f"{quoted(path)}: header has an empty dimension {shape}")
   # Python integers: numpy's int64 product of three uint32 dimensions can
   # overflow to a negative size that slips past the checks below.
   payload = math.prod(shape)
   header_bytes = 4 + 4 * ndim
   if not compressed and payload != file_bytes - header_bytes:
-    raise DataError(f"{path}: header promises {payload} bytes of data "
+    raise DataError(f"{quoted(path)}: header promises {payload} bytes of data "
                     f"(shape {shape}) but the file holds "
                     f"{file_bytes - header_bytes}")
   if compressed and payload > _MAX_DEFLATE_RATIO * file_bytes:
-    raise DataError(f"{path}: header promises {payload} bytes of data "
+    raise DataError(f"{quoted(path)}: header promises {payload} bytes of data "
                     f"(shape {shape}), more than a {file_bytes}-byte gzip "
                     "file can hold")
   data = _read_exactly(stream, payload, path, shape)
@@ -101,10 +101,10 @@ def _read_exactly(stream, payload, path, shape):
   while len(buffer) < payload:
     chunk = stream.read(min(_CHUNK_BYTES, payload - len(buffer)))
     if not chunk:
-      raise DataError(f"{path}: truncated: header promises {payload} bytes of "
+      raise DataError(f"{quoted(path)}: truncated: header promises {payload} bytes of "
                       f"data (shape {shape}) but the file holds {len(buffer)}")
     buffer += chunk
   if stream.read(1):
-    raise DataError(f"{path}: has data past the {payload} bytes its header "
+    raise DataError(f"{quoted(path)}: has data past the {payload} bytes its header "
                     f"promises (shape {shape})")
   return buffer

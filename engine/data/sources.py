@@ -21,7 +21,7 @@ import numpy as np
 from engine.config import DataConfig
 from engine.data import idx
 from engine.data import images
-from engine.errors import DataError
+from engine.errors import DataError, quoted
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -60,6 +60,16 @@ class ImageDataset:
     # been handed over to a tensor (see engine.runner).
     return tuple(self.test_images.shape[1:])
 
+  def check_shape(self, expected: tuple, model: str) -> None:
+    """Raises a DataError unless the images have the shape a trained model
+    (`model`: the flag that named it) takes."""
+    if tuple(expected) != self.image_shape:
+      shape = "x".join(str(d) for d in expected)
+      raise DataError(
+          f"{model}: takes {shape} images, but {quoted(self.source)} holds "
+          f"{'x'.join(str(d) for d in self.image_shape)}; pass the data it "
+          f"was trained on, or --image_size/--channels to make them {shape}")
+
 
 def load(config: DataConfig, seed: int = 0) -> ImageDataset:
   """Loads the dataset `config` names from the source the rule picks.
@@ -73,6 +83,11 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
   """
   conversion = images.Conversion(config.image_size, config.channels)
   path = config.data_dir
+  if path and os.path.exists(path) and not os.path.isdir(path) and (
+      not path.endswith(".npz")):
+    raise DataError(f"--data_dir={quoted(path)}: a file, but not an .npz; "
+                    "pass the directory that holds the images (or the IDX "
+                    "files), or an .npz laid out as Keras' mnist.npz")
   if path and os.path.isfile(path) and path.endswith(".npz"):
     dataset = ImageDataset(source=path, **images.load_npz(
         path, conversion, config.max_train_examples))
@@ -95,6 +110,9 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
         dataset,
         train_images=dataset.train_images[:config.max_train_examples],
         train_labels=dataset.train_labels[:config.max_train_examples])
+  for split in ("train", "test"):
+    if not len(getattr(dataset, f"{split}_images")):
+      raise DataError(f"{quoted(dataset.source)}: holds no {split} images")
   return dataset
 
 
@@ -113,17 +131,42 @@ def _has_idx_files(directory: str) -> bool:
 
 
 def _find_idx_files(directory: str) -> dict[str, str] | None:
-  """Maps each of the four IDX roles to its path, or None if one is missing."""
+  """Maps each of the four IDX roles to its path, or None if one is missing.
+
+  Raises:
+    DataError: If a raw and a `.gz` copy of one file differ (which one the
+      user meant cannot be known; equal copies are fine).
+  """
   found = {}
   for role, stem in IDX_FILES.items():
-    for candidate in (stem + ".gz", stem):
-      path = os.path.join(directory, candidate)
-      if os.path.isfile(path):
-        found[role] = path
-        break
-    else:
+    copies = [os.path.join(directory, name) for name in (stem + ".gz", stem)
+              if os.path.isfile(os.path.join(directory, name))]
+    if not copies:
       return None
+    if len(copies) == 2 and not _same_content(*copies):
+      raise DataError(f"--data_dir={quoted(directory)}: holds both {stem} and "
+                      f"{stem}.gz, and they differ; remove the one you do "
+                      "not mean")
+    found[role] = copies[0]
   return found
+
+
+def _same_content(gzipped: str, raw: str) -> bool:
+  """Whether a `.gz` file decompresses to a raw file's bytes."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+
+  chunk = 1 << 20
+  try:
+    with gzip.open(gzipped, "rb") as a, open(raw, "rb") as b:
+      while True:
+        left, right = a.read(chunk), b.read(chunk)
+        if left != right:
+          return False
+        if not left:
+          return True
+  except (OSError, EOFError, zlib.error):
+    return False
 
 
 def load_idx_dir(directory: str) -> ImageDataset:
@@ -137,20 +180,21 @@ def load_idx_dir(directory: str) -> ImageDataset:
     missing = [stem for stem in IDX_FILES.values()
                if not any(os.path.isfile(os.path.join(directory, stem + ext))
                           for ext in (".gz", ""))]
-    raise DataError(f"--data_dir={directory}: missing IDX file(s) "
+    raise DataError(f"--data_dir={quoted(directory)}: missing IDX file(s) "
                     f"{', '.join(missing)} (raw or .gz)")
   arrays = {}
   for split in ("train", "test"):
     images = idx.read_idx(paths[f"{split}_images"], expected_ndim=3)
     labels = idx.read_idx(paths[f"{split}_labels"], expected_ndim=1)
     if len(images) != len(labels):
-      raise DataError(f"{paths[split + '_images']}: holds {len(images)} images "
-                      f"but {paths[split + '_labels']} holds {len(labels)} "
-                      "labels")
+      raise DataError(
+          f"{quoted(paths[split + '_images'])}: holds {len(images)} images "
+          f"but {quoted(paths[split + '_labels'])} holds {len(labels)} "
+          "labels")
     arrays[f"{split}_images"] = images[..., np.newaxis]
     arrays[f"{split}_labels"] = labels.astype(np.int64)
   if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-    raise DataError(f"{paths['test_images']}: images are "
+    raise DataError(f"{quoted(paths['test_images'])}: images are "
                     f"{arrays['test_images'].shape[1:3]} but training images "
                     f"are {arrays['train_images'].shape[1:3]}")
   return ImageDataset(source=directory, **arrays)

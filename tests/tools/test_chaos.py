@@ -64,3 +64,31 @@ def test_verify_directory_reports_a_corrupt_checkpoint(small_mnist_dir,
     f.truncate(100)
   with pytest.raises(AssertionError, match="ckpt-20 does not restore"):
     chaos.verify_directory(str(tmp_path), str(tmp_path / "none"))
+
+
+@pytest.mark.slow
+def test_a_two_worker_job_survives_kills_of_either_worker(small_mnist_dir,
+                                                          tmp_path):
+  """`chaos.py --workers=2`: a kill of either worker, while steps run or
+  while the chief writes a checkpoint, ends the other by itself within a
+  minute; relaunched, the job ends on the uninterrupted job's weights."""
+  summary = chaos.run(
+      ["--model=dense", f"--data_dir={small_mnist_dir}", "--batch_size=64",
+       "--train_steps=300", "--checkpoint_every=20", "--steps_per_loop=5",
+       "--log_every=20", "--nofigures"],
+      kills=2, work_dir=str(tmp_path / "chaos"), seed=0, log=io.StringIO(),
+      workers=2)
+  history = summary["kills"]
+  assert [k.target for k in history] == ["step", "checkpoint"]
+  # Seed 0 kills the other worker first, then the chief mid-checkpoint.
+  assert [k.victim for k in history] == [1, 0]
+  for kill in history:
+    assert kill.survivors_exit_s is not None and kill.survivors_exit_s < 60
+  assert history[1].left_behind.endswith("_temp")
+  assert summary["workers"] == 2
+  assert summary["weights"] == summary["reference_weights"]
+  assert summary["final_step"] == 300
+
+
+def test_a_multi_worker_plan_has_no_export_kills():
+  assert chaos.kill_plan(4, workers=2) == ["step", "checkpoint"] * 2
