@@ -304,9 +304,9 @@ class Checkpointer:
     if stored != self._fingerprint:
       raise CheckpointMismatchError(
           f"--model_dir={quoted(self._directory)}: holds a checkpoint of "
-          f"another model ({stored}); this run is {self._fingerprint}: "
-          f"{fingerprint_difference(stored, self._fingerprint)}. Use another "
-          "--model_dir or the flags that wrote it")
+          f"another model ({stored}); this run is {self._fingerprint}. "
+          f"They differ in {fingerprint_difference(stored, self._fingerprint)}"
+          ". Use another --model_dir or the flags that wrote it")
 
   def save(self, step: int) -> str:
     """Writes a checkpoint for `step` and returns its path."""
