@@ -12,6 +12,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["engine", "engine.*", "models",
                                     "models.*", "flags", "flags.*"]),
+    # The presets (`vae-engine --preset=iwae_vae`) travel with the package.
+    package_data={"flags": ["presets/*.flags"]},
     install_requires=[
         "tensorflow>=2.16",  # Keras 3 as tf.keras.
         "tensorflow-datasets>=4.9",
@@ -29,6 +31,8 @@ setup(
                  "tensorflow-serving-api", "ai-edge-litert"],
     },
     entry_points={
+        # `vae-engine` trains; `vae-engine <tool>` runs a tool (evaluate,
+        # sample, plot, export, chaos, launch_local, benchmark, ...).
         "console_scripts": ["vae-engine=engine.main:run"],
     },
 )

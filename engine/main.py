@@ -1,15 +1,20 @@
 """Usage: python -m engine.main --model=conv --data_dir=D --model_dir=M
+       vae-engine --preset=iwae_vae --data_dir=D --model_dir=M
+       vae-engine <tool> --help   (tools: evaluate, sample, plot, export,
+         chaos, launch_local, benchmark, throughput, device_check,
+         profile_summary)
 
-Trains a VAE (or `vae-engine ...`, `--flagfile=FILE`). Re-running resumes
-from the latest checkpoint. The only reader of the flags: flags -> config ->
-build -> train -> evaluate -> figures -> export (`engine.runner`). Exit
-statuses: 2 bad input (one `error:` line), 3 non-finite loss, 1 a failed
-peer, 143 SIGTERM (checkpoint saved).
+Trains a VAE (`vae-engine` is the same command; `--flagfile=FILE`).
+Re-running resumes from the latest checkpoint. The only reader of the
+flags: flags -> config -> build -> train -> evaluate -> figures -> export
+(`engine.run.runner`). Exit statuses: 2 bad input (one `error:` line), 3
+non-finite loss, 1 a failed peer, 143 SIGTERM (checkpoint saved).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 
 # First: TensorFlow's import, without the start-up chatter that would bury
@@ -23,7 +28,7 @@ from absl import flags as absl_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import flags  # noqa: E402
-from engine import runner  # noqa: E402
+from engine.run import runner  # noqa: E402
 from engine.errors import TrainingDiverged, UserError, fail  # noqa: E402
 
 FLAGS = absl_flags.FLAGS
@@ -64,8 +69,19 @@ def main(argv: list[str]) -> None:
     runner.run(config)
 
 
+# `vae-engine <tool> ...` runs the tool of that name (`engine.cli.<tool>`).
+TOOLS = ("evaluate", "sample", "plot", "export", "chaos", "launch_local",
+         "benchmark", "throughput", "device_check", "profile_summary")
+
+
 def run() -> None:
-  """Console-script entry point."""
+  """Console-script entry point: training, or a tool by its name."""
+  if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
+    name = sys.argv.pop(1)
+    sys.argv[0] = f"vae-engine {name}"
+    importlib.import_module(f"engine.cli.{name}").cli()
+    return
+  startup.describe_main(__doc__)
   flags.define()
   app.run(main, flags_parser=flags.parse)
 

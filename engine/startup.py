@@ -112,3 +112,13 @@ def quiet_logs(verbose: bool, held_back: list[str]) -> None:
                           message="To make it possible to preserve tf.data")
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
+def describe_main(doc: str) -> None:
+  """absl prints the `__main__` module's docstring as the usage text; an
+  installed console script's `__main__` is a wrapper without one, and a
+  clone's `tools/<tool>.py` a one-line shim, so the command's own is given
+  to it."""
+  main = sys.modules.get("__main__")
+  if main is not None and doc:
+    main.__doc__ = doc

@@ -11,6 +11,7 @@ message that names the flag.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import os
 import re
@@ -18,12 +19,19 @@ from typing import Iterable
 
 from absl import flags
 
-import models
 from engine import config as config_lib
-from engine import settings
+from engine.config import settings
 from engine.errors import fail, quoted
 
 _defined = False
+
+
+def presets() -> dict[str, str]:
+  """Preset name -> its flagfile, shipped with the package (`presets/`)."""
+  folder = importlib.resources.files("flags") / "presets"
+  return {entry.name[:-len(".flags")]: str(entry) for entry in
+          sorted(folder.iterdir(), key=lambda e: e.name)
+          if entry.name.endswith(".flags")}
 
 
 def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -31,6 +39,10 @@ def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   global _defined
   if _defined and flag_values is flags.FLAGS:
     return
+  flags.DEFINE_string(
+      "preset", None, "A flagfile shipped with vae-engine, by name: "
+      f"{', '.join(presets())} (read where it stands, as --flagfile is; "
+      "later flags override it).", flag_values=flag_values)
   for declared in config_lib.all_settings():
     define_setting(declared, flag_values)
   for names, predicate, message in config_lib.CROSS_CHECKS:
@@ -102,7 +114,7 @@ def parse(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> list[str]:
   """Parses the command line; a bad flag (or flagfile) is one `error:` line
   and exit status 2, not absl's usage text."""
   try:
-    return fv(argv)
+    return fv(_expand_presets(argv))
   except flags.CantOpenFlagFileError as e:
     fail(f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})")
   except flags.Error as e:
@@ -118,6 +130,25 @@ def parse(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> list[str]:
          f"(byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
          "UTF-8")
   return []
+
+
+def _expand_presets(argv: list[str]) -> list[str]:
+  """`--preset=NAME` (or `--preset NAME`) -> `--flagfile=<its file>`."""
+  known, expanded, args = presets(), [], iter(argv)
+  for arg in args:
+    name = None
+    if arg.startswith("--preset="):
+      name = arg.split("=", 1)[1]
+    elif arg == "--preset":
+      name = next(args, "")
+    if name is None:
+      expanded.append(arg)
+    elif name in known:
+      expanded.append(f"--flagfile={known[name]}")
+    else:
+      fail(f"--preset={quoted(name)}: no such preset; one of "
+           f"{', '.join(known)}, or pass your own --flagfile")
+  return expanded
 
 
 def _undecodable_flagfile(argv: list[str]) -> str:
@@ -143,10 +174,8 @@ def define_overrides(fields: Iterable[str], fv: flags.FlagValues,
                      help_suffix=f" (default: {what})")
 
 
-def _value(declared: settings.Setting, fv: flags.FlagValues, spec):
+def _value(declared: settings.Setting, fv: flags.FlagValues):
   value = fv[declared.flag].value
-  if value is None and declared.model_default:
-    return getattr(spec, declared.model_default)
   if declared.type is tuple:
     return declared.parse(value) if value else None
   if declared.absolute_path and value:
@@ -155,11 +184,11 @@ def _value(declared: settings.Setting, fv: flags.FlagValues, spec):
 
 
 def to_config(fv: flags.FlagValues = flags.FLAGS) -> config_lib.RunConfig:
-  """Turns parsed flags into the run's frozen config, filling model defaults."""
-  spec = models.get(fv.model)
+  """Turns parsed flags into the run's frozen config (which fills in the
+  model's defaults for flags not given)."""
   sections = {name: {} for name in config_lib.SECTIONS}
   for declared in config_lib.all_settings():
-    sections[declared.section][declared.field] = _value(declared, fv, spec)
+    sections[declared.section][declared.field] = _value(declared, fv)
   return config_lib.RunConfig(**{
       name: config_lib.SECTIONS[name](**values)
       for name, values in sections.items()})

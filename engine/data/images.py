@@ -1,4 +1,5 @@
-"""Your own images: a folder of image files, or a NumPy `.npz` file.
+"""Your own images: a folder of image files (and what every source shares:
+bringing images to one shape, and the memory check).
 
 A folder holds PNG, JPEG, BMP or GIF files (what Keras'
 `image_dataset_from_directory` reads, decoded the same way, with
@@ -9,10 +10,7 @@ itself does), or else a held-out `--test_fraction` drawn with `--seed`.
 Images are taken in the order of their file names (then folders), so a
 dataset written with numbered names keeps its order.
 
-An `.npz` is laid out as Keras' `mnist.npz`: uint8 `x_train`, `x_test`
-([N, H, W] or [N, H, W, C]) and, optionally, `y_train`, `y_test`.
-
-Both keep images uint8, one copy, like the IDX source. Before anything is
+Images stay uint8, one copy, like every source. Before anything is
 decoded, the bytes the run will hold are estimated and a dataset that does not
 fit is refused in one line (`check_fits_in_memory`).
 """
@@ -21,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from typing import Optional
 
 import numpy as np
@@ -203,112 +200,6 @@ def load_folder(directory: str, conversion: Conversion, test_fraction: float,
     arrays[f"{split}_images"] = images
     arrays[f"{split}_labels"] = np.array(
         [classes.index(n) if n is not None else -1 for n in names], np.int64)
-  return arrays
-
-
-def _npz_header(archive: zipfile.ZipFile, name: str, path: str):
-  """(shape, dtype) of `name` in an .npz, read from its header (no loading),
-  or None if the archive has no such array."""
-  if name + ".npy" not in archive.namelist():
-    return None
-  try:
-    with archive.open(name + ".npy") as f:
-      version = np.lib.format.read_magic(f)
-      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                     else np.lib.format.read_array_header_2_0)
-      shape, _, dtype = read_header(f)
-  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-    raise DataError(f"--data_dir={quoted(path)}: array {name!r} is not "
-                    f"readable ({reason(e)})") from None
-  return shape, dtype
-
-
-def _npz_images_shape(archive: zipfile.ZipFile, name: str, path: str) -> tuple:
-  header = _npz_header(archive, name, path)
-  if header is None:
-    raise DataError(f"--data_dir={quoted(path)}: has no array {name!r} (an "
-                    ".npz laid out as Keras' mnist.npz holds x_train, x_test "
-                    "and optionally y_train, y_test)")
-  shape, dtype = header
-  if dtype != np.uint8 or len(shape) not in (3, 4) or 0 in shape[1:]:
-    raise DataError(f"--data_dir={quoted(path)}: {name} is {dtype} {shape}; "
-                    "images must be uint8 [N, H, W] or [N, H, W, C]")
-  if not shape[0]:
-    raise DataError(f"--data_dir={quoted(path)}: {name} holds no images")
-  return shape
-
-
-def _npz_labels_header(archive: zipfile.ZipFile, name: str, path: str,
-                       count: int) -> bool:
-  """Checks the labels `name` fit `count` images; False if there are none."""
-  header = _npz_header(archive, name, path)
-  if header is None:
-    return False
-  shape, dtype = header
-  where = f"--data_dir={quoted(path)}: {name}"
-  if dtype.kind not in "iu":
-    raise DataError(f"{where} is {dtype}; labels must be integers (class "
-                    "indices 0, 1, ...)")
-  if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-    raise DataError(f"{where} has shape {shape}; labels must be [N] or "
-                    "[N, 1]")
-  if shape[0] != count:
-    raise DataError(f"{where} holds {shape[0]} labels for the {count} images "
-                    f"of x_{name[2:]}; give one label per image")
-  return True
-
-
-def load_npz(path: str, conversion: Conversion,
-             max_train_examples: Optional[int] = None,
-             memory_limit_bytes: Optional[int] = None) -> dict:
-  """Reads an .npz laid out as Keras' mnist.npz (see the module docstring).
-
-  Raises:
-    DataError: Naming the file and the array that is missing, of the wrong
-      dtype or shape, or whose labels do not match its images.
-  """
-  try:
-    archive = zipfile.ZipFile(path)
-  except (OSError, zipfile.BadZipFile) as e:
-    raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
-                    f"({reason(e)})") from None
-  with archive:
-    shapes = {split: _npz_images_shape(archive, f"x_{split}", path)
-              for split in ("train", "test")}
-    if shapes["train"][1:] != shapes["test"][1:]:
-      raise DataError(f"--data_dir={quoted(path)}: x_train images are "
-                      f"{shapes['train'][1:]} but x_test images are "
-                      f"{shapes['test'][1:]}")
-    labelled = {split: _npz_labels_header(archive, f"y_{split}", path,
-                                          shapes[split][0])
-                for split in ("train", "test")}
-  count = (min(shapes["train"][0], max_train_examples or shapes["train"][0])
-           + shapes["test"][0])
-  check_fits_in_memory(path, count, shapes["train"][1:], memory_limit_bytes)
-  arrays = {}
-  try:
-    with np.load(path, allow_pickle=False) as values:
-      for split in ("train", "test"):
-        images = values[f"x_{split}"]
-        if split == "train" and max_train_examples:
-          images = images[:max_train_examples]
-        if images.ndim == 3:
-          images = images[..., np.newaxis]
-        images = convert(images, conversion)
-        labels = np.full(len(images), -1, np.int64)
-        if labelled[split]:
-          labels = values[f"y_{split}"].reshape(-1)[:len(images)]
-          if labels.size and (labels.min() < 0 or labels.max() >= 2**31):
-            bad = labels.min() if labels.min() < 0 else labels.max()
-            raise DataError(f"--data_dir={quoted(path)}: y_{split} holds "
-                            f"the label {bad}; labels are class indices "
-                            "0, 1, ...")
-          labels = labels.astype(np.int64)
-        arrays[f"{split}_images"] = images
-        arrays[f"{split}_labels"] = labels
-  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-    raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
-                    f"({reason(e)})") from None
   return arrays
 
 

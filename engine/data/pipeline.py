@@ -23,58 +23,27 @@ Every element is a dict:
            for the rows that pad the
            last global batch to full size; the global batch's index and this
            slice's offset in it, scalars that key further noise (see
-           `engine.likelihood`).
+           `engine.eval.likelihood`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-# Independent random streams, folded into the seed.
-_ORDER, _BINARIZE, _INPUT_NOISE, _EPSILON = 1, 2, 3, 4
+from engine.data.draws import (ORDER_STREAM, apply_draws, random_draws,
+                               stream_seed)
+from engine.data.draws import PipelineOptions  # noqa: F401  (the pipeline's)
+
 _EVAL_OFFSET = 100
-# uint8 grey level -> float32 level / 255, correctly rounded. A table rather
-# than a division: XLA turns `x / 255` into `x * (1 / 255)`, which rounds
-# differently, and batches built inside an XLA step must equal tf.data's.
-_GREY_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineOptions:
-  """What the pipeline needs to know.
-
-  Attributes:
-    global_batch_size: Examples per step, summed over replicas.
-    seed: The run's seed.
-    binarize: `none`, `static` or `dynamic`.
-    noise_factor: Std-dev of the input noise (0: none).
-    latent_dim: Width of the reparameterization noise.
-    samples_per_example: K, how many draws of the noise each example gets.
-  """
-
-  global_batch_size: int
-  seed: int
-  binarize: str
-  noise_factor: float
-  latent_dim: int
-  samples_per_example: int = 1
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   """Full batches per epoch (the remainder is dropped in training)."""
   return num_examples // global_batch_size
-
-
-def _stream_seed(seed: int, stream: int, counter) -> tf.Tensor:
-  """A length-2 stateless seed for `stream` at `counter` (a step or batch)."""
-  base = tf.constant([seed, stream], dtype=tf.int64)
-  return tf.random.experimental.stateless_fold_in(
-      base, tf.cast(counter, tf.int64))
 
 
 class _ReplicaLayout:
@@ -106,63 +75,6 @@ class _ReplicaLayout:
     return batch_index, replica * self.per_replica
 
 
-def random_draws(options: PipelineOptions, image_shape, counter,
-                  stream_offset, offset, size) -> dict:
-  """The random numbers a global-batch slice uses, keyed on (seed, counter).
-
-  Draws are made for the whole global batch and sliced, so an example's noise
-  does not depend on which replica processes it.
-
-  Returns:
-    Dict with `epsilon` and, when configured, `binarize` (uniforms) and
-    `input_noise` (standard normals), each [size, ...].
-  """
-  global_shape = tf.concat([[options.global_batch_size], image_shape], axis=0)
-
-  def rows(draw):
-    # Slices this batch's rows, keeping the static size (`size` is a Python
-    # int) that a sliced tensor with a tensor offset would lose.
-    part = draw[offset:offset + size]
-    part.set_shape([size] + part.shape.as_list()[1:])
-    return part
-
-  draws = {}
-  if options.binarize == "dynamic":
-    draws["binarize"] = rows(tf.random.stateless_uniform(
-        global_shape, _stream_seed(options.seed, stream_offset + _BINARIZE,
-                                   counter)))
-  if options.noise_factor > 0:
-    draws["input_noise"] = rows(tf.random.stateless_normal(
-        global_shape, _stream_seed(options.seed, stream_offset + _INPUT_NOISE,
-                                   counter)))
-  samples = ([options.samples_per_example]
-             if options.samples_per_example > 1 else [])
-  draws["epsilon"] = rows(tf.random.stateless_normal(
-      [options.global_batch_size, *samples, options.latent_dim],
-      _stream_seed(options.seed, stream_offset + _EPSILON, counter)))
-  return draws
-
-
-def apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
-  """uint8 images + their random draws -> dict(inputs, targets, epsilon).
-
-  Deterministic arithmetic only, so it may run inside an XLA step.
-  """
-  targets = tf.gather(tf.constant(_GREY_LEVELS),
-                      tf.cast(images_uint8, tf.int32))
-  if options.binarize == "static":
-    targets = tf.cast(targets >= 0.5, tf.float32)
-  elif options.binarize == "dynamic":
-    targets = tf.cast(draws["binarize"] < targets, tf.float32)
-  inputs = targets
-  if options.noise_factor > 0:
-    inputs = tf.clip_by_value(
-        targets + options.noise_factor * draws["input_noise"],
-        0.0, 1.0)
-  return {"inputs": inputs, "targets": targets,
-          "epsilon": draws["epsilon"]}
-
-
 def _preprocess(images_uint8, options: PipelineOptions, counter, stream_offset,
                 offset, size):
   """uint8 global-batch slice -> dict(inputs, targets, epsilon), as floats."""
@@ -186,7 +98,7 @@ def example_order(options: PipelineOptions, num_examples: int, step,
            + tf.cast(first_in_batch, tf.int64))
   positions = tf.range(first, first + size, dtype=tf.int64)
   return tf.random.experimental.index_shuffle(
-      positions, seed=_stream_seed(options.seed, _ORDER, epoch),
+      positions, seed=stream_seed(options.seed, ORDER_STREAM, epoch),
       max_index=num_examples - 1)
 
 
@@ -232,7 +144,8 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
                         deterministic=True).prefetch(2 * threads)
   # A batch is a few hundred microseconds of work. Fixed, few threads of the
   # pipeline's own leave the cores to the training step; AUTOTUNE's threads
-  # compete with it (2-core CPU: real data 3% slower).
+  # compete with it (measured: `vae-engine benchmark` reports real against
+  # synthetic input).
   threading = tf.data.Options()
   threading.autotune.enabled = False
   threading.threading.private_threadpool_size = threads

@@ -21,6 +21,7 @@ import numpy as np
 from engine.config import DataConfig
 from engine.data import idx
 from engine.data import images
+from engine.data import npz
 from engine.errors import DataError, quoted
 
 IDX_FILES = {
@@ -57,7 +58,7 @@ class ImageDataset:
   @property
   def image_shape(self) -> tuple[int, int, int]:
     # Both splits have it (checked on load); the training array may have
-    # been handed over to a tensor (see engine.runner).
+    # been handed over to a tensor (see engine.run.build).
     return tuple(self.test_images.shape[1:])
 
   def check_shape(self, expected: tuple, model: str) -> None:
@@ -89,7 +90,7 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
                     "pass the directory that holds the images (or the IDX "
                     "files), or an .npz laid out as Keras' mnist.npz")
   if path and os.path.isfile(path) and path.endswith(".npz"):
-    dataset = ImageDataset(source=path, **images.load_npz(
+    dataset = ImageDataset(source=path, **npz.load_npz(
         path, conversion, config.max_train_examples))
   elif path and _find_idx_files(path) is None and not _has_idx_files(path):
     dataset = ImageDataset(source=path, **images.load_folder(

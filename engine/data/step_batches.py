@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from engine.data.pipeline import (PipelineOptions, apply_draws,
-                                  example_order, random_draws,
-                                  steps_per_epoch)
+from engine.data.draws import PipelineOptions, apply_draws, random_draws
+from engine.data.pipeline import example_order, steps_per_epoch
 
 
 class StepBatches:

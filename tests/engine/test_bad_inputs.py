@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine import runner
+from engine.run import runner
 from engine.errors import UserError
 from tests.conftest import write_idx
 from tests.engine.test_main import assert_one_line_error, run_cli

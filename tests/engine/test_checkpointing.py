@@ -9,8 +9,8 @@ from absl import logging as absl_logging
 import numpy as np
 import pytest
 
-from engine import checkpointing
-from engine import runner
+from engine.io import checkpoints
+from engine.run import runner
 from engine.errors import UserError
 from tests.engine.test_runner import _checkpointed_state, _config
 
@@ -70,7 +70,7 @@ def test_falls_back_to_the_previous_good_checkpoint(small_mnist_dir, tmp_path,
 def test_no_readable_checkpoint_stops_and_leaves_the_files(small_mnist_dir,
                                                            tmp_path):
   _run(small_mnist_dir, tmp_path, 40)
-  for prefix in checkpointing.checkpoints_on_disk(str(tmp_path)):
+  for prefix in checkpoints.checkpoints_on_disk(str(tmp_path)):
     _truncate(prefix + ".data-00000-of-00001")
   before = sorted(os.listdir(tmp_path))
   with pytest.raises(UserError, match="no readable checkpoint.*ckpt-40.*"
@@ -94,6 +94,6 @@ def test_checkpoints_on_disk_are_found_by_their_files(tmp_path):
   for name in ("ckpt-5.index", "ckpt-40.index", "ckpt-7.index",
                "ckpt-x.index", "other-3.index", "ckpt-9.data-00000-of-00001"):
     (tmp_path / name).write_bytes(b"")
-  assert checkpointing.checkpoints_on_disk(str(tmp_path)) == [
+  assert checkpoints.checkpoints_on_disk(str(tmp_path)) == [
       str(tmp_path / "ckpt-40"), str(tmp_path / "ckpt-7"),
       str(tmp_path / "ckpt-5")]

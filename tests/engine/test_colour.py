@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 import models
-from engine import summaries
+from engine.io import summaries
 from tests.conftest import REPO_ROOT
 from tests.engine.test_main import run_cli
 
@@ -109,7 +109,7 @@ _CIFAR10_MOCK = r"""
 import io, json, sys
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from engine import runner
+from engine.run import runner
 from engine.config import *
 
 # mock_data fakes the prepared files' contents but not is_prepared().

@@ -14,11 +14,11 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import checkpointing
-from engine import likelihood
-from engine import runner
-from engine import steps
-from engine import summaries
+from tests.engine.trainers import make_trainer
+from engine.io import run_dir
+from engine.eval import likelihood
+from engine.run import runner
+from engine.io import summaries
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.data import pipeline
 from engine.data import step_batches
@@ -28,8 +28,7 @@ from tests.engine.test_likelihood import LinearGaussian, _batch
 from tests.engine.test_main import assert_one_line_error, run_cli
 from tests.engine.test_runner import _checkpointed_state
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-import launch_local  # noqa: E402
+from engine.cli import launch_local  # noqa: E402
 
 
 def _config(data_dir, model_dir, model="dense", conditional=True, **train):
@@ -146,7 +145,7 @@ def test_two_worker_conditional_job_matches_one_device(small_mnist_dir,
 def test_a_non_finite_step_is_never_applied_to_a_conditional_model(mnist):
   keras.utils.set_random_seed(0)
   vae = models.get("conv").create((28, 28, 1), 2, num_classes=10)
-  trainer = steps.Trainer(vae, ModelConfig(name="conv", latent_dim=2),
+  trainer = make_trainer(vae, ModelConfig(name="conv", latent_dim=2),
                           tf.distribute.get_strategy(), 16, 1e-3)
   options = pipeline.PipelineOptions(16, 0, "none", 0.0, 2)
   batches = list(pipeline.train_dataset(
@@ -265,10 +264,10 @@ def test_plain_flags_and_the_saved_config_round_trip(small_mnist_dir,
                                                      tmp_path):
   config = _config(small_mnist_dir, tmp_path, train_steps=2)
   runner.run(config, io.StringIO())
-  saved = checkpointing.read_run_config(str(tmp_path))
+  saved = run_dir.read_run_config(str(tmp_path))
   assert saved.model.conditional
   assert "--conditional\n" in (tmp_path / "flags.txt").read_text()
-  trained = checkpointing.load_trained_model(str(tmp_path))
+  trained = run_dir.load_trained_model(str(tmp_path))
   assert trained.vae.num_classes == 10
   assert dataclasses.replace(saved) == config
 
@@ -302,12 +301,12 @@ def test_evaluate_tool_conditional_nll_from_checkpoint_equals_export(
 
 
 def test_tools_that_measure_unconditional_models_say_so():
-  from engine import build
   from engine.errors import UserError
+  from engine.run import parts
   config = RunConfig(model=ModelConfig(conditional=True))
   with pytest.raises(UserError, match="--conditional: this tool measures "
                      "unconditional models only"):
-    build.model_and_trainer(config, (28, 28, 1), 1000)
+    parts.model_and_trainer(config, (28, 28, 1), 1000)
 
 
 def test_colour_images_of_a_labelled_tfds_dataset(tmp_path, monkeypatch):
@@ -324,7 +323,7 @@ def test_colour_images_of_a_labelled_tfds_dataset(tmp_path, monkeypatch):
   with tfds.testing.mock_data(num_examples=96):
     result = runner.run(config, io.StringIO())
   assert np.isfinite(result.test_metrics["elbo"])
-  trained = checkpointing.load_trained_model(str(tmp_path))
+  trained = run_dir.load_trained_model(str(tmp_path))
   assert trained.vae.num_classes == 10
   assert trained.vae.image_shape == (32, 32, 3)
   assert "samples_per_class.png" in {os.path.basename(p)

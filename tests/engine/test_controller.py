@@ -1,14 +1,16 @@
-"""The outer loop: a controller that hands each call's outputs to actions."""
+"""The owner of the loop and the lifecycle: a controller that trains to each
+boundary, hands each call's outputs to actions, checkpoints and evaluates on
+the way, and at completion saves once, evaluates and ends the run."""
 
 import io
 
 import pytest
 
-from engine import controller
-from engine import runner
-from engine import summaries
+from engine.train import controller
+from engine.run import runner
+from engine.io import summaries
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.loop_state import LoopOutputs
+from engine.train.loop_state import LoopOutputs
 
 
 class _FakeTrainer:
@@ -26,6 +28,42 @@ class _FakeTrainer:
     return LoopOutputs(step=self.step, steps=num_steps,
                        sums={"loss": loss}, examples=10.0 * num_steps,
                        seconds=0.01, stopped=False, skipped_steps=0)
+
+
+class _FakeCheckpoints:
+
+  def __init__(self, log):
+    self.log, self.saved = log, []
+
+  def save(self, step):
+    self.saved.append(step)
+    self.log.append(("save", step))
+    return f"ckpt-{step}"
+
+  @property
+  def latest(self):
+    return f"ckpt-{self.saved[-1]}" if self.saved else None
+
+  def latest_step(self):
+    return self.saved[-1] if self.saved else None
+
+
+class _FakeEvaluator:
+
+  def __init__(self, log):
+    self.log = log
+
+  def evaluate(self, step):
+    self.log.append(("evaluate", step))
+    return {"elbo": -float(step)}
+
+
+def _controller(trainer, log, actions=(), last_step=13, steps_per_loop=5,
+                **kwargs):
+  return controller.Controller(
+      trainer=trainer, evaluator=_FakeEvaluator(log),
+      checkpoints=_FakeCheckpoints(log), last_step=last_step,
+      steps_per_loop=steps_per_loop, train_actions=actions, **kwargs)
 
 
 class _Record(controller.Action):
@@ -48,8 +86,7 @@ def test_the_loop_stops_at_every_actions_boundary_and_calls_them_in_order():
   trainer, log = _FakeTrainer(), []
   trainer.step = 1  # Resumed at step 1.
   actions = [_Record(4, log, "a"), _Record(6, log, "b"), _Record(0, log, "c")]
-  final = controller.Controller(trainer.train, actions, last_step=13,
-                                steps_per_loop=5).run(1)
+  final = _controller(trainer, log, actions).train()
   assert final == 13
   # Boundaries: 4 (a), 6 (b and 1 + 5), 8 (a), 12 (a, b), 13 (the end).
   assert trainer.calls == [3, 2, 2, 4, 1]
@@ -69,9 +106,38 @@ def test_an_action_that_raises_ends_the_loop_and_every_action_ends():
       raise RuntimeError(f"stop at {outputs.step}")
 
   with pytest.raises(RuntimeError, match="stop at 3"):
-    controller.Controller(trainer.train, [Stop(3), _Record(0, log, "r")],
-                          last_step=10, steps_per_loop=10).run(0)
+    _controller(trainer, log, [Stop(3), _Record(0, log, "r")],
+                last_step=10, steps_per_loop=10).train_and_evaluate()
   assert log[-1] == ("r", "end") and trainer.step == 3
+  assert ("save", 3) not in log  # What raised ends the run unsaved.
+
+
+def test_the_controller_checkpoints_evaluates_and_ends_the_run_once():
+  """Periodic saves and evaluations stop the loop at their steps; the last
+  step is saved and evaluated once, then each end action sees the end."""
+  trainer, log = _FakeTrainer(), []
+  ends = []
+  run = _controller(trainer, log, [_Record(0, log, "train")], last_step=12,
+                    steps_per_loop=100, checkpoint_every=4, eval_every=6,
+                    eval_actions=[lambda step, m: log.append(("report", m))],
+                    end_actions=[lambda end: ends.append(end)])
+  end = run.train_and_evaluate()
+  assert trainer.calls == [4, 2, 2, 4]
+  assert [entry for entry in log if entry[0] != "train"] == [
+      ("save", 4), ("evaluate", 6), ("report", {"elbo": -6.0}), ("save", 8),
+      ("save", 12), ("evaluate", 12), ("report", {"elbo": -12.0})]
+  assert ends == [end] and end.step == 12 and end.checkpoint == "ckpt-12"
+  assert end.metrics == {"elbo": -12.0}
+
+
+def test_a_run_already_at_its_last_step_is_not_saved_again():
+  trainer, log = _FakeTrainer(), []
+  trainer.step = 10
+  run = _controller(trainer, log, last_step=10)
+  run.checkpoints.saved.append(10)
+  end = run.train_and_evaluate()
+  assert trainer.calls == [] and end.checkpoint == "ckpt-10"
+  assert ("save", 10) not in log and log == [("evaluate", 10)]
 
 
 class LossRecorder(controller.Action):

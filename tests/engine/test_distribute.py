@@ -15,20 +15,20 @@ import pytest
 
 import models
 
-from engine import runner
-from engine import summaries
+from engine.run import runner
+from engine.io import summaries
 from tests.conftest import REPO_ROOT, write_idx
 from tests.engine.test_main import assert_one_line_error, run_cli
 
-sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
-import launch_local  # noqa: E402
+from engine.cli import launch_local  # noqa: E402
 
 _MIRRORED_VS_SINGLE = r"""
 import io, json, sys
 import numpy as np
 import tensorflow as tf
 import models
-from engine import build, runner
+from engine.run import build
+from engine.run import runner
 from engine.config import *
 
 data_dir, root = sys.argv[1], sys.argv[2]
@@ -58,7 +58,7 @@ for name, optimizer in [(n, o) for n in models.names() for o in ("sgd", "adam")]
     finite &= bool(np.isfinite(copies[0]).all() and np.isfinite(s.numpy()).all())
     worst = max(worst, float(np.max(np.abs(copies[0] - s.numpy()))))
   report[key] = {
-      "replicas": mirrored.strategy.num_replicas_in_sync,
+      "replicas": mirrored.trainer.strategy.num_replicas_in_sync,
       "replicas_equal": bool(replicas_equal), "max_abs_diff": worst,
       "finite": finite,
       "elbo": [mirrored_result.test_metrics["elbo"],
@@ -98,12 +98,14 @@ tf.config.set_logical_device_configuration(
     cpus[0], [tf.config.LogicalDeviceConfiguration()] * 3)
 import keras
 import models
-from engine import elbo_evaluator, likelihood
+from engine.eval import evaluator as elbo_evaluator
+from engine.eval import likelihood
 from engine.config import ModelConfig
 from engine.data import pipeline, sources
+from engine.run import parts
 
 data = sources.load_idx_dir(sys.argv[1])
-config = ModelConfig(name="conv", latent_dim=2)
+config = parts.objective(ModelConfig(name="conv", latent_dim=2))
 keras.utils.set_random_seed(0)
 reference = [v.numpy() for v in
              models.get("conv").create((28, 28, 1), 2).trainable_variables]
@@ -123,10 +125,10 @@ for count in (130, 512, 10000):
       vae = models.get("conv").create((28, 28, 1), 2)
       for variable, value in zip(vae.trainable_variables, reference):
         variable.assign(value)
-      evaluator = elbo_evaluator.Evaluator(vae, config, strategy)
+      functions = elbo_evaluator.model_functions(vae, config)
+      evaluator = elbo_evaluator.Evaluator(*functions, strategy, 2)
       nll = likelihood.ImportanceSampledEvaluator(
-          *likelihood.model_functions(vae, config), strategy, (28, 28, 1), 2,
-          4, 96, 0)
+          *functions, strategy, (28, 28, 1), 2, 4, 96, 0)
     dataset = strategy.distribute_datasets_from_function(
         lambda context: pipeline.eval_dataset(images, labels, options,
                                               context))
@@ -142,7 +144,7 @@ for count in (130, 512, 10000):
         "rows": sorted(rows), "examples": metrics["examples"],
         "elbo": metrics["elbo"],
         "nll": result and result.nll, "nll_examples": result and result.examples,
-        "active": result and result.unit_variances}
+        "active": result and [float(v) for v in metrics["unit_variances"]]}
 print(json.dumps(report))
 """
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine import elbo
-from engine.config import ModelConfig
+from engine.objectives import elbo
+from engine.objectives import pixel_likelihoods
 import models
 
 
@@ -35,7 +35,7 @@ def rng():
 def test_bernoulli_matches_numpy(rng):
   targets = rng.uniform(size=(5, 28, 28, 1)).astype(np.float32)
   logits = rng.normal(scale=3, size=(5, 28, 28, 1)).astype(np.float32)
-  np.testing.assert_allclose(elbo.bernoulli_nll(targets, logits),
+  np.testing.assert_allclose(pixel_likelihoods.bernoulli_nll(targets, logits),
                              _np_bernoulli_nll(targets.astype(np.float64),
                                                logits.astype(np.float64)),
                              rtol=1e-5)
@@ -44,7 +44,7 @@ def test_bernoulli_matches_numpy(rng):
 def test_gaussian_matches_numpy(rng):
   targets = rng.uniform(size=(4, 28, 28, 1)).astype(np.float32)
   logits = rng.normal(size=(4, 28, 28, 1)).astype(np.float32)
-  np.testing.assert_allclose(elbo.gaussian_nll(targets, logits, 0.1),
+  np.testing.assert_allclose(pixel_likelihoods.gaussian_nll(targets, logits, 0.1),
                              _np_gaussian_nll(targets, logits, 0.1), rtol=1e-5)
 
 
@@ -80,7 +80,7 @@ def test_per_example_terms_of_a_real_model(rng, beta):
       "epsilon": rng.normal(size=(3, 2)).astype(np.float32),
   }
   batch["targets"] = (batch["inputs"] > 0.5).astype(np.float32)
-  config = ModelConfig(name="dense", latent_dim=2, beta=beta)
+  config = elbo.Objective(beta=beta)
   terms = elbo.per_example_terms(vae, config, batch, training=False)
   z_mean, z_log_var, z = [t.numpy() for t in vae.encoder(
       [batch["inputs"], batch["epsilon"]])]

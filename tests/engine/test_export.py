@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import export
+from engine.serving import export
 
 _LOADER = r"""
 import json, sys
@@ -130,8 +130,8 @@ def test_mixed_precision_models_export_float32(tmp_path, policy):
   """A model trained under a mixed policy exports a float32 computation of
   its weights: float32 outputs, equal to the same weights computing in
   float32, and convertible to LiteRT (which has no bfloat16 kernels)."""
-  from engine import precision
-  from engine import tflite
+  from engine.devices import precision
+  from engine.serving import tflite
   with precision.policy_scope(policy):
     vae = models.get("conv").create((28, 28, 1), 2, num_classes=3)
   path = export.export(vae, str(tmp_path), 1)
@@ -195,8 +195,8 @@ def test_conditional_export_samples_the_asked_class_in_a_fresh_process(
   and numpy, draws digits the scoring classifier reads as that label."""
   import io
 
-  from engine import runner
-  from engine import sample_quality
+  from engine.run import runner
+  from engine.eval import sample_quality
   from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
   result = runner.run(RunConfig(

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import models
-from engine import figures
-from engine import run_figures
-from engine import runner
+from engine.viz import plots
+from engine.viz import figure_set
+from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 
@@ -58,7 +58,7 @@ def test_every_figure_is_a_non_blank_png(small_mnist_dir, tmp_path, model,
 
 def test_tile_places_images_row_major():
   images = np.arange(6)[:, None, None] * np.ones((6, 2, 3))
-  grid = figures.tile(images, 4)
+  grid = plots.tile(images, 4)
   assert grid.shape == (4, 12)
   assert grid[0, 0] == 0 and grid[0, 3] == 1 and grid[2, 0] == 4
   assert grid[2, 6] == 0  # The empty cells stay blank.
@@ -67,13 +67,13 @@ def test_tile_places_images_row_major():
 def test_latent_plane_uses_principal_components():
   rng = np.random.default_rng(0)
   points = rng.normal(size=(2000, 5)) * [5, 0.1, 2, 0.1, 0.1] + 3
-  origin, basis, names = figures.latent_plane(points)
+  origin, basis, names = plots.latent_plane(points)
   np.testing.assert_allclose(origin, points.mean(0), atol=1e-9)
   assert abs(abs(basis[0, 0]) - 5) < 0.3 and abs(abs(basis[1, 2]) - 2) < 0.2
   assert "PC1" in names[0]
-  origin2, basis2, _ = figures.latent_plane(points[:, :2])
+  origin2, basis2, _ = plots.latent_plane(points[:, :2])
   np.testing.assert_array_equal(basis2, np.eye(2))
-  grid = figures.manifold_latents(origin2, basis2, [[-2, 2], [-1, 3]],
+  grid = plots.manifold_latents(origin2, basis2, [[-2, 2], [-1, 3]],
                                   size=30)
   assert grid.shape == (900, 2)
   np.testing.assert_allclose(grid[0], [-2, 3])
@@ -96,10 +96,10 @@ def test_manifold_covers_where_the_encoder_puts_the_data(tmp_path):
 
   images = np.zeros((5000, 28, 28, 1), np.float32)
   images[:, 0, 0, 0] = np.arange(5000)
-  run_figures.write_run_figures(encode, decode, 2, images, images,
+  figure_set.write_run_figures(encode, decode, 2, images, images,
                             np.zeros(5000, int), {}, str(tmp_path), seed=0,
                             denoising=False)
-  grid = next(z for z in decoded if len(z) == figures.MANIFOLD_SIZE ** 2)
+  grid = next(z for z in decoded if len(z) == plots.MANIFOLD_SIZE ** 2)
   low, high = grid.min(0), grid.max(0)
   inside = np.all((means >= low) & (means <= high), axis=1).mean()
   assert inside > 0.95, (low, high, inside)  # At most 1% + 1% per axis.
@@ -113,7 +113,7 @@ def test_manifold_covers_where_the_encoder_puts_the_data(tmp_path):
 
 def test_traversals_sweep_the_most_informative_units_over_prior_quantiles():
   z_mean = np.array([0.3, -1.0, 2.0, 0.5], np.float32)
-  codes, units = figures.traversal_latents(z_mean, [0.1, 3.0, 0.0, 1.5],
+  codes, units = plots.traversal_latents(z_mean, [0.1, 3.0, 0.0, 1.5],
                                            units=2, steps=5)
   assert units == [1, 3]  # Largest mean KL first.
   rows = codes.reshape(2, 5, 4)
@@ -127,18 +127,18 @@ def test_traversals_sweep_the_most_informative_units_over_prior_quantiles():
 
 def test_interpolations_run_straight_between_the_pairs_ends():
   starts, ends = np.zeros((2, 3)), np.array([[1.0, 2, 3], [-1, -1, -1]])
-  lines = figures.interpolation_latents(starts, ends, steps=5).reshape(2, 5, 3)
+  lines = plots.interpolation_latents(starts, ends, steps=5).reshape(2, 5, 3)
   np.testing.assert_allclose(lines[:, 0], starts)
   np.testing.assert_allclose(lines[:, -1], ends)
   np.testing.assert_allclose(lines[0, 2], [0.5, 1.0, 1.5])
 
 
 def test_class_sample_and_style_latents():
-  z, labels = run_figures.class_sample_latents(4, 3, seed=0, columns=5)
+  z, labels = figure_set.class_sample_latents(4, 3, seed=0, columns=5)
   assert z.shape == (15, 4)
   np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], 5))
   assert len({tuple(row) for row in z}) == 15  # Independent draws.
-  codes, labels = run_figures.style_latents(np.array([[1.0, 2.0],
+  codes, labels = figure_set.style_latents(np.array([[1.0, 2.0],
                                                       [3.0, 4.0]]), 3)
   np.testing.assert_array_equal(codes, [[1, 2]] * 3 + [[3, 4]] * 3)
   np.testing.assert_array_equal(labels, [0, 1, 2, 0, 1, 2])
@@ -156,7 +156,7 @@ def test_conditional_figures_decode_under_the_labels_they_show(tmp_path):
 
   images = np.zeros((20, 28, 28, 1), np.float32)
   labels = np.arange(20) % 10
-  paths = run_figures.write_run_figures(
+  paths = figure_set.write_run_figures(
       encode, decode, 2, images, images, labels, {}, str(tmp_path), seed=0,
       denoising=False, num_classes=10)
   assert {"samples_per_class.png", "style.png"} <= {

@@ -10,7 +10,7 @@ from tests.conftest import REPO_ROOT
 _RUN_ON_RAM = r"""
 import io, json, os, sys
 import tensorflow as tf
-from engine import runner
+from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 gfile = tf.io.gfile

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from engine import build
+from engine.run import parts
 from engine.config import DataConfig, ModelConfig, RunConfig
 from engine.data import sources
 from engine.errors import TrainingDiverged, UserError, one_line
@@ -51,7 +51,7 @@ def _load(path, conditional=False):
   """The data and, for a conditional run, its classes; or a UserError."""
   try:
     data = sources.load(DataConfig(data_dir=str(path)))
-    classes = build.num_classes(
+    classes = parts.num_classes(
         RunConfig(model=ModelConfig(conditional=conditional)), data)
   except UserError as e:
     _assert_a_users_error(e)
@@ -190,7 +190,7 @@ def _run_flags(argv):
   from absl import flags as absl_flags
 
   import flags
-  from engine import runner
+  from engine.run import runner
 
   fv = absl_flags.FlagValues()
   flags.define(fv)

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import export
+from engine.serving import export
 from tests.conftest import REPO_ROOT, write_idx
 from tests.engine.test_main import assert_one_line_error, run_cli
 from tests.mounts import needs_mounts, run_with_mounts
@@ -240,7 +240,7 @@ def test_a_model_too_large_for_memory_is_refused_before_building(tmp_path):
 
 
 def test_the_footprint_counts_parameters_without_allocating_them():
-  from engine import preflight
+  from engine.run import preflight
   spec = models.get("dense")
   footprint = preflight.model_footprint(
       lambda: spec.create((4000, 4000, 3), 2))

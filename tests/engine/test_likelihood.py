@@ -1,4 +1,4 @@
-"""The importance-weighted log-likelihood estimator (engine.likelihood)."""
+"""The importance-weighted log-likelihood estimator (engine.eval.likelihood)."""
 
 import math
 
@@ -7,10 +7,12 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import likelihood
-from engine import steps
+from tests.engine.trainers import make_trainer
+from engine.eval import evaluator as evaluator_lib
+from engine.eval import likelihood
 from engine.config import ModelConfig
 from engine.data import pipeline
+from engine.run import parts
 
 _STRATEGY = tf.distribute.get_strategy()
 
@@ -85,12 +87,14 @@ def test_linear_gaussian_estimate_matches_the_closed_form_marginal():
   assert abs(result.nll - exact_nll.mean()) < result.nll_stderr
   # Per example: the errors are small and centred on zero (their mean within
   # 3 standard errors, plus the estimator's O(1/K) downward bias) ...
-  log_px, _, _ = evaluator.log_likelihood(_batch(x, 3))
+  log_px = evaluator.log_likelihood(_batch(x, 3))
   errors = log_px.numpy() + exact_nll
   assert np.abs(errors).max() < 0.25
   assert abs(errors.mean()) < 3 * errors.std(ddof=1) / math.sqrt(40) + 0.01
   # ... where one sample (the ELBO) is far off, and below the truth.
-  assert result.elbo < -exact_nll.mean() - 0.1
+  elbo = evaluator_lib.Evaluator(model.encode, model.log_likelihood,
+                                 _STRATEGY, 3).evaluate(dataset)
+  assert elbo["elbo"] < -exact_nll.mean() - 0.1
   assert result.examples == 40 and result.num_samples == 5000
   assert result.bits_per_dim == pytest.approx(result.nll / (6 * math.log(2)))
 
@@ -107,18 +111,22 @@ def test_padding_rows_count_for_nothing_even_when_not_finite():
     evaluator = likelihood.ImportanceSampledEvaluator(
         model.encode, model.log_likelihood, _STRATEGY, (6,), 3,
         num_samples=50, global_batch_size=size, seed=0)
-    return evaluator.evaluate(tf.data.Dataset.from_tensors(batch))
+    elbo = evaluator_lib.Evaluator(model.encode, model.log_likelihood,
+                                   _STRATEGY, 3)
+    dataset = tf.data.Dataset.from_tensors(batch)
+    return evaluator.evaluate(dataset), elbo.evaluate(dataset)
 
-  plain = evaluate(_batch(x, 3), 40)
+  plain, plain_elbo = evaluate(_batch(x, 3), 40)
   padded_batch = _batch(padded_x, 3)
   padded_batch["weights"] = tf.constant([1.0] * 40 + [0.0] * 8)
-  padded = evaluate(padded_batch, 48)
-  assert padded.examples == 40
-  assert np.isfinite(padded.nll) and np.isfinite(padded.elbo)
+  padded, padded_elbo = evaluate(padded_batch, 48)
+  assert padded.examples == 40 and padded_elbo["examples"] == 40
+  assert np.isfinite(padded.nll) and np.isfinite(padded_elbo["elbo"])
   # The noise of the first 40 rows is the same slice of each global draw
   # only when the global batch is; here it is not, so compare the ELBO-free
   # quantities the noise does not enter, and the estimate to its error.
-  assert padded.unit_variances == pytest.approx(plain.unit_variances)
+  np.testing.assert_allclose(padded_elbo["unit_variances"],
+                             plain_elbo["unit_variances"], rtol=1e-6)
   assert abs(padded.nll - plain.nll) < 3 * plain.nll_stderr
 
 
@@ -133,7 +141,7 @@ def tiny_vae(mnist):
   options = pipeline.PipelineOptions(global_batch_size=64, seed=0,
                                      binarize="static", noise_factor=0.0,
                                      latent_dim=2)
-  trainer = steps.Trainer(vae, config, _STRATEGY, 64, 3e-3)
+  trainer = make_trainer(vae, config, _STRATEGY, 64, 3e-3)
   trainer.train_loop(iter(pipeline.train_dataset(
       tf.constant(mnist.train_images[:4096]), options, 0, 150)),
       tf.constant(150))
@@ -141,20 +149,29 @@ def tiny_vae(mnist):
   return vae, config, images
 
 
+def _functions(vae, config):
+  return evaluator_lib.model_functions(vae, parts.objective(config))
+
+
 def _evaluator(tiny_vae, num_samples, seed=0):
   vae, config, images = tiny_vae
-  encode, log_likelihood = likelihood.model_functions(vae, config)
   return likelihood.ImportanceSampledEvaluator(
-      encode, log_likelihood, _STRATEGY, (28, 28, 1), 2, num_samples,
+      *_functions(vae, config), _STRATEGY, (28, 28, 1), 2, num_samples,
       global_batch_size=len(images), seed=seed)
+
+
+def _elbo(tiny_vae, batch):
+  vae, config, _ = tiny_vae
+  return evaluator_lib.Evaluator(*_functions(vae, config), _STRATEGY,
+                                 2).terms(batch)["elbo"]
 
 
 def test_estimate_is_above_the_elbo_and_grows_with_k(tiny_vae):
   images = tiny_vae[2]
   means = {}
   for k in (1, 10, 100, 1000):
-    log_px, elbo_value, _ = _evaluator(tiny_vae, k).log_likelihood(
-        _batch(images, 2))
+    log_px = _evaluator(tiny_vae, k).log_likelihood(_batch(images, 2))
+    elbo_value = _elbo(tiny_vae, _batch(images, 2))
     means[k] = float(np.mean(log_px))
   elbo_mean = float(np.mean(elbo_value))
   assert means[1] < means[10] < means[100] < means[1000]
@@ -165,8 +182,9 @@ def test_one_sample_equals_the_elbo_in_expectation(tiny_vae):
   images = tiny_vae[2]
   differences = []
   for seed in range(8):
-    log_px, elbo_value, _ = _evaluator(tiny_vae, 1, seed).log_likelihood(
+    log_px = _evaluator(tiny_vae, 1, seed).log_likelihood(
         _batch(images, 2, seed=100 + seed))
+    elbo_value = _elbo(tiny_vae, _batch(images, 2, seed=100 + seed))
     differences.append(log_px.numpy() - elbo_value.numpy())
   differences = np.concatenate(differences)
   stderr = differences.std(ddof=1) / math.sqrt(len(differences))
@@ -182,18 +200,21 @@ def test_evaluation_counts_every_example_and_reports_active_units(
   dataset = pipeline.eval_dataset(
       tf.constant(mnist.test_images[:250]), tf.constant(mnist.test_labels[:250]),
       options)
-  encode, log_likelihood = likelihood.model_functions(vae, config)
+  encode, log_likelihood = _functions(vae, config)
   evaluator = likelihood.ImportanceSampledEvaluator(
       encode, log_likelihood, _STRATEGY, (28, 28, 1), 2, 50,
       global_batch_size=100, seed=0)
   result = evaluator.evaluate(dataset)
+  elbo = evaluator_lib.Evaluator(encode, log_likelihood, _STRATEGY,
+                                 2).evaluate(dataset)
   assert result.examples == 250  # Including the short last batch.
+  assert elbo["examples"] == 250
   z_mean = encode(tf.constant((mnist.test_images[:250] >= 128), tf.float32))[0]
   variances = np.var(z_mean.numpy().astype(np.float64), axis=0)
-  np.testing.assert_allclose(result.unit_variances, variances, rtol=1e-4)
-  assert result.active_units == int(np.sum(variances > 0.01))
+  np.testing.assert_allclose(elbo["unit_variances"], variances, rtol=1e-4)
+  assert elbo["active_units"] == int(np.sum(variances > 0.01))
   assert np.isfinite(result.nll) and result.nll > 0
-  assert result.nll <= -result.elbo + 3 * result.elbo_stderr
+  assert result.nll <= -elbo["elbo"] + 3 * elbo["elbo_stderr"]
 
 
 def test_chunk_is_a_divisor_of_k_within_the_row_budget():

@@ -13,7 +13,7 @@ _MEASURE = r"""
 import io, json, sys
 sys.path.insert(0, sys.argv[1])
 import tensorflow as tf
-from engine import build, runner
+from engine.run import build
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.data import pipeline
 
@@ -30,10 +30,9 @@ config = lambda data_dir, model_dir, steps: RunConfig(
     train=TrainConfig(model_dir=model_dir, batch_size=128, train_steps=steps,
                       steps_per_loop=10, log_every=10, checkpoint_every=0,
                       figures=False))
-def train(parts):
-  stream = io.StringIO()
-  say = lambda line: print(line, file=stream)
-  runner.train(parts, runner.RunEvaluation(parts, say), stream, say)
+def train(run):
+  run.console.stream = io.StringIO()
+  run.controller.train()
 
 parts = build.build(config(sys.argv[3], sys.argv[4] + "/warm", 10))
 train(parts)

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import checkpointing
-from engine import steps
+from tests.engine.trainers import make_trainer
+from engine.io import run_dir
 from engine.config import ModelConfig
 from engine.data import pipeline
 from engine.data import step_batches
@@ -20,7 +20,7 @@ from tests.engine.test_main import assert_one_line_error, run_cli
 def _trainer(**kwargs):
   keras.utils.set_random_seed(0)
   vae = models.get("dense").build((28, 28, 1), 2)
-  return steps.Trainer(vae, ModelConfig(name="dense", latent_dim=2),
+  return make_trainer(vae, ModelConfig(name="dense", latent_dim=2),
                        tf.distribute.get_strategy(), 16, 1e-3, **kwargs)
 
 
@@ -80,7 +80,7 @@ def test_skip_drops_the_bad_update_and_carries_on(mnist, jit_compile):
 
 
 class _PoisonedStepBatches(step_batches.StepBatches):
-  """`StepBatches` whose targets are NaN at the `poisoned` steps."""
+  """`StepBatches` whose targets are NaN at the `poisoned` trainer_lib."""
 
   def __init__(self, mnist, poisoned, steps_per_call):
     super().__init__(pipeline.as_tensor(mnist.train_images[:512]),
@@ -152,7 +152,7 @@ def good_run(tmp_path, small_mnist_dir):
 
 def _assert_checkpoint_20_is_intact(model_dir):
   assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-20")
-  trained = checkpointing.load_trained_model(str(model_dir))
+  trained = run_dir.load_trained_model(str(model_dir))
   assert trained.step == 20
   assert all(np.isfinite(v.numpy()).all()
              for v in trained.vae.encoder.trainable_variables)

@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import elbo
-from engine import schedules
-from engine import steps
+from tests.engine.trainers import make_trainer
+from engine.objectives import elbo
+from engine.run import parts
+from engine.train import optimization
 from engine.config import ModelConfig
 
 
@@ -31,17 +32,17 @@ def _batch(samples=None, size=6, seed=0):
 def test_iwae_bound_is_above_the_mean_log_weight_and_k1_is_the_mc_elbo(
     dense_vae):
   config = ModelConfig(name="dense", objective="iwae")
-  terms = elbo.per_example_terms(dense_vae, config, _batch(samples=20),
+  terms = elbo.per_example_terms(dense_vae, parts.objective(config), _batch(samples=20),
                                  training=False)
   # log mean exp >= mean log, per example (Jensen).
   assert np.all(-terms["loss"].numpy() >= terms["elbo"].numpy() - 1e-4)
   assert np.all(-terms["loss"].numpy() > terms["elbo"].numpy() + 1e-3)
   one = _batch(samples=1)
-  single = elbo.per_example_terms(dense_vae, config, one, training=False)
+  single = elbo.per_example_terms(dense_vae, parts.objective(config), one, training=False)
   np.testing.assert_allclose(-single["loss"], single["elbo"], rtol=1e-6)
   # ... which is the analytic-KL ELBO's reconstruction with a sampled KL.
   flat = dict(one, epsilon=one["epsilon"][:, 0])
-  analytic = elbo.per_example_terms(dense_vae, ModelConfig(name="dense"),
+  analytic = elbo.per_example_terms(dense_vae, parts.objective(ModelConfig(name="dense")),
                                     flat, training=False)
   np.testing.assert_allclose(single["reconstruction"],
                              analytic["reconstruction"], rtol=1e-5)
@@ -50,9 +51,9 @@ def test_iwae_bound_is_above_the_mean_log_weight_and_k1_is_the_mc_elbo(
 def test_k_sample_elbo_averages_the_reconstruction(dense_vae):
   config = ModelConfig(name="dense")
   batch = _batch(samples=3)
-  terms = elbo.per_example_terms(dense_vae, config, batch, training=False)
+  terms = elbo.per_example_terms(dense_vae, parts.objective(config), batch, training=False)
   per_sample = [elbo.per_example_terms(
-      dense_vae, config, dict(batch, epsilon=batch["epsilon"][:, k]),
+      dense_vae, parts.objective(config), dict(batch, epsilon=batch["epsilon"][:, k]),
       training=False)["reconstruction"].numpy() for k in range(3)]
   np.testing.assert_allclose(terms["reconstruction"],
                              np.mean(per_sample, axis=0), rtol=1e-5)
@@ -74,10 +75,11 @@ def test_free_bits_floor_each_units_batch_mean_and_stop_its_gradient():
 
 def test_free_bits_change_the_loss_not_the_reported_elbo(dense_vae):
   batch = _batch()
-  plain = elbo.per_example_terms(dense_vae, ModelConfig(name="dense"), batch,
+  plain = elbo.per_example_terms(dense_vae, parts.objective(ModelConfig(name="dense")), batch,
                                  training=False)
   floored = elbo.per_example_terms(
-      dense_vae, ModelConfig(name="dense", free_bits=50.0), batch,
+      dense_vae, parts.objective(ModelConfig(name="dense", free_bits=50.0)),
+      batch,
       training=False)
   np.testing.assert_allclose(plain["elbo"], floored["elbo"])
   # Two units, each charged at least 50 nats.
@@ -87,7 +89,7 @@ def test_free_bits_change_the_loss_not_the_reported_elbo(dense_vae):
 
 def test_kl_warmup_ramps_the_weight_to_beta(dense_vae):
   config = ModelConfig(name="dense", beta=0.5, kl_warmup_steps=4)
-  trainer = steps.Trainer(dense_vae, config, tf.distribute.get_strategy(),
+  trainer = make_trainer(dense_vae, config, tf.distribute.get_strategy(),
                           6, 1e-3)
   weights = []
   for step in range(6):
@@ -95,31 +97,31 @@ def test_kl_warmup_ramps_the_weight_to_beta(dense_vae):
     weights.append(float(trainer.kl_weight()))
   np.testing.assert_allclose(weights, [0.125, 0.25, 0.375, 0.5, 0.5, 0.5])
   trainer.global_step.assign(0)
-  terms = elbo.per_example_terms(dense_vae, config, _batch(), training=False,
+  terms = elbo.per_example_terms(dense_vae, parts.objective(config), _batch(), training=False,
                                  kl_weight=trainer.kl_weight())
   np.testing.assert_allclose(terms["loss"], terms["reconstruction"]
                              + 0.125 * terms["kl"], rtol=1e-5)
-  no_warmup = steps.Trainer(dense_vae, dataclasses.replace(
+  no_warmup = make_trainer(dense_vae, dataclasses.replace(
       config, kl_warmup_steps=0), tf.distribute.get_strategy(), 6, 1e-3)
   assert no_warmup.kl_weight() == 0.5
 
 
 def test_iwae_schedule_has_the_papers_stages():
-  assert schedules.iwae_boundaries(10) == [10, 40, 130, 400, 1210, 3640,
+  assert optimization.iwae_boundaries(10) == [10, 40, 130, 400, 1210, 3640,
                                            10930]
-  rate = schedules.learning_rate("iwae", 1e-3, 10)
+  rate = optimization.learning_rate("iwae", 1e-3, 10)
   for step, stage in ((0, 0), (9, 0), (10, 1), (39, 1), (40, 2), (10929, 6),
                       (10930, 7), (10 ** 6, 7)):
     assert float(rate(step)) == pytest.approx(1e-3 * 10 ** (-stage / 7))
-  assert schedules.learning_rate("constant", 3e-4, 10) == 3e-4
+  assert optimization.learning_rate("constant", 3e-4, 10) == 3e-4
   with pytest.raises(ValueError, match="schedule"):
-    schedules.learning_rate("cosine", 1e-3, 10)
+    optimization.learning_rate("cosine", 1e-3, 10)
 
 
 def test_trainer_follows_the_schedule_through_its_steps(dense_vae):
-  trainer = steps.Trainer(
+  trainer = make_trainer(
       dense_vae, ModelConfig(name="dense"), tf.distribute.get_strategy(), 6,
-      schedules.learning_rate("iwae", 1e-3, 2), adam_epsilon=1e-4)
+      optimization.learning_rate("iwae", 1e-3, 2), adam_epsilon=1e-4)
   assert trainer.base_optimizer.epsilon == 1e-4
   trainer.base_optimizer.iterations.assign(2)
   assert float(trainer.base_optimizer.learning_rate) == pytest.approx(

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine import elbo
-from engine import pixel_likelihoods
+from engine.objectives import elbo
+from engine.objectives import pixel_likelihoods
 from engine.config import ModelConfig
 
 
@@ -71,25 +71,25 @@ def test_gaussian_with_learned_variance_matches_numpy():
 
 
 def test_the_scale_is_learned_and_required():
-  config = ModelConfig(reconstruction_loss="discretized_logistic")
+  config = elbo.Objective(likelihood="discretized_logistic")
   targets = tf.fill([2, 4, 4, 1], 100.0 / 255.0)
   logits = tf.zeros([2, 4, 4, 1])
   log_scale = tf.Variable(tf.zeros([4, 4, 1]))
   with tf.GradientTape() as tape:
-    nll = tf.reduce_sum(elbo.reconstruction_nll(config, targets, logits,
-                                                log_scale))
+    nll = tf.reduce_sum(config.reconstruction_nll(targets, logits,
+                                                   log_scale))
   assert tape.gradient(nll, log_scale) is not None
   with pytest.raises(ValueError, match="learned log-scale"):
-    elbo.reconstruction_nll(config, targets, logits)
+    config.reconstruction_nll(targets, logits)
 
 
 def test_gaussian_learned_trains_resumes_and_learns_its_scale(
     small_mnist_dir, tmp_path):
   import io
 
-  from engine import build
-  from engine import runner
-  from engine import summaries
+  from engine.run import build
+  from engine.run import runner
+  from engine.io import summaries
   from engine.config import DataConfig, RunConfig, TrainConfig
 
   def config(steps):

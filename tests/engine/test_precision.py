@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import precision
-from engine import runner
-from engine import steps
-from engine import summaries
+from tests.engine.trainers import make_trainer
+from engine.devices import precision
+from engine.run import runner
+from engine.io import summaries
 from engine.config import (DataConfig, ModelConfig,
                            RunConfig, TrainConfig)
 from engine.data import pipeline
@@ -130,7 +130,7 @@ def _trainer(policy, loss_scaling=False, jit_compile=False, model="dense"):
   keras.utils.set_random_seed(0)
   with precision.policy_scope(policy):
     vae = models.get(model).build((28, 28, 1), 2)
-  return steps.Trainer(vae, ModelConfig(name=model, latent_dim=2),
+  return make_trainer(vae, ModelConfig(name=model, latent_dim=2),
                        tf.distribute.get_strategy(), 16, 1e-3,
                        loss_scaling=loss_scaling, jit_compile=jit_compile)
 
@@ -200,8 +200,8 @@ def test_xla_gradients_agree_under_a_strategy(mnist):
     keras.utils.set_random_seed(0)
     vae = models.get("conv").build((28, 28, 1), 2)
     config = ModelConfig(name="conv", latent_dim=2)
-    plain = steps.Trainer(vae, config, strategy, 16, 1e-3)
-    xla = steps.Trainer(vae, config, strategy, 16, 1e-3, jit_compile=True)
+    plain = make_trainer(vae, config, strategy, 16, 1e-3)
+    xla = make_trainer(vae, config, strategy, 16, 1e-3, jit_compile=True)
   assert not xla.whole_step_xla
   batch = next(_batches(mnist, 1))
   plain_gradients, plain_terms = plain.gradients(batch)
@@ -257,12 +257,12 @@ def test_the_on_device_loop_trains_like_the_iterator_loop(mnist, jit_compile):
 _COMPILE_COUNT_SCRIPT = """
 import numpy as np, tensorflow as tf, keras
 import models
-from engine import steps
+from tests.engine.trainers import make_trainer
 from engine.config import ModelConfig
 from engine.data import pipeline, step_batches
 images = tf.constant(np.zeros((256, 28, 28, 1), np.uint8))
 keras.utils.set_random_seed(0)
-trainer = steps.Trainer(models.get("dense").build((28, 28, 1), 2),
+trainer = make_trainer(models.get("dense").build((28, 28, 1), 2),
                         ModelConfig(name="dense", latent_dim=2),
                         tf.distribute.get_strategy(), 16, 1e-3,
                         jit_compile=True)

@@ -2,8 +2,8 @@
 
 import io
 
-from engine import actions
-from engine.loop_state import LoopOutputs
+from engine.train import actions
+from engine.train.loop_state import LoopOutputs
 
 
 class _Writer:

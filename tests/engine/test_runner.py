@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 import models
-from engine import build
-from engine import runner
-from engine import summaries
+from engine.run import build
+from engine.run import runner
+from engine.io import summaries
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import CheckpointMismatchError, UserError
 

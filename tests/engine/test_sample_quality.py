@@ -1,4 +1,4 @@
-"""The download-free sample-quality score (engine.sample_quality)."""
+"""The download-free sample-quality score (engine.eval.sample_quality)."""
 
 import io
 import math
@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from engine import runner
-from engine import sample_quality
+from engine.run import runner
+from engine.eval import sample_quality
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 
@@ -102,7 +102,7 @@ def test_the_run_and_the_evaluate_tool_report_sample_quality(
   import subprocess
   import sys
 
-  from engine import summaries
+  from engine.io import summaries
   from tests.conftest import REPO_ROOT
   from tests.engine.test_main import run_cli
 

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from engine import checkpointing
-from engine import runner
-from engine import serving_warmup
+from engine.io import run_dir
+from engine.run import runner
+from engine.serving import warmup
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.data import sources
 from tests.conftest import REPO_ROOT
@@ -94,7 +94,7 @@ def served(tmp_path_factory, small_mnist_dir):
                           export_dir=str(root / name / "export"))),
                         io.StringIO())
     exports[name] = result.export_path
-    vaes[name] = checkpointing.load_trained_model(str(root / name)).vae
+    vaes[name] = run_dir.load_trained_model(str(root / name)).vae
     dataset = sources.load(data_config)
     images = dataset.test_images[:6].astype(np.float32) / 255.0
     labels = dataset.test_labels[:6].astype(np.int32)
@@ -186,7 +186,7 @@ def test_litert_models_hold_every_float32_weight(served, name):
 
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_warmup_requests_cover_every_signature_and_replay(served, name):
-  requests = serving_warmup.read(served["exports"][name])
+  requests = warmup.read(served["exports"][name])
   signatures = _signatures(served["outputs"][name, "tf2"])
   assert sorted(signature for signature, _ in requests) == signatures
   replayed = served["reports"][name, "session"]["warmup"]

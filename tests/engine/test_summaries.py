@@ -1,10 +1,10 @@
-"""metrics.jsonl as the figures and tools read it (engine.summaries)."""
+"""metrics.jsonl as the figures and tools read it (engine.io.summaries)."""
 
 import json
 import os
 
-from engine import figures
-from engine import summaries
+from engine.viz import plots
+from engine.io import summaries
 
 
 def test_records_of_one_step_merge_and_later_values_win(tmp_path):
@@ -25,7 +25,7 @@ def test_records_of_one_step_merge_and_later_values_win(tmp_path):
 
 def test_loss_curves_skip_eval_steps_without_an_elbo(tmp_path):
   """A step logged with sample scores only (no ELBO) is not plotted."""
-  path = figures.plot_loss_curves(
+  path = plots.plot_loss_curves(
       {"train": {10: {"loss": 200.0}, 20: {"loss": 180.0}},
        "eval": {20: {"elbo": -170.0}, 30: {"sample_class_entropy": 2.0}}},
       str(tmp_path / "loss.png"))

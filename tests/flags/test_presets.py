@@ -2,7 +2,7 @@
 
 import os
 
-from engine import runner
+from engine.run import runner
 from tests.conftest import REPO_ROOT
 from tests.engine.test_main import run_cli
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine import runner
+from engine.run import runner
 from engine.config import DataConfig
 from engine.data import images
 from engine.data import sources

@@ -1,0 +1,241 @@
+"""Test-set ELBO, importance-weighted NLL (nats, bits/dim) and active units.
+
+    python tools/evaluate.py --model_dir=/tmp/iwae              # latest ckpt
+    python tools/evaluate.py --model_dir=/tmp/iwae --checkpoint=/tmp/iwae/ckpt-30000
+    python tools/evaluate.py --saved_model=/tmp/iwae/export/30000 \
+        --data_dir=path/to/mnist --binarize=dynamic
+
+Takes the engine's flags. The model, likelihood, dataset and binarization come
+from the run's saved config.json; a flag given on the command line overrides
+the data settings (--dataset, --data_dir, --binarize, --seed, --batch_size,
+--strategy, ...), and a model flag that contradicts the run is an error.
+--eval_nll_samples defaults to 5000 here (Burda et al.'s K). --sample_quality
+adds the classifier-based sample scores (engine.eval.sample_quality; the run's
+cached classifier when --model_dir is given), with a conditional model's
+conditional accuracy. A conditional model's NLL is -log p(x | y). Prints a
+table,
+and writes it as JSON (--output_json, by default
+<model_dir>/eval-<step>-k<K>.json).
+"""
+
+from engine.cli import tool  # First: TensorFlow's quiet import.
+
+from absl import flags as absl_flags
+
+import flags
+
+FLAGS = absl_flags.FLAGS
+PAPER_K = 5000
+# Run settings a command line may change for evaluation.
+_EVAL_OVERRIDES = {
+    "data": ("dataset", "data_dir", "binarize", "noise_factor",
+             "download_timeout_s"),
+    "train": ("seed", "batch_size", "eval_nll_samples", "mixed_precision",
+              "sample_quality"),
+    "distribution": ("strategy", "cpu_devices", "num_gpus", "tpu"),
+}
+# Model settings that must agree with the run's (or are taken from it).
+_MODEL_FLAGS = {"model": "name", "latent_dim": "latent_dim",
+                "reconstruction_loss": "reconstruction_loss",
+                "gaussian_stddev": "gaussian_stddev",
+                "conditional": "conditional"}
+
+
+def define_flags():
+  flags.define()
+  absl_flags.DEFINE_string("checkpoint", None,
+                           "Checkpoint path (default: the latest in "
+                           "--model_dir).")
+  absl_flags.DEFINE_string("saved_model", None,
+                           "Evaluate an export (one version directory) "
+                           "instead of a checkpoint.")
+  absl_flags.DEFINE_string("output_json", None,
+                           "Where to write the results (default: "
+                           "<model_dir>/eval-<step>-k<K>.json).")
+  absl_flags.DEFINE_integer("max_test_examples", None,
+                            "Evaluate only the first N test images.")
+
+
+def resolve_config(fv):
+  """The run's saved config with the command line's explicit overrides.
+
+  Raises:
+    UserError: If a model flag contradicts the run's config.
+  """
+  import dataclasses
+
+  from engine.io import run_dir
+  from engine import config as config_lib
+  from engine.errors import UserError
+
+  config = flags.to_config(fv)
+  if fv["model_dir"].present or not fv.saved_model:
+    saved = run_dir.read_run_config(fv.model_dir)
+    for flag, field in _MODEL_FLAGS.items():
+      ours, theirs = getattr(config.model, field), getattr(saved.model, field)
+      if fv[flag].present and ours != theirs:
+        raise UserError(f"--{flag}={ours}: the run in {fv.model_dir} was "
+                        f"trained with {theirs}; drop the flag")
+    sections = {}
+    for section, names in _EVAL_OVERRIDES.items():
+      ours, theirs = getattr(config, section), getattr(saved, section)
+      sections[section] = dataclasses.replace(theirs, **{
+          name: getattr(ours, name) for name in names
+          if fv[config_lib.flag_name(name)].present})
+    config = dataclasses.replace(saved, **sections)
+  if not fv["eval_nll_samples"].present:
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, eval_nll_samples=PAPER_K))
+  return config
+
+
+def main(argv):
+  del argv
+  import json
+  import os
+  import resource
+  import time
+
+  from engine.data import pipeline
+  from engine.data import sources
+  from engine.devices import strategies
+  from engine.errors import UserError, quoted
+  from engine.eval import evaluator as evaluator_lib
+  from engine.eval import likelihood
+  from engine.eval import sample_quality
+  from engine.io import files
+  from engine.io import run_dir
+  from engine.run import parts
+  from engine.serving.loaded import Exported
+
+  started = time.perf_counter()
+  config = resolve_config(FLAGS)
+  if config.train.eval_nll_samples < 1:
+    raise UserError("--eval_nll_samples must be positive for evaluation")
+  strategies.configure_devices(config.distribution)
+  strategy = strategies.make_strategy(config.distribution)
+  data = sources.load(config.data, config.train.seed)
+  test_images, test_labels = data.test_images, data.test_labels
+  if FLAGS.max_test_examples:
+    test_images = test_images[:FLAGS.max_test_examples]
+    test_labels = test_labels[:FLAGS.max_test_examples]
+  batch_size = config.train.batch_size
+  parts.check_batch_fits(batch_size, strategy, config.distribution.strategy)
+
+  objective = parts.objective(config.model).for_evaluation()
+  with strategy.scope():
+    if FLAGS.saved_model:
+      exported = Exported.load(FLAGS.saved_model)
+      data.check_shape(exported.image_shape,
+                       f"--saved_model={quoted(FLAGS.saved_model)}")
+      encode, log_likelihood = evaluator_lib.export_functions(
+          exported, objective)
+      latent_dim, num_classes = exported.latent_dim, exported.num_classes
+      source, step = FLAGS.saved_model, os.path.basename(
+          os.path.normpath(FLAGS.saved_model))
+
+      def decode(z, labels):
+        return exported.decode(z, labels)["images"]
+
+      # The run's cached classifier when --model_dir is given too (the same
+      # classifier, the same scores), else one cached beside the export.
+      cache_dir = (FLAGS.model_dir if FLAGS["model_dir"].present else
+                   os.path.dirname(os.path.normpath(FLAGS.saved_model)))
+    else:
+      trained = run_dir.load_trained_model(FLAGS.model_dir, FLAGS.checkpoint)
+      data.check_shape(trained.vae.image_shape,
+                       f"--model_dir={quoted(FLAGS.model_dir)}")
+      encode, log_likelihood = evaluator_lib.model_functions(
+          trained.vae, objective)
+      latent_dim = trained.vae.latent_dim
+      num_classes = trained.vae.num_classes
+      source, step = trained.checkpoint, trained.step
+      decode, cache_dir = trained.vae.decoder_probabilities, FLAGS.model_dir
+    elbo_evaluator = evaluator_lib.Evaluator(
+        encode, log_likelihood, strategy, latent_dim,
+        conditional=num_classes > 0)
+    evaluator = likelihood.ImportanceSampledEvaluator(
+        encode, log_likelihood, strategy, data.image_shape,
+        latent_dim, config.train.eval_nll_samples, batch_size,
+        config.train.seed, conditional=num_classes > 0)
+  parts.check_test_labels(num_classes, test_labels, data.source)
+
+  eval_data = parts.eval_data(
+      strategy, pipeline.as_tensor(test_images),
+      pipeline.as_tensor(test_labels),
+      parts.pipeline_options(config, latent_dim=latent_dim,
+                             samples_per_example=1))
+  elbo = elbo_evaluator.evaluate(eval_data)
+  result = evaluator.evaluate(eval_data)
+  quality = {}
+  if config.train.sample_quality:
+    classifier = sample_quality.load_or_train(
+        cache_dir, data.train_images, data.train_labels, data.test_images,
+        data.test_labels, seed=config.train.seed)
+    samples, sample_labels = sample_quality.prior_samples(
+        decode, latent_dim, 10_000, config.train.seed, num_classes)
+    quality = sample_quality.score(classifier, test_images, samples,
+                                   sample_labels)
+  seconds = time.perf_counter() - started
+  peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+  record = {"source": str(source), "step": step,
+            "dataset": data.source, "binarize": config.data.binarize,
+            "strategy": config.distribution.strategy,
+            "replicas": strategy.num_replicas_in_sync,
+            "samples_per_chunk": evaluator.chunk,
+            "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb),
+            **result.to_dict(), "elbo": elbo["elbo"],
+            "elbo_stderr": elbo["elbo_stderr"],
+            "active_units": elbo["active_units"],
+            "unit_variances": [float(v) for v in elbo["unit_variances"]],
+            **quality}
+  rows = [
+      ("source", f"{source} (step {step})"),
+      ("test images", f"{result.examples} from {data.source}, binarize="
+                      f"{config.data.binarize}"),
+      ("ELBO", f"{elbo['elbo']:.2f} ± {elbo['elbo_stderr']:.2f} nats"),
+      (f"NLL (IWAE, K={result.num_samples})",
+       f"{result.nll:.2f} ± {result.nll_stderr:.2f} nats"),
+      ("bits/dim", f"{result.bits_per_dim:.4f}"),
+      ("active units",
+       f"{elbo['active_units']} / {latent_dim} (Cov_x E_q[u|x] > "
+       f"{evaluator_lib.ACTIVE_UNIT_THRESHOLD})"),
+      *([("sample class entropy",
+          f"{quality['sample_class_entropy']:.3f} of "
+          f"{quality['max_class_entropy']:.3f} nats (10,000 prior samples)"),
+         ("classifier Fréchet distance",
+          f"{quality['classifier_frechet_distance']:.2f} (test set vs "
+          f"samples; classifier test accuracy "
+          f"{quality['classifier_test_accuracy']:.4f})")] if quality else []),
+      *([("conditional accuracy",
+          f"{quality['conditional_accuracy']:.4f} (samples classified as "
+          "the label they were drawn for)")]
+        if "conditional_accuracy" in quality else []),
+      ("runtime", f"{seconds:.1f} s on {strategy.num_replicas_in_sync} "
+                  f"replica(s)"),
+      ("peak memory", f"{peak_rss_mb:.0f} MB RSS"),
+  ]
+  width = max(len(name) for name, _ in rows)
+  for name, value in rows:
+    print(f"{name:<{width}}  {value}")
+  output = FLAGS.output_json or (
+      os.path.normpath(FLAGS.saved_model) + f"-eval-k{result.num_samples}.json"
+      if FLAGS.saved_model else os.path.join(
+          FLAGS.model_dir, f"eval-{step}-k{result.num_samples}.json"))
+  if files.is_local(output):
+    output = os.path.abspath(output)
+  files.gfile.makedirs(os.path.dirname(output))
+  files.write_atomically(output, json.dumps(record, indent=2))
+  print(f"wrote {output}")
+
+
+
+def cli() -> None:
+  """The `vae-engine evaluate` command."""
+  define_flags()
+  tool.run_tool(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,0 +1,115 @@
+"""Draws a run's figures from a checkpoint or from an exported SavedModel.
+
+    python tools/plot.py --model_dir=/tmp/conv                 # latest checkpoint
+    python tools/plot.py --saved_model=/tmp/conv/export/4680 \
+        --data_dir=path/to/mnist --output_dir=/tmp/figs        # an export
+
+Test data comes from --dataset / --data_dir, defaulting to the run's own.
+"""
+
+from engine.cli import tool  # First: TensorFlow's quiet import.
+
+from absl import flags
+
+import flags as engine_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "A run directory (uses a checkpoint).")
+flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: latest).")
+flags.DEFINE_string("saved_model", None, "An export directory (one version).")
+flags.DEFINE_string("output_dir", None,
+                    "Where to write PNGs (default: <model_dir>/figures).")
+engine_flags.define_overrides(
+    ("dataset", "data_dir", "binarize", "noise_factor"), FLAGS,
+    what="the run's, or the engine's with --saved_model")
+flags.DEFINE_integer("seed", 0, "Seeds the prior samples.")
+
+
+def main(argv):
+  del argv
+  import dataclasses
+
+  import numpy as np
+
+  import tensorflow as tf
+
+  from engine.config import DataConfig, RunConfig, TrainConfig
+  from engine.data import pipeline
+  from engine.data import sources
+  from engine.errors import UserError, quoted
+  from engine.eval import evaluator as evaluator_lib
+  from engine.io import run_dir
+  from engine.io import summaries
+  from engine.run import evaluation
+  from engine.run import parts
+  from engine.serving.loaded import Exported
+  from engine.viz import figure_set
+
+  if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
+    raise UserError("pass exactly one of --model_dir or --saved_model")
+  data_config, metrics = DataConfig(), {}
+  if FLAGS.model_dir:
+    trained = run_dir.load_trained_model(FLAGS.model_dir,
+                                               FLAGS.checkpoint)
+    encode, decode = evaluation.figure_functions(trained.vae)
+    latent_dim = trained.vae.latent_dim
+    num_classes = trained.vae.num_classes
+    data_config = trained.config.data
+    metrics = summaries.read_metrics(FLAGS.model_dir)
+  else:
+    exported = Exported.load(FLAGS.saved_model)
+    latent_dim, num_classes = exported.latent_dim, exported.num_classes
+
+    def encode(images, labels):
+      return exported.encode(images, labels)["z_mean"].numpy()
+
+    def decode(z, labels):
+      return exported.decode(np.asarray(z, np.float32),
+                             labels)["images"].numpy()
+  overrides = {name: getattr(FLAGS, name)
+               for name in ("dataset", "data_dir", "binarize", "noise_factor")
+               if getattr(FLAGS, name) is not None}
+  data_config = dataclasses.replace(data_config, **overrides)
+  data = sources.load(data_config)
+  data.check_shape(
+      trained.vae.image_shape if FLAGS.model_dir else exported.image_shape,
+      f"--model_dir={quoted(FLAGS.model_dir)}" if FLAGS.model_dir else
+      f"--saved_model={quoted(FLAGS.saved_model)}")
+  options = parts.pipeline_options(
+      RunConfig(data=data_config, train=TrainConfig(seed=FLAGS.seed)),
+      latent_dim=latent_dim, batch_size=len(data.test_images),
+      samples_per_example=1)
+  test = pipeline.real_examples(next(iter(pipeline.eval_dataset(
+      pipeline.as_tensor(data.test_images),
+      pipeline.as_tensor(data.test_labels), options))))
+  parts.check_test_labels(num_classes, test["labels"], data.source)
+  output_dir = FLAGS.output_dir or (
+      f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
+  kl_per_unit = None  # What each latent unit carries: from a checkpoint.
+  if FLAGS.model_dir:
+    functions = evaluator_lib.model_functions(
+        trained.vae, parts.objective(trained.config.model).for_evaluation())
+    kl_per_unit = evaluator_lib.Evaluator(
+        *functions, tf.distribute.get_strategy(), latent_dim,
+        conditional=num_classes > 0).evaluate(pipeline.eval_dataset(
+            pipeline.as_tensor(data.test_images),
+            pipeline.as_tensor(data.test_labels),
+            dataclasses.replace(options, global_batch_size=500)))[
+                "kl_per_unit"]
+  paths = figure_set.write_run_figures(
+      encode, decode, latent_dim, test["inputs"], test["targets"],
+      test["labels"], metrics,
+      output_dir, FLAGS.seed, denoising=bool(data_config.noise_factor),
+      kl_per_unit=kl_per_unit, num_classes=num_classes)
+  for path in paths:
+    print(path)
+
+
+
+def cli() -> None:
+  """The `vae-engine plot` command."""
+  tool.run_tool(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,0 +1,52 @@
+"""What a machine can do and what a model asks of it: the matmul peak in
+FLOP/s, measured, and the FLOPs one training example costs, counted from
+the traced gradient graph (for the benchmarks' fraction of peak)."""
+
+from __future__ import annotations
+
+import time
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 20,
+                      dtype: str = "float32") -> float:
+  """FLOP/s of a large square matmul in `dtype` on this machine."""
+  import tensorflow as tf
+
+  a = tf.cast(tf.random.normal([size, size]), dtype)
+  b = tf.cast(tf.random.normal([size, size]), dtype)
+
+  @tf.function
+  def run():
+    c = a
+    for _ in range(repeats):
+      c = tf.matmul(c, b) * 1e-3
+    return tf.reduce_sum(c)
+
+  run().numpy()
+  best = 0.0
+  for _ in range(3):
+    started = time.perf_counter()
+    run().numpy()
+    best = max(best, repeats * 2 * size ** 3 / (time.perf_counter() - started))
+  return best
+
+
+def flops_per_example(trainer, batch, batch_size: int) -> float:
+  """Forward + backward FLOPs of one example, from the traced gradient graph."""
+  import tensorflow as tf
+
+  from absl import logging
+
+  concrete = tf.function(trainer.compute_gradients).get_concrete_function(batch)
+  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  options["output"] = "none"
+  # The v1 profiler logs a deprecation warning per call; it is the only
+  # FLOP counter TensorFlow has.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    profile = tf.compat.v1.profiler.profile(graph=concrete.graph,
+                                            options=options)
+  finally:
+    logging.set_verbosity(verbosity)
+  return profile.total_float_ops / batch_size

@@ -1,0 +1,264 @@
+"""One build step: a `RunConfig` becomes a run, restored from its checkpoint.
+
+`build(config)` lays out devices, makes the strategy and this process's
+role, loads the data, checks what can be checked before training
+(`preflight`), builds the model, trainer, evaluator and checkpoints, and
+wires them into a `Controller` with its train, eval and end actions; the
+runner (`engine.run.runner`) then only drives it. The tools take the same
+parts from `engine.run.parts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import sys
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import models
+from engine.config import RunConfig
+from engine.data import pipeline
+from engine.data import sources
+from engine.devices import precision
+from engine.devices import strategies
+from engine.errors import UserError
+from engine.eval import evaluator as evaluator_lib
+from engine.eval import likelihood
+from engine.io import checkpoints
+from engine.io import files
+from engine.io import run_dir
+from engine.io import summaries
+from engine.run import finish
+from engine.run import parts
+from engine.run import preflight
+from engine.run.evaluation import (ImageSummaries, ReportEvaluation,
+                                   RunEvaluator, TestSet)
+from engine.train import actions
+from engine.train import optimization
+from engine.train import trainer as trainer_lib
+from engine.train.controller import Controller
+from models.architecture import Architecture
+from models.base import VariationalAutoencoder
+
+
+class Console:
+  """Where a run prints (a stream chosen when it starts): `say` prints a
+  line; it is also a file for the progress line."""
+
+  def __init__(self):
+    self.stream = sys.stdout
+
+  def say(self, message: str) -> None:
+    print(message, file=self.stream, flush=True)
+
+  def write(self, text: str) -> None:
+    self.stream.write(text)
+
+  def flush(self) -> None:
+    self.stream.flush()
+
+
+class Workspace:
+  """Where this process writes: the model directory on the chief; on other
+  workers a scratch directory (checkpoints must be written by every worker,
+  since saving mirrored variables is collective), removed when the run
+  ends (`with workspace:`), with its parent once empty."""
+
+  def __init__(self, model_dir: str, role: strategies.TaskRole):
+    self.model_dir = model_dir
+    self.is_chief = role.is_chief
+    self.write_dir = model_dir if role.is_chief else role.scratch_dir(
+        model_dir)
+
+  def __enter__(self) -> "Workspace":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self.is_chief:
+      return
+    files.remove_tree(self.write_dir)
+    try:  # The last one out removes the scratch directory's parent.
+      scratch = os.path.dirname(self.write_dir)
+      if not files.gfile.listdir(scratch):
+        files.remove_tree(scratch)
+    except tf.errors.OpError:
+      pass
+
+
+@dataclasses.dataclass
+class Run:
+  """A built run, ready to train (`runner.train_evaluate_export`).
+
+  Attributes:
+    config: Its configuration.
+    workspace: Where this process writes.
+    data: The dataset (its training images handed to the trainer).
+    vae: The model.
+    trainer: Its trainer.
+    controller: Owns the loop and the lifecycle.
+    console: Where it prints.
+    writer: TensorBoard and metrics.jsonl.
+    result: The end action that holds the `RunResult` once done.
+    start_line: What the run says first.
+    resumed_from: The checkpoint restored, if any.
+  """
+
+  config: RunConfig
+  workspace: Workspace
+  data: sources.ImageDataset
+  vae: VariationalAutoencoder
+  trainer: trainer_lib.Trainer
+  controller: Controller
+  console: Console
+  writer: summaries.SummaryWriter
+  result: finish.Result
+  start_line: str
+  resumed_from: Optional[str]
+
+
+def build(config: RunConfig) -> Run:
+  """Turns a config into a ready-to-train run, restored from its checkpoint.
+
+  Raises:
+    UserError: For bad flags, data, model directories or checkpoints.
+  """
+  train = config.train
+  strategies.configure_devices(config.distribution)
+  strategy = strategies.make_strategy(config.distribution)
+  role = strategies.task_role(strategy)
+  workspace = Workspace(train.model_dir, role)
+  preflight.writable_directory("model_dir", workspace.write_dir)
+  if train.export_dir and role.is_chief:
+    preflight.writable_directory("export_dir", train.export_dir)
+  keras.utils.set_random_seed(train.seed)
+  choice = precision.resolve(train.mixed_precision, train.allow_slow)
+  data = sources.load(config.data, train.seed)
+  num_train = len(data.train_images)
+  classes = parts.num_classes(config, data)
+  parts.check_batch_fits(train.batch_size, strategy,
+                         config.distribution.strategy)
+  if num_train < train.batch_size:
+    raise UserError(f"--batch_size={train.batch_size}: larger than the "
+                    f"{num_train} training examples")
+  spec = models.get(config.model.name)
+  last_step = parts.total_steps(config, num_train)
+  create = functools.partial(
+      spec.create, data.image_shape, config.model.latent_dim,
+      pixel_mean=pipeline.target_mean(data.train_images, config.data.binarize),
+      learned_scale=config.model.learned_scale, num_classes=classes)
+  preflight.check_run(config, create, data, strategy, role.is_chief,
+                      last_step)
+  with strategy.scope(), precision.policy_scope(choice.policy):
+    vae = create()
+    trainer = parts.make_trainer(vae, config, strategy, choice.policy,
+                                 num_train)
+    functions = evaluator_lib.model_functions(
+        vae, parts.objective(config.model).for_evaluation())
+    evaluator = evaluator_lib.Evaluator(*functions, strategy,
+                                        config.model.latent_dim,
+                                        conditional=vae.conditional)
+    nll = None
+    if train.eval_nll_samples:
+      nll = likelihood.ImportanceSampledEvaluator(
+          *functions, strategy, data.image_shape, config.model.latent_dim,
+          train.eval_nll_samples, train.batch_size, train.seed,
+          conditional=vae.conditional)
+  checkpointer = checkpoints.Checkpointer(
+      workspace.write_dir, encoder=vae.encoder, decoder=vae.decoder,
+      optimizer=trainer.base_optimizer, global_step=trainer.global_step,
+      architecture=Architecture(spec.name, config.model.latent_dim,
+                                data.image_shape, classes,
+                                config.model.learned_scale),
+      max_to_keep=train.keep_checkpoints,
+      loss_scale=trainer.loss_scale_variables, restore_from=train.model_dir,
+      repair=role.is_chief, flag_dir=train.model_dir)
+  resumed_from = checkpointer.restore_latest()
+  optimization.reapply_learning_rate(trainer.base_optimizer,
+                                     parts.learning_rate(config, num_train))
+  if role.is_chief:
+    run_dir.write_config(train.model_dir, config)
+  start_line = _start_line(config, data, vae, last_step, strategy, choice,
+                           role)
+  # Hold one copy of the training set: the tensor the pipeline gathers
+  # from. tf.convert_to_tensor copies (and .numpy() would copy back), so the
+  # loaded array is dropped once converted.
+  train_images = pipeline.as_tensor(data.train_images)
+  data = dataclasses.replace(data, train_images=None)
+  train_labels = pipeline.as_tensor(data.train_labels)
+  options = parts.pipeline_options(config)
+  trainer.feed(train_images, options, train.steps_per_loop, last_step,
+               labels=train_labels if vae.conditional else None)
+  test_images = pipeline.as_tensor(data.test_images)
+  test_labels = pipeline.as_tensor(data.test_labels)
+  eval_options = dataclasses.replace(options, samples_per_example=1)
+  test = TestSet(test_images, test_labels, eval_options, parts.eval_data(
+      strategy, test_images, test_labels, eval_options))
+  console = Console()
+  writer = summaries.SummaryWriter(workspace.write_dir)
+  run_evaluator = RunEvaluator(
+      evaluator, test, nll,
+      math.prod(data.image_shape)
+      if config.model.reconstruction_loss == "discretized_logistic"
+      else None)
+  result = finish.Result(vae, train.model_dir, resumed_from, console.say,
+                         write=role.is_chief)
+  end_actions = []
+  if train.sample_quality and role.is_chief:
+    end_actions.append(finish.SampleQuality(
+        vae, train.model_dir, train_images, data.train_labels, test,
+        data.test_images, data.test_labels, writer, console.say, train.seed))
+  if train.figures and role.is_chief:
+    end_actions.append(finish.Figures(
+        vae, test, train.model_dir, train.seed, config.data.noise_factor > 0,
+        lambda: run_evaluator.kl_per_unit))
+  if train.export_dir:
+    end_actions.append(finish.Export(
+        vae, train.export_dir if role.is_chief
+        else finish.scratch_export_dir(workspace.write_dir),
+        train.model_dir, config.data.noise_factor > 0, console.say))
+  controller = Controller(
+      trainer=trainer, evaluator=run_evaluator, checkpoints=checkpointer,
+      last_step=last_step, steps_per_loop=train.steps_per_loop,
+      checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,
+      train_actions=[
+          actions.ProfileAction(train.profile_steps, workspace.write_dir,
+                                console.say),
+          actions.NonFiniteStopAction(trainer.non_finite, train.nan_policy,
+                                      train.max_skipped_steps,
+                                      lambda: checkpointer.latest),
+          actions.PreemptionAction(strategy, checkpointer.save),
+          actions.ProgressAction(train.log_every, last_step, trainer.step,
+                                 console, writer, console.say)],
+      eval_actions=[ReportEvaluation(writer, console.say,
+                                     config.model.latent_dim),
+                    ImageSummaries(vae, test, writer, train.seed)],
+      end_actions=[*end_actions, result])
+  return Run(config=config, workspace=workspace, data=data, vae=vae,
+             trainer=trainer, controller=controller, console=console,
+             writer=writer, result=result, start_line=start_line,
+             resumed_from=resumed_from)
+
+
+def _start_line(config: RunConfig, data: sources.ImageDataset, vae,
+                last_step: int, strategy, choice: precision.Choice,
+                role: strategies.TaskRole) -> str:
+  labels = data.train_labels
+  classes = len(np.unique(labels[labels >= 0]))
+  return (f"training {config.model.name} (latent {config.model.latent_dim}"
+          f"{', conditional' if vae.conditional else ''}) "
+          f"on {data.source}: {len(data.train_images)} train / "
+          f"{len(data.test_images)} test images "
+          f"({f'{classes} classes' if classes else 'unlabelled'}), "
+          f"{last_step} steps of {config.train.batch_size}, "
+          f"{strategy.num_replicas_in_sync} replica(s), "
+          f"{choice.describe()}"
+          f"{', XLA' if config.train.jit_compile else ''}"
+          + ("" if role.task_type is None else
+             f", task {role.task_type}:{role.task_id}"
+             f"{' (chief)' if role.is_chief else ''}"))

@@ -1,0 +1,168 @@
+"""A run's evaluation (the controller's evaluator) and what is done with
+each evaluation (the controller's eval actions).
+
+`RunEvaluator.evaluate(step)` runs the one-pass evaluator (test ELBO and
+per-unit statistics, `engine.eval.evaluator`) and, when asked for, the
+importance-weighted NLL over the test set's padded, weighted batches, and
+returns the metrics. `ReportEvaluation` prints and logs them;
+`ImageSummaries` logs reconstructions and prior samples to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from engine.data import pipeline
+from engine.eval import evaluator as evaluator_lib
+from engine.eval import likelihood
+from engine.viz import plots
+
+Say = Callable[[str], None]
+
+
+def figure_functions(vae) -> tuple:
+  """(encode: (images, labels) -> z_mean, decode: (z, labels) ->
+  probabilities) on numpy arrays, compiled once each, as the figures take
+  them. Labels may be None; an unconditional model ignores them."""
+  encode = tf.function(vae.posterior_mean, reduce_retracing=True)
+  decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
+
+  def as_labels(labels, count):
+    return tf.constant(np.zeros(count) if labels is None
+                       else np.asarray(labels), tf.int32)
+
+  return (lambda images, labels: encode(
+              tf.constant(images, tf.float32),
+              as_labels(labels, len(images))).numpy(),
+          lambda z, labels: decode(tf.constant(z, tf.float32),
+                                   as_labels(labels, len(z))).numpy())
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSet:
+  """The test split as the run holds it (one copy of each tensor).
+
+  Attributes:
+    images, labels: uint8 images and int labels, as tensors.
+    options: The pipeline's options (noise, binarization, seed).
+    distributed: The strategy's padded, weighted batches of it.
+  """
+
+  images: tf.Tensor
+  labels: tf.Tensor
+  options: pipeline.PipelineOptions
+  distributed: object
+
+  @property
+  def size(self) -> int:
+    return int(self.images.shape[0])
+
+  def first(self, count: int) -> dict:
+    """Up to `count` examples, in order, as numpy arrays (no padding)."""
+    options = dataclasses.replace(self.options, global_batch_size=count,
+                                  samples_per_example=1)
+    return pipeline.real_examples(next(iter(pipeline.eval_dataset(
+        self.images, self.labels, options))))
+
+
+class RunEvaluator:
+  """Evaluates a run's model on its test set.
+
+  Args:
+    evaluator: The test ELBO and per-unit statistics.
+    test: The test set.
+    nll: The importance-weighted NLL (None: not asked for).
+    bits_per_dim_pixels: Sub-pixels of an image, when the likelihood is
+      over 8-bit levels (the ELBO is then also reported in bits/dim).
+  """
+
+  def __init__(self, evaluator: evaluator_lib.Evaluator, test: TestSet,
+               nll: Optional[likelihood.ImportanceSampledEvaluator] = None,
+               bits_per_dim_pixels: Optional[int] = None):
+    self.evaluator = evaluator
+    self.test = test
+    self.nll = nll
+    self.bits_per_dim_pixels = bits_per_dim_pixels
+    self.kl_per_unit = None  # Of the latest evaluation, for the figures.
+
+  def evaluate(self, step: int) -> dict:
+    """The test metrics at `step` (nats per example; NLL terms when asked
+    for; `kl_per_unit` as an array)."""
+    del step  # Every evaluation covers the whole test set.
+    metrics = self.evaluator.evaluate(self.test.distributed)
+    if metrics["examples"] != self.test.size:
+      raise RuntimeError(f"evaluated {metrics['examples']} test examples, "
+                         f"expected {self.test.size}")
+    self.kl_per_unit = metrics["kl_per_unit"]
+    if self.bits_per_dim_pixels:
+      # A distribution over 8-bit levels: -ELBO in bits per sub-pixel is
+      # what the literature compares (an upper bound on the NLL's).
+      metrics["elbo_bits_per_dim"] = -metrics["elbo"] / (
+          self.bits_per_dim_pixels * math.log(2.0))
+    if self.nll is not None:
+      result = self.nll.evaluate(self.test.distributed)
+      metrics.update(nll=result.nll, nll_stderr=result.nll_stderr,
+                     bits_per_dim=result.bits_per_dim,
+                     nll_samples=result.num_samples)
+    return metrics
+
+
+class ReportEvaluation:
+  """Prints an evaluation's lines and logs its scalars and the KL of each
+  latent unit (a histogram)."""
+
+  def __init__(self, writer, say: Say, latent_dim: int):
+    self.writer = writer
+    self.say = say
+    self.latent_dim = latent_dim
+
+  def __call__(self, step: int, metrics: dict) -> None:
+    bits = (f", {metrics['elbo_bits_per_dim']:.4f} bits/dim"
+            if "elbo_bits_per_dim" in metrics else "")
+    self.say(f"eval step {step}: test ELBO {metrics['elbo']:.2f} nats "
+             f"(reconstruction {metrics['reconstruction']:.2f}, "
+             f"kl {metrics['kl']:.2f}{bits}) over {metrics['examples']} test "
+             f"images, {metrics['active_units']}/{self.latent_dim} active "
+             "units")
+    if "nll" in metrics:
+      self.say(f"eval step {step}: test NLL {metrics['nll']:.2f} "
+               f"± {metrics['nll_stderr']:.2f} nats "
+               f"({metrics['bits_per_dim']:.4f} bits/dim, "
+               f"K={metrics['nll_samples']})")
+    self.writer.histogram("eval", step, "kl_per_unit", metrics["kl_per_unit"])
+    self.writer.scalars("eval", step, scalars(metrics))
+
+
+def scalars(metrics: dict) -> dict:
+  """The metrics that are numbers (what summaries and result.json hold)."""
+  return {name: value for name, value in metrics.items()
+          if np.ndim(value) == 0 and name not in ("examples", "nll_samples")}
+
+
+class ImageSummaries:
+  """Logs 8 test images over their reconstructions, and 64 prior samples
+  (a conditional model's: each row of 8 shows all classes in turn)."""
+
+  def __init__(self, vae, test: TestSet, writer, seed: int):
+    self.encode, self.decode = figure_functions(vae)
+    self.latent_dim, self.num_classes = vae.latent_dim, vae.num_classes
+    self.test, self.writer, self.seed = test, writer, seed
+
+  def __call__(self, step: int, metrics: dict) -> None:
+    del metrics
+    test = self.test.first(8)
+    reconstructed = self.decode(self.encode(test["inputs"], test["labels"]),
+                                test["labels"])
+    pairs = np.concatenate([test["inputs"], reconstructed], axis=0)
+    self.writer.images("eval", step, "inputs_vs_reconstructions",
+                       plots.tile(pairs, len(test["inputs"])))
+    prior = tf.random.stateless_normal([64, self.latent_dim],
+                                       seed=[self.seed, 7])
+    labels = np.arange(64) % max(self.num_classes, 1)
+    self.writer.images("eval", step, "prior_samples",
+                       plots.tile(self.decode(prior.numpy(), labels), 8))

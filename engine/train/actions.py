@@ -1,0 +1,230 @@
+"""What happens between compiled training calls, one action per concern:
+the progress line and training summaries, the non-finite stop, preemption
+(SIGTERM), and profiling.
+
+Each is an `engine.train.controller.Action`: it says at which steps it fires
+and acts on the `loop_state.LoopOutputs` the trainer returned. The build
+step makes the list; the controller runs them in that order after every
+loop call (and itself saves and evaluates).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Optional, TextIO
+
+import tensorflow as tf
+
+from engine.train.controller import Action
+from engine.errors import TrainingDiverged
+from engine.train.loop_state import LoopOutputs, NonFiniteState
+
+Say = Callable[[str], None]
+
+
+class Preempted(Exception):
+  """Raised after SIGTERM once a checkpoint has been saved; re-run to resume."""
+
+  def __init__(self, step: int, checkpoint: str):
+    super().__init__(f"preempted (SIGTERM) at step {step}: saved {checkpoint};"
+                     " re-run the same command to resume")
+    self.step = step
+    self.checkpoint = checkpoint
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f"{hours:d}:{minutes:02d}:{seconds:02d}"
+
+
+class ProgressAction(Action):
+  """The progress line and the training summaries, every `every` steps:
+  `step 400/4680 [##---] loss ... | ex/s | ETA`.
+
+  The rate is the examples trained since the last report over the time the
+  training calls took, so an evaluation in between does not inflate it.
+  """
+
+  _BAR = 20
+
+  def __init__(self, every: int, last_step: int, start_step: int,
+               stream: Optional[TextIO], writer, say: Say):
+    super().__init__(every)
+    self.last_step = last_step
+    self.stream = stream or sys.stdout
+    self.writer = writer
+    self.say = say
+    self.start_step = start_step
+    self.started = time.perf_counter()
+    self._sums: dict = {}
+    self._examples = 0.0
+    self._seconds = 0.0
+
+  def observe(self, outputs: LoopOutputs) -> None:
+    self._sums = {name: self._sums.get(name, 0.0) + value
+                  for name, value in outputs.sums.items()}
+    self._examples += outputs.examples
+    self._seconds += outputs.seconds
+
+  def fires(self, outputs: LoopOutputs) -> bool:
+    return super().fires(outputs) or outputs.step == self.last_step
+
+  def __call__(self, outputs: LoopOutputs) -> None:
+    step = outputs.step
+    metrics = {name: total / max(self._examples, 1.0)
+               for name, total in self._sums.items()}
+    rate = self._examples / max(self._seconds, 1e-9)
+    steps_per_sec = (step - self.start_step) / max(
+        time.perf_counter() - self.started, 1e-9)
+    self.report(step, metrics, rate,
+                (self.last_step - step) / max(steps_per_sec, 1e-9))
+    if outputs.skipped_steps:
+      self.say(f"  {outputs.skipped_steps} step(s) skipped so far: "
+               "non-finite loss (--nan_policy=skip)")
+    self.writer.scalars("train", step, {
+        **metrics, "examples_per_sec": rate,
+        "skipped_steps": outputs.skipped_steps})
+    self._sums, self._examples, self._seconds = {}, 0.0, 0.0
+
+  def report(self, step: int, metrics: dict, examples_per_sec: float,
+             seconds_left: float) -> str:
+    """Prints and returns the progress line for `step`."""
+    done = min(step / max(self.last_step, 1), 1.0)
+    filled = int(round(done * self._BAR))
+    bar = "#" * filled + "-" * (self._BAR - filled)
+    line = (f"step {step}/{self.last_step} [{bar}] {100 * done:5.1f}% "
+            f"loss {metrics['loss']:.2f} recon {metrics['reconstruction']:.2f} "
+            f"kl {metrics['kl']:.2f} | {examples_per_sec:,.0f} ex/s "
+            f"| ETA {_format_duration(seconds_left)}")
+    print(line, file=self.stream, flush=True)
+    return line
+
+
+class NonFiniteStopAction(Action):
+  """Ends the run when the non-finite guard stopped the loop (`--nan_policy`).
+
+  Args:
+    state: The trainer's non-finite state.
+    nan_policy: `stop` or `skip`.
+    max_skipped_steps: What `skip` tolerates in a row.
+    latest_checkpoint: Returns the last checkpoint written, if any.
+  """
+
+  def __init__(self, state: NonFiniteState, nan_policy: str,
+               max_skipped_steps: int,
+               latest_checkpoint: Callable[[], Optional[str]]):
+    super().__init__()
+    self.state = state
+    self.nan_policy = nan_policy
+    self.max_skipped_steps = max_skipped_steps
+    self.latest_checkpoint = latest_checkpoint
+
+  def fires(self, outputs: LoopOutputs) -> bool:
+    return outputs.stopped
+
+  def __call__(self, outputs: LoopOutputs) -> None:
+    raise TrainingDiverged(self.message(outputs.skipped_steps))
+
+  def message(self, skipped: int) -> str:
+    names = {"reconstruction": "reconstruction term", "kl": "KL term",
+             "gradients": "gradients"}
+    terms = " and the ".join(names[t] for t in self.state.bad_terms()) or "loss"
+    last = int(self.state.last_bad_step.read_value())
+    checkpoint = self.latest_checkpoint()
+    kept = (f"the last good checkpoint, {checkpoint}, is kept and re-running "
+            "resumes from it" if checkpoint else "no checkpoint was written "
+            "before it")
+    if self.nan_policy == "stop":
+      return (f"training stopped at step {last + 1}: the {terms} became "
+              f"non-finite (NaN or inf); that update was not applied, and "
+              f"{kept}. Lower --learning_rate, or pass --nan_policy=skip")
+    first = int(self.state.first_bad_step.read_value())
+    return (f"training stopped at step {last + 1}: "
+            f"{self.max_skipped_steps} steps in a row were non-finite (the "
+            f"{terms} at the last one; {skipped} skipped in all, since step "
+            f"{first + 1}); {kept}. Lower --learning_rate")
+
+
+class PreemptionAction(Action):
+  """Turns SIGTERM on any worker into a checkpoint and `Preempted`.
+
+  The signal only sets a flag; after each loop call the replicas agree (a
+  collective sum) whether any process got it, so all of them save the same
+  step together.
+  """
+
+  def __init__(self, strategy: tf.distribute.Strategy,
+               save: Callable[[int], str]):
+    super().__init__()
+    self.strategy = strategy
+    self.save = save
+    self.raised = False
+    self._previous = None
+    self._count = tf.function(self._count_raised)
+
+  def _count_raised(self, flag):
+    per_replica = self.strategy.run(lambda: tf.identity(flag))
+    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                axis=None)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def begin(self, step: int) -> None:
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def end(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  def __call__(self, outputs: LoopOutputs) -> None:
+    if int(self._count(tf.constant(int(self.raised)))):
+      raise Preempted(outputs.step, self.save(outputs.step))
+
+
+class ProfileAction(Action):
+  """Traces training steps [first, last) (`--profile_steps`) into
+  `<logdir>/plugins/profile/<time>/`, where TensorBoard's profile plugin
+  finds it (`tools/profile_summary.py` prints its busiest ops). The loop
+  stops at both steps, so the trace covers exactly their compiled calls."""
+
+  def __init__(self, steps: Optional[tuple[int, int]], logdir: str, say: Say):
+    super().__init__()
+    self.steps = steps
+    self.logdir = logdir
+    self.say = say
+    self.active = False
+
+  def next_boundary(self, step: int) -> Optional[int]:
+    edges = [edge for edge in (self.steps or ()) if edge > step]
+    return min(edges) if edges else None
+
+  def _start_if_due(self, step: int) -> None:
+    if self.steps and not self.active and (
+        self.steps[0] <= step < self.steps[1]):
+      tf.profiler.experimental.start(self.logdir)
+      self.active = True
+
+  def begin(self, step: int) -> None:
+    self._start_if_due(step)
+
+  def __call__(self, outputs: LoopOutputs) -> None:
+    if self.active and outputs.step >= self.steps[1]:
+      self.end()
+      self.say(f"  profile of steps {self.steps[0]}-{outputs.step} written "
+               f"under {self.logdir}/plugins/profile")
+    self._start_if_due(outputs.step)
+
+  def end(self) -> None:
+    """Stops a running trace (also when training ends early)."""
+    if self.active:
+      tf.profiler.experimental.stop()
+      self.active = False

@@ -1,0 +1,299 @@
+"""The compiled training loop: many optimizer steps per call.
+
+`Trainer.train(num_steps)` runs one `tf.function`, `train_loop`, that runs
+`num_steps` optimizer steps (`for _ in tf.range(num_steps)`, the count a
+tensor so changing it never retraces) on the batches it was fed (`feed`):
+a tf.data iterator, or on one device a `step_batches.StepBatches` from which
+the loop builds each step's batch itself; with XLA, one XLA computation
+builds and runs many steps. Loss terms are accumulated on-device in ON_READ
+variables (`replica_sums.LossSums`), so a step never waits for the host;
+after the call they are read, reset and returned as
+`loop_state.LoopOutputs`.
+
+Every step checks that the loss terms and gradients are finite (all replicas
+agree through one 3-float all-reduce) and applies the update only if they are:
+weights never take a NaN. What happens next is `--nan_policy`: `stop` ends
+the loop at that step and records which term failed; `skip` counts the step
+and goes on, ending the loop after `max_skipped_steps` bad steps in a row.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import tensorflow as tf
+
+from engine.data import pipeline
+from engine.data import step_batches
+from engine.devices import replica_sums
+from engine.objectives import elbo
+from engine.train.loop_state import LoopOutputs, NonFiniteState
+from models.base import VariationalAutoencoder
+
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                 keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                 keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
+                 keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+
+
+def _has_convolutions(vae: VariationalAutoencoder) -> bool:
+  pending = [vae.encoder, vae.decoder]
+  while pending:
+    layer = pending.pop()
+    if isinstance(layer, _CONVOLUTIONS):
+      return True
+    pending.extend(getattr(layer, "layers", []))
+  return False
+
+
+class Trainer:
+  """Owns the global step and the compiled training loop of one model.
+
+  Create it inside `strategy.scope()`.
+
+  Args:
+    vae: The model.
+    objective: What each batch's loss is.
+    optimizer: A Keras optimizer; a `LossScaleOptimizer` (float16) scales
+      the loss, unscales gradients and skips non-finite steps itself.
+    strategy: The tf.distribute strategy the loop runs under.
+    global_batch_size: For averaging the loss over the global batch.
+    kl_warmup_steps: Ramp the KL weight from 0 to beta over these steps.
+    jit_compile: Compile with XLA: the whole step on one device (and
+      there, fed a `step_batches.StepBatches`, many steps per XLA call); forward
+      and backward only under tf.distribute, where the optimizer update is a
+      cross-replica operation XLA cannot hold.
+    nan_policy: `stop` or `skip` (see the module docstring).
+    max_skipped_steps: With `skip`, bad steps in a row that end the loop.
+  """
+
+  def __init__(self, vae: VariationalAutoencoder, objective: elbo.Objective,
+               optimizer: keras.optimizers.Optimizer,
+               strategy: tf.distribute.Strategy, global_batch_size: int, *,
+               kl_warmup_steps: int = 0, jit_compile: bool = False,
+               nan_policy: str = "stop", max_skipped_steps: int = 10):
+    if nan_policy not in ("stop", "skip"):
+      raise ValueError(f"unknown nan_policy {nan_policy!r}")
+    self.nan_policy = nan_policy
+    self.max_skipped_steps = max_skipped_steps
+    self.vae = vae
+    self.objective = objective
+    self.kl_warmup_steps = kl_warmup_steps
+    self.strategy = strategy
+    self.global_batch_size = global_batch_size
+    self.optimizer = optimizer
+    self.loss_scaling = isinstance(optimizer,
+                                   keras.optimizers.LossScaleOptimizer)
+    # What checkpoints hold: the plain optimizer restores across policies.
+    self.base_optimizer = (optimizer.inner_optimizer if self.loss_scaling
+                           else optimizer)
+    # Optimizer slots must exist before a checkpoint is restored into them.
+    self.optimizer.build(vae.trainable_variables)
+    self.global_step = tf.Variable(
+        0, dtype=tf.int64, trainable=False, name="global_step",
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self.metrics = replica_sums.LossSums(elbo.TERMS)
+    self.non_finite = NonFiniteState()
+    # Without distribution, XLA compiles the whole step, optimizer update
+    # included (fusing Adam's elementwise updates is most of its gain for
+    # small models). Under tf.distribute the update is a cross-replica
+    # operation XLA cannot hold, so only forward and backward are compiled.
+    one_device = not tf.distribute.has_strategy()
+    self.whole_step_xla = jit_compile and one_device
+    self.gradients = (tf.function(self.compute_gradients, jit_compile=True)
+                      if jit_compile and not self.whole_step_xla
+                      else self.compute_gradients)
+    self._replica_step = (tf.function(self._step, jit_compile=True)
+                          if self.whole_step_xla else self._step)
+    # On one device the loop builds its own batches from a StepBatches (see
+    # `_train_loop_on_device`), and with XLA runs many steps per XLA call;
+    # except where XLA:CPU compiles convolution gradients inside a loop into
+    # a naive loop nest, which keeps one XLA step per call, fed by tf.data.
+    self.loops_on_device = one_device and not (
+        jit_compile and not tf.config.list_logical_devices("GPU")
+        and _has_convolutions(vae))
+    self._device_steps = (
+        tf.function(self._steps_on_device, jit_compile=self.whole_step_xla)
+        if self.loops_on_device else None)
+    self.train_loop = tf.function(self._train_loop)
+    self._feed = None
+    self._batches = None
+
+  @property
+  def loss_scale_variables(self) -> dict:
+    """The dynamic loss scale's state (empty without loss scaling)."""
+    if not self.loss_scaling:
+      return {}
+    return {"step_counter": self.optimizer.step_counter,
+            "dynamic_scale": self.optimizer.dynamic_scale}
+
+  def kl_weight(self):
+    """beta, ramped up linearly over `kl_warmup_steps` when warming up."""
+    warmup = self.kl_warmup_steps
+    if warmup <= 0:
+      return self.objective.beta
+    # Step s (0-based) trains with weight (s + 1) / warmup, reaching beta at
+    # the last warm-up step.
+    progress = tf.cast(self.global_step + 1, tf.float32) / float(warmup)
+    return self.objective.beta * tf.minimum(progress, 1.0)
+
+  def compute_gradients(self, batch):
+    """(gradients of the scaled mean loss, per-example terms) for a batch."""
+    variables = self.vae.trainable_variables
+    with tf.GradientTape() as tape:
+      terms = elbo.per_example_terms(self.vae, self.objective, batch,
+                                     training=True,
+                                     kl_weight=self.kl_weight())
+      loss = tf.nn.compute_average_loss(
+          terms["loss"], global_batch_size=self.global_batch_size)
+      if self.loss_scaling:
+        loss = self.optimizer.scale_loss(loss)
+    return tape.gradient(loss, variables), terms
+
+  def _apply_if(self, finite, gradients):
+    """Applies the update only when `finite` (the same on every replica)."""
+    variables = self.vae.trainable_variables
+
+    def apply(grads):
+      # A LossScaleOptimizer unscales, and skips the update if not finite.
+      self.optimizer.apply_gradients(zip(grads, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      tf.cond(finite, lambda: apply(gradients), lambda: None)
+      return
+
+    # Optimizers update through merge_call, which may not sit inside a cond
+    # in replica context: branch in cross-replica context (as Keras's
+    # LossScaleOptimizer does).
+    def cross_replica(distribution, gradients, finite):
+      agreed = distribution.experimental_local_results(finite)[0]
+      tf.cond(agreed, lambda: distribution.extended.call_for_each_replica(
+          apply, args=(gradients,)), lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(gradients, finite))
+
+  def _step(self, batch):
+    gradients, terms = self.gradients(batch)
+    # With float16 loss scaling, overflowing gradients are routine: the
+    # LossScaleOptimizer skips those steps and lowers the scale itself.
+    flags = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, self.non_finite.flags(
+            terms, None if self.loss_scaling else gradients))
+    finite = tf.equal(tf.reduce_sum(flags), 0.0)
+    self._apply_if(finite, gradients)
+    self.metrics.add(terms, keep=finite)
+    limit = 1 if self.nan_policy == "stop" else self.max_skipped_steps
+    return self.non_finite.record(tf.minimum(flags, 1.0), finite,
+                                  self.global_step, limit)
+
+  def feed(self, images: tf.Tensor, options: pipeline.PipelineOptions,
+           steps_per_loop: int, last_step: int,
+           labels: tf.Tensor | None = None) -> None:
+    """The training data `train` reads, from the current step on (the
+    batches are made at the first call, after any restore)."""
+    self._feed = (images, options, steps_per_loop, last_step, labels)
+    self._batches = None
+
+  @property
+  def step(self) -> int:
+    return int(self.global_step.numpy())
+
+  def train(self, num_steps: int, batches=None) -> LoopOutputs:
+    """Runs `num_steps` steps in one compiled call and returns its outputs.
+
+    Args:
+      num_steps: Steps to run (fewer run if the non-finite guard stops).
+      batches: What `training_batches` returns (default: the fed data's).
+    """
+    if batches is None:
+      if self._batches is None:
+        images, options, steps_per_loop, last_step, labels = self._feed
+        self._batches = self.training_batches(
+            images, options, steps_per_loop, self.step, last_step, labels)
+      batches = self._batches
+    first = int(self.global_step.numpy())
+    started = time.perf_counter()
+    self.train_loop(batches, tf.constant(num_steps, tf.int32))
+    step = int(self.global_step.numpy())  # Waits for the call to finish.
+    seconds = time.perf_counter() - started
+    sums, examples = self.metrics.sums_and_reset()
+    return LoopOutputs(
+        step=step, steps=step - first, sums=sums, examples=examples,
+        seconds=seconds,
+        stopped=bool(self.non_finite.stopped.read_value()),
+        skipped_steps=int(self.non_finite.skipped_steps.read_value()))
+
+  def training_batches(self, images: tf.Tensor,
+                       options: pipeline.PipelineOptions, steps_per_loop: int,
+                       start_step: int, end_step: int,
+                       labels: tf.Tensor | None = None):
+    """What `train_loop` is fed for global steps [start_step, end_step).
+
+    `labels` (int64 [N]) go into every batch; a conditional model needs
+    them.
+
+    Returns:
+      A `step_batches.StepBatches` where the loop builds its own batches
+      (`loops_on_device`), else an iterator over the distributed tf.data
+      pipeline. Both give the same batches.
+    """
+    if self.loops_on_device:
+      return step_batches.StepBatches(images, options, steps_per_loop,
+                                      labels=labels)
+    return iter(self.strategy.distribute_datasets_from_function(
+        lambda context: pipeline.train_dataset(images, options, start_step,
+                                               end_step, context, labels)))
+
+  def _train_loop(self, batches, num_steps):
+    """Runs `num_steps` steps (fewer if the non-finite guard stops it).
+
+    Args:
+      batches: What `training_batches` returns.
+      num_steps: int32 scalar tensor.
+    """
+    if isinstance(batches, step_batches.StepBatches):
+      self._train_loop_on_device(batches, num_steps)
+      return
+    for _ in tf.range(num_steps):
+      stop = self.strategy.run(self._replica_step, args=(next(batches),))
+      self.global_step.assign_add(1)
+      # Every replica computed the same value; the local one needs no
+      # collective.
+      if self.strategy.experimental_local_results(stop)[0]:
+        break
+
+  def _train_loop_on_device(self, batches, num_steps):
+    """Runs steps on batches the loop builds, `steps_per_call` at a time.
+
+    No tf.data iterator feeds the steps, and with XLA one execution runs
+    them all: nothing returns to the host executor between steps (no kernel
+    launch, no argument marshalling).
+    """
+    if not self.loops_on_device:
+      raise ValueError("StepBatches need one device (and with XLA on a CPU, "
+                       "a model without convolutions)")
+    remaining = num_steps
+    while remaining > 0:
+      draws = batches.draw(self.global_step)
+      count = tf.minimum(remaining, batches.steps_per_call)
+      # The draws always cover steps_per_call steps: one shape, so XLA
+      # compiles once.
+      self._device_steps(batches, draws, count)
+      remaining -= count
+      if self.non_finite.stopped:
+        break
+
+  def _steps_on_device(self, batches, draws, num_steps):
+    # A `while`, not `for ... in tf.range(num_steps)`: autograph gives the
+    # latter `maximum_iterations=num_steps`, which XLA needs as a
+    # compile-time constant, so every new step count would recompile.
+    index = tf.constant(0, num_steps.dtype)
+    while index < num_steps:
+      batch = batches.batch(tf.nest.map_structure(lambda d: d[index], draws))
+      stop = self._step(batch)
+      self.global_step.assign_add(1)
+      index += 1
+      if stop:
+        break

@@ -1,0 +1,180 @@
+"""A run's figures, from two functions and the test set.
+
+`write_run_figures` computes what the plots of `engine.viz.plots` need from
+`encode` (images and labels to latent means) and `decode` (latents and labels
+to pixel probabilities), so the same figures come from a live model, a
+checkpoint or an exported SavedModel. An unconditional model's functions
+ignore the labels; a conditional model's get the ones each figure names.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from engine.viz import plots
+from engine.io import files
+
+# (images [N, ...], labels [N]) -> latent means [N, D]
+Encode = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (latents [N, D], labels [N]) -> pixel probabilities [N, ...]
+Decode = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+SAMPLES_PER_CLASS, STYLE_ROWS = 10, 8
+
+
+def encode_all(encode: Encode, images: np.ndarray, labels: np.ndarray,
+               batch_size: int = 1000) -> np.ndarray:
+  """Latent means of all `images` (float32 in [0, 1]), in batches."""
+  return np.concatenate([
+      np.asarray(encode(images[i:i + batch_size], labels[i:i + batch_size]))
+      for i in range(0, len(images), batch_size)])
+
+
+def class_sample_latents(latent_dim: int, num_classes: int, seed: int,
+                         columns: int = SAMPLES_PER_CLASS
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """(z, labels) for samples per class: row y holds `columns` independent
+  prior draws decoded under label y (row-major)."""
+  z = np.random.default_rng(seed + 1).standard_normal(
+      (num_classes * columns, latent_dim)).astype(np.float32)
+  return z, np.repeat(np.arange(num_classes), columns)
+
+
+def style_latents(z_means: np.ndarray, num_classes: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """(z, labels) for the style grid: each code in `z_means` once under every
+  label (row-major: one code per row, labels 0..K-1 across)."""
+  return (np.repeat(np.asarray(z_means, np.float32), num_classes, axis=0),
+          np.tile(np.arange(num_classes), len(z_means)))
+
+
+def write_conditional_figures(decode: Decode, latent_dim: int,
+                              num_classes: int, test_targets: np.ndarray,
+                              z_means: np.ndarray, directory: str,
+                              seed: int) -> list[str]:
+  """Samples per class, and the style grid: test images' codes (their
+  posterior under their own label) decoded under every label."""
+  z, labels = class_sample_latents(latent_dim, num_classes, seed)
+  paths = [plots.plot_grid(
+      np.asarray(decode(z, labels)),
+      os.path.join(directory, "samples_per_class.png"),
+      f"samples per class: row y decodes {SAMPLES_PER_CLASS} prior draws "
+      "under label y", columns=SAMPLES_PER_CLASS)]
+  rows = min(STYLE_ROWS, len(z_means))
+  codes, labels = style_latents(z_means[:rows], num_classes)
+  decoded = np.asarray(decode(codes, labels)).reshape(
+      rows, num_classes, *test_targets.shape[1:])
+  grid = np.concatenate([test_targets[:rows, np.newaxis], decoded], axis=1)
+  paths.append(plots.plot_grid(
+      grid.reshape(-1, *test_targets.shape[1:]),
+      os.path.join(directory, "style.png"),
+      "style: a test image (left), its code decoded under labels "
+      f"0..{num_classes - 1}", columns=num_classes + 1))
+  return paths
+
+
+def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
+                      test_inputs: np.ndarray, test_targets: np.ndarray,
+                      test_labels: np.ndarray, metrics: dict, directory: str,
+                      seed: int, denoising: bool,
+                      kl_per_unit: np.ndarray | None = None,
+                      num_classes: int = 0) -> list[str]:
+  """Writes every figure into `directory`.
+
+  Args:
+    encode: (images, labels) -> latent means.
+    decode: (latents, labels) -> pixel probabilities.
+    latent_dim: Size of the latent code.
+    test_inputs: Test images as the encoder sees them (noisy when denoising),
+      float32 in [0, 1].
+    test_targets: The same images, clean.
+    test_labels: Their labels.
+    metrics: `summaries.read_metrics(model_dir)` ({} if there are no logs).
+    directory: Output directory (created).
+    seed: Seeds the prior samples.
+    denoising: Also plot noisy / denoised / clean rows.
+    kl_per_unit: Mean KL of each latent unit on the test set; with it, the
+      traversals of the most informative units are drawn.
+    num_classes: K of a conditional model (0: unconditional); with it, the
+      samples-per-class and style figures are drawn, prior samples cycle
+      through the labels, and the manifold is drawn under the first test
+      image's label.
+
+  Returns:
+    The paths written.
+  """
+  files.gfile.makedirs(directory)
+  test_labels = np.asarray(test_labels)
+  z_means = encode_all(encode, test_inputs, test_labels)
+  reconstructions = np.asarray(decode(z_means[:10], test_labels[:10]))
+  paths = [plots.plot_reconstructions(
+      test_targets[:10], reconstructions,
+      os.path.join(directory, "reconstructions.png"))]
+  prior = np.random.default_rng(seed).standard_normal(
+      (100, latent_dim)).astype(np.float32)
+  prior_labels = np.arange(100) % max(num_classes, 1)
+  paths.append(plots.plot_grid(
+      np.asarray(decode(prior, prior_labels)),
+      os.path.join(directory, "samples.png"),
+      "samples from the prior" + (" (labels 0, 1, ... in turn)"
+                                  if num_classes else "")))
+  origin, basis, names = plots.latent_plane(z_means)
+  projected = (z_means - origin) @ np.linalg.pinv(basis)
+  paths.append(_manifold(decode, (origin, basis, names), projected,
+                         test_labels[0] if num_classes else None, directory))
+  if np.any(test_labels >= 0):  # Unlabelled images: -1.
+    paths.append(plots.plot_latent_scatter(
+        projected, test_labels,
+        os.path.join(directory, "latent_scatter.png"), names))
+  if kl_per_unit is not None:
+    codes, units = plots.traversal_latents(z_means[0], kl_per_unit)
+    paths.append(plots.plot_grid(
+        np.asarray(decode(codes, np.full(len(codes), test_labels[0]))),
+        os.path.join(directory, "traversals.png"),
+        f"latent traversals (prior 5-95% quantiles) of units {units}, "
+        "most informative (largest mean KL) first",
+        columns=plots.TRAVERSAL_STEPS))
+  pairs = min(plots.INTERPOLATION_PAIRS, len(z_means) // 2)
+  if pairs:
+    lines = plots.interpolation_latents(z_means[0:2 * pairs:2],
+                                          z_means[1:2 * pairs:2])
+    # A conditional model's lines keep the first image's label.
+    paths.append(plots.plot_grid(
+        np.asarray(decode(lines, np.repeat(test_labels[0:2 * pairs:2],
+                                           plots.TRAVERSAL_STEPS))),
+        os.path.join(directory, "interpolations.png"),
+        "interpolations between the latent means of test images "
+        "(ends: their reconstructions)", columns=plots.TRAVERSAL_STEPS))
+  if num_classes:
+    paths += write_conditional_figures(decode, latent_dim, num_classes,
+                                       test_targets, z_means, directory, seed)
+  if denoising:
+    paths.append(plots.plot_denoising(
+        test_inputs[:10], reconstructions, test_targets[:10],
+        os.path.join(directory, "denoising.png")))
+  if metrics:
+    paths.append(plots.plot_loss_curves(
+        metrics, os.path.join(directory, "loss_curves.png")))
+  return paths
+
+
+def _manifold(decode: Decode, plane: tuple, projected: np.ndarray, label,
+              directory: str) -> str:
+  """The decoded grid over where the test means lie in `plane` (a
+  conditional model's under `label`)."""
+  origin, basis, names = plane
+  extent = plots.manifold_extent(projected)
+  codes = plots.manifold_latents(origin, basis, extent)
+  low, high = plots.MANIFOLD_PERCENTILES
+  return plots.plot_grid(
+      np.asarray(decode(codes, np.full(len(codes),
+                                       0 if label is None else label))),
+      os.path.join(directory, "latent_manifold.png"),
+      f"latent manifold over the test means' {low:g}-{high:g}th percentiles:"
+      f" {names[0]} in [{extent[0][0]:.2f}, {extent[0][1]:.2f}], "
+      f"{names[1]} in [{extent[1][0]:.2f}, {extent[1][1]:.2f}]"
+      + ("" if label is None else f", label {int(label)}"),
+      columns=plots.MANIFOLD_SIZE)

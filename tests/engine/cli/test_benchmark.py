@@ -1,0 +1,84 @@
+"""tools/benchmark.py measures every variant on real data (tiny settings)."""
+
+import os
+import sys
+
+from tests.conftest import REPO_ROOT
+
+
+from engine.cli import benchmark  # noqa: E402
+from engine.cli import roofline  # noqa: E402
+
+
+def test_every_variant_is_measured_and_flops_are_counted(small_mnist_dir):
+  from engine.config import DataConfig
+  from engine.data import sources
+  data = sources.load(DataConfig(data_dir=small_mnist_dir))
+  rates, flops, steps = benchmark.measure_model(
+      "dense", data, batch_size=32, steps=12, rounds=1, policy="float32")
+  assert steps == 12
+  assert set(rates) == {"fit", "engine", "best", "best_xla", "synthetic",
+                        "synthetic_xla"}
+  assert all(len(r) == 1 and r[0] > 0 for r in rates.values())
+  # Dense VAE: ~0.94 MFLOP forward per example; backward about twice that.
+  assert 2e6 < flops < 4e6
+
+
+def test_matmul_peak_is_measured():
+  assert roofline.matmul_peak_flops(size=256, repeats=2) > 1e8
+
+
+def test_large_batch_fraction_of_peak_is_measured(small_mnist_dir):
+  from engine.config import DataConfig
+  from engine.data import sources
+  data = sources.load(DataConfig(data_dir=small_mnist_dir))
+  rates, flops = benchmark.measure_large_batch("dense", data, batch_size=256,
+                                               steps=4, rounds=1)
+  assert len(rates) == 1 and rates[0] > 0
+  assert 2e6 < flops < 4e6
+
+
+def test_min_seconds_adds_alternating_rounds(small_mnist_dir):
+  from engine.config import DataConfig
+  from engine.data import sources
+  data = sources.load(DataConfig(data_dir=small_mnist_dir))
+  rates, _, steps = benchmark.measure_model(
+      "dense", data, batch_size=32, steps=400, rounds=1, policy="float32",
+      min_seconds=2.0, round_seconds=0.05)
+  counts = {len(r) for r in rates.values()}
+  assert len(counts) == 1 and counts.pop() > 1  # Every variant, every round.
+  assert 10 <= steps < 400  # Sized down to about 0.05 s for the slowest.
+
+
+def test_paired_median_takes_each_rounds_ratio():
+  assert benchmark.paired_median([10, 40, 90], [5, 10, 30]) == 3.0
+
+
+def test_precisions_are_put_side_by_side(small_mnist_dir, tmp_path):
+  import json
+  import subprocess
+  out = tmp_path / "b.json"
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"),
+       f"--data_dir={small_mnist_dir}", "--models=dense", "--batch_size=32",
+       "--steps=10", "--rounds=1", "--min_seconds=0", "--round_seconds=0",
+       "--large_batch_size=0", "--precisions=float32,mixed_bfloat16,auto",
+       f"--json_out={out}"], capture_output=True, text=True, cwd=REPO_ROOT,
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "precision auto: " in result.stdout
+  rows = json.loads(out.read_text())["models"]["dense"]
+  assert {"float32", "mixed_bfloat16"} <= set(rows)
+  for row in rows.values():
+    assert row["examples_per_sec"]["best"] > 0
+    assert row["examples_per_sec"]["fit"] > 0
+
+
+def test_an_unknown_precision_is_a_one_line_error(tmp_path):
+  import subprocess
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"),
+       "--precisions=float32,half"], capture_output=True, text=True,
+      cwd=REPO_ROOT, timeout=300)
+  assert result.returncode == 2
+  assert "error: --precisions: unknown policy 'half'" in result.stderr
