@@ -165,15 +165,34 @@ class VariationalAutoencoder:
     return ops.sigmoid(self.decoder_logits(z, labels))
 
   @property
+  def has_convolutions(self) -> bool:
+    """Any convolution (or transposed one) in the encoder or decoder."""
+    return any(isinstance(layer, _CONVOLUTIONS)
+               for layer in _all_layers(self.encoder, self.decoder))
+
+  @property
   def log_scale(self):
     """The learned per-sub-pixel log-scale, or None (see `LearnedScale`)."""
-    pending = list(self.decoder.layers)
-    while pending:  # A conditional decoder holds the builder's as a layer.
-      layer = pending.pop()
+    # A conditional decoder holds the builder's as a layer.
+    for layer in _all_layers(self.decoder):
       if isinstance(layer, LearnedScale):
         return layer.log_scale
-      pending.extend(getattr(layer, "layers", []))
     return None
+
+
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                 keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                 keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
+                 keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+
+
+def _all_layers(*models):
+  """Every layer of the models, nested models' included."""
+  pending = list(models)
+  while pending:
+    layer = pending.pop()
+    yield layer
+    pending.extend(getattr(layer, "layers", []))
 
 
 def encoder_inputs(image_shape, latent_dim):

@@ -6,11 +6,16 @@ For each model, on the same real data and batch size, in alternating rounds:
 
   (a) fit        the seeds' way: a Keras model whose train_step computes the
                  same loss and tracks the same means, trained by `model.fit`
-                 on float32 numpy arrays;
+                 on float32 numpy arrays (Keras's defaults: on a CPU,
+                 `jit_compile="auto"` means no XLA);
+  (a') tuned fit the strongest `fit` a user could write: the same model
+                 compiled with `jit_compile=True, steps_per_execution=100`;
   (b) engine     our loop with steps_per_loop=1;
-  (c) best       our loop with steps_per_loop=100, and with XLA if faster
-                 (on one device the loop builds its own batches; with XLA,
-                 100 steps run as one XLA execution);
+  (d) defaults   our loop with the engine's defaults (steps_per_loop=100,
+                 `--jit_compile` auto);
+  (c) best       our loop with steps_per_loop=100, with or without XLA,
+                 whichever is faster (on one device the loop builds its own
+                 batches; with XLA, 100 steps run as one XLA execution);
   synthetic      (c)'s loop fed one in-memory batch, to show the input
                  pipeline is not the bottleneck.
 
@@ -22,16 +27,12 @@ medians and writes JSON.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import statistics
-import time
 
 from engine.cli import tool  # First: TensorFlow's quiet import.
-from engine.cli import fit_baseline
 from engine.cli import roofline
-from engine.cli import throughput
+from engine.cli import variants
 
 from absl import flags
 
@@ -67,144 +68,18 @@ def define_flags():
                        lower_bound=0)
 
 
-def run_config(name: str, batch_size: int, policy: str,
-               jit_compile: bool = False):
-  """The engine config a benchmark trains `name` with: the model's defaults,
-  Adam at 1e-3, no binarization or noise (what `fit` sees too)."""
-  import models
-  from engine.config import ModelConfig, RunConfig, TrainConfig
-
-  return RunConfig(
-      model=ModelConfig(name=name,
-                        latent_dim=models.get(name).default_latent_dim),
-      train=TrainConfig(batch_size=batch_size, mixed_precision=policy,
-                        jit_compile=jit_compile, allow_slow=True))
-
-
-def _one_batch_source(images, options, steps_per_call, batch):
-  """A `StepBatches` whose every step trains on `batch` (no data work)."""
-  import tensorflow as tf
-
-  from engine.data import step_batches
-
-  class OneBatch(step_batches.StepBatches):
-
-    def draw(self, first_step):
-      del first_step
-      return {"unused": tf.zeros([self.steps_per_call])}
-
-    def batch(self, draws):
-      del draws
-      return batch
-
-  return OneBatch(images, options, steps_per_call)
-
-
-def measure_model(name, data, batch_size, steps, rounds, policy,
-                  min_seconds=0.0, round_seconds=0.0):
-  """Returns (examples/sec of every variant in every round, FLOPs per
-  example, steps per round).
-
-  Variants: `fit` (a); `engine` (b); `best` and `best_xla` (c without and
-  with XLA, steps_per_loop 100); `synthetic` and `synthetic_xla`, the same
-  loops fed one in-memory batch. Each engine variant is fed as the runner
-  would feed it (see `Trainer.loops_on_device`).
-  """
-  import keras
-  import tensorflow as tf
-
-  import models
-  from engine.run import parts
-  from engine.data import pipeline
-
-  spec = models.get(name)
-  config = run_config(name, batch_size, policy)
-  model_config = config.model
-  images = pipeline.as_tensor(data.train_images)
-  options = parts.pipeline_options(config)
-  steps_per_loop = min(steps, 100)
-
-  def engine(jit_compile):
-    keras.utils.set_random_seed(0)
-    return parts.model_and_trainer(
-        dataclasses.replace(config, train=dataclasses.replace(
-            config.train, jit_compile=jit_compile)),
-        data.image_shape, len(data.train_images))[1]
-
-  one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
-  trainers = {"engine": engine(False), "best": engine(False),
-              "best_xla": engine(True), "synthetic": engine(False),
-              "synthetic_xla": engine(True)}
-
-  def feed(key):
-    """What the runner would feed this trainer: its own batches where the
-    loop builds them, else tf.data; one in-memory batch if synthetic."""
-    trainer = trainers[key]
-    calls = 1 if key == "engine" else steps_per_loop
-    if key.startswith("synthetic"):
-      if trainer.loops_on_device:
-        return _one_batch_source(images, options, calls, one_batch)
-      return iter(tf.data.Dataset.from_tensors(one_batch).repeat())
-    return trainer.training_batches(images, options, calls, 0, 1 << 40)
-
-  feeds = {key: feed(key) for key in trainers}
-
-  run_fit = fit_baseline.fit_runner(spec, data, model_config, batch_size,
-                                    steps)
-
-  def run_engine(key, count):
-    return throughput.examples_per_sec(
-        trainers[key], feeds[key], count,
-        1 if key == "engine" else steps_per_loop, batch_size)
-
-  variants = ["fit"] + list(trainers)
-  run = {key: (run_fit if key == "fit" else
-               functools.partial(run_engine, key)) for key in variants}
-  # Warm-up: traces and compiles everything, fills pipelines. Then a short
-  # round sizes the timed ones.
-  for key in variants:
-    run[key](max(10, steps // 4))
-  slowest = min(run[key](10) for key in variants)
-  if round_seconds:
-    steps = int(min(steps, max(10, round_seconds * slowest / batch_size)))
-  results = {key: [] for key in variants}
-  started = time.perf_counter()
-  while (len(results["fit"]) < rounds
-         or time.perf_counter() - started < min_seconds):
-    for key in variants:
-      results[key].append(run[key](steps))
-  flops = roofline.flops_per_example(trainers["engine"], one_batch, batch_size)
-  return results, flops, steps
-
-
 def paired_median(numerators, denominators) -> float:
   """Median over rounds of one variant's rate over another's in that round
   (the rounds alternate, so a pair shares the machine's state)."""
   return statistics.median(a / b for a, b in zip(numerators, denominators))
 
 
-def measure_large_batch(name, data, batch_size, steps, rounds):
-  """(examples/sec per round, FLOPs per example) of the engine's best loop
-  (steps_per_loop 100, XLA) at a large batch size."""
-  import keras
-
-  from engine.run import parts
-  from engine.data import pipeline
-
-  config = run_config(name, batch_size, "float32", jit_compile=True)
-  images = pipeline.as_tensor(data.train_images)
-  options = parts.pipeline_options(config)
-  keras.utils.set_random_seed(0)
-  _, trainer = parts.model_and_trainer(config, data.image_shape,
-                                       len(data.train_images))
-  steps_per_loop = min(steps, 100)
-  batches = trainer.training_batches(images, options, steps_per_loop, 0,
-                                     steps * (rounds + 1))
-  rates = [throughput.examples_per_sec(trainer, batches, steps,
-                                       steps_per_loop, batch_size)
-           for _ in range(rounds + 1)][1:]  # The first round traces.
-  one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
-  return rates, roofline.flops_per_example(trainer, one_batch, batch_size)
+_COLUMNS = (("model", 8, "<"), ("precision", 14, ">"), ("fit (a)", 8, ">"),
+            ("tuned (a')", 10, ">"), ("spl1 (b)", 8, ">"),
+            ("defaults", 8, ">"), ("best (c)", 8, ">"), ("c uses", 10, ">"),
+            ("(d)/(a)", 7, ">"), ("(d)/(a')", 8, ">"), ("(d)/(c)", 7, ">"),
+            ("real/syn", 8, ">"), ("% peak", 6, ">"))
+HEADER = " ".join(f"{name:{align}{width}s}" for name, width, align in _COLUMNS)
 
 
 def _report_row(name, policy, rates, flops, steps, peak) -> dict:
@@ -213,26 +88,85 @@ def _report_row(name, policy, rates, flops, steps, peak) -> dict:
   best_key = max(("best", "best_xla"), key=medians.get)
   best = medians[best_key]
   synthetic_key = best_key.replace("best", "synthetic")
-  synthetic = medians[synthetic_key]
   row = {
       "examples_per_sec": medians, "rounds": rates,
       "steps_per_round": steps,
       "best_variant": "steps_per_loop=100" + (
           ", XLA" if best_key == "best_xla" else ""),
       "ratio_best_over_fit": paired_median(rates[best_key], rates["fit"]),
+      "ratio_defaults_over_fit": paired_median(rates["defaults"],
+                                               rates["fit"]),
+      "ratio_defaults_over_tuned_fit": paired_median(rates["defaults"],
+                                                     rates["fit_tuned"]),
+      "ratio_defaults_over_best": paired_median(rates["defaults"],
+                                                rates[best_key]),
       "real_over_synthetic": paired_median(rates[best_key],
                                            rates[synthetic_key]),
       "flops_per_example": flops,
       "fraction_of_peak": best * flops / peak,
   }
   uses = "spl100" + ("+xla" if best_key == "best_xla" else "")
-  print(f"{name:10s} {policy:>14s} {medians['fit']:9,.0f} "
-        f"{medians['engine']:10,.0f} {best:9,.0f} {uses:>8s} "
-        f"{synthetic:9,.0f} {row['ratio_best_over_fit']:8.2f} "
-        f"{row['real_over_synthetic']:8.2f} {flops / 1e9:8.4f} "
-        f"{100 * row['fraction_of_peak']:6.1f}%  "
+  print(f"{name:8s} {policy:>14s} {medians['fit']:8,.0f} "
+        f"{medians['fit_tuned']:10,.0f} {medians['engine']:8,.0f} "
+        f"{medians['defaults']:8,.0f} {best:8,.0f} {uses:>10s} "
+        f"{row['ratio_defaults_over_fit']:7.2f} "
+        f"{row['ratio_defaults_over_tuned_fit']:8.2f} "
+        f"{row['ratio_defaults_over_best']:7.2f} "
+        f"{row['real_over_synthetic']:8.2f} "
+        f"{100 * row['fraction_of_peak']:5.1f}%  "
         f"({len(rates['fit'])} rounds of {steps} steps)", flush=True)
   return row
+
+
+def _policy(asked: str, name: str, data) -> str:
+  """The policy `asked` runs `name` with: `auto` measured as a run would
+  measure it (`engine.run.autotune`, nothing cached)."""
+  import functools as tools
+
+  import models
+  from engine.data import pipeline
+  from engine.devices import precision
+  from engine.run import autotune
+
+  if asked != "auto":
+    return precision.resolve(asked, allow_slow=True).policy
+  config = variants.run_config(name, FLAGS.batch_size, "auto", jit_compile=None)
+  spec = models.get(name)
+  create = tools.partial(spec.create, data.image_shape,
+                         config.model.latent_dim)
+  choice = autotune.choose(config, create,
+                           pipeline.as_tensor(data.train_images),
+                           pipeline.as_tensor(data.train_labels),
+                           len(data.train_images),
+                           __import__("tensorflow").distribute.get_strategy(),
+                           is_chief=False, cache=False)
+  print(f"{name}: auto precision: {choice.describe()}", flush=True)
+  return choice.policy
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return "unknown"
+
+
+def _quiet_cross_trainer_retracing() -> None:
+  """Each variant is its own `Trainer`, whose loop traces once; TensorFlow's
+  frequent-retracing detector counts the traces of every instance of
+  `Trainer._train_loop` together and warns about them. Nothing retraces."""
+  import logging
+
+  class CrossInstance(logging.Filter):
+
+    def filter(self, record):
+      return "triggered tf.function retracing" not in record.getMessage()
+
+  logging.getLogger("tensorflow").addFilter(CrossInstance())
 
 
 def main(argv):
@@ -242,15 +176,12 @@ def main(argv):
   from engine.data import sources
   from engine.errors import UserError
 
-  policies = []
   for name in FLAGS.precisions:
     if name not in (*precision.POLICIES, "auto"):
       raise UserError(f"--precisions: unknown policy {name!r} (choose from "
                       f"{', '.join(precision.POLICIES)}, auto)")
-    choice = precision.resolve(name, allow_slow=True)
-    print(f"precision {name}: {choice.describe()}")
-    policies.append(choice.policy)
 
+  _quiet_cross_trainer_retracing()
   data = sources.load(DataConfig(dataset=FLAGS.dataset,
                                  data_dir=FLAGS.data_dir))
   peak = roofline.matmul_peak_flops()
@@ -261,19 +192,21 @@ def main(argv):
         f"{FLAGS.batch_size}; medians of at least {FLAGS.rounds} rounds "
         f"and {FLAGS.min_seconds:.0f} s per model; ratios are medians of "
         f"the rounds' ratios\n")
-  header = (f"{'model':10s} {'precision':>14s} {'fit (a)':>9s} {'engine (b)':>10s} "
-            f"{'best (c)':>9s} {'c uses':>8s} {'synthetic':>9s} "
-            f"{'(c)/(a)':>8s} {'real/syn':>8s} {'GFLOP/ex':>8s} "
-            f"{'% peak':>7s}")
-  print(header)
+  print(f"CPU: {_cpu_model()}; columns: fit (a) Keras defaults, tuned (a') "
+        "jit_compile=True + steps_per_execution=100, the engine at "
+        "steps_per_loop 1 (b), with its defaults (d), and its best variant "
+        "(c); ratios are (d)/(a), (d)/(a'), (d)/(c)")
+  print(HEADER)
   for name in FLAGS.models:
-    for policy in policies:
-      report["models"].setdefault(name, {})[policy] = _report_row(
-          name, policy, *measure_model(
+    for asked in FLAGS.precisions:
+      policy = _policy(asked, name, data)
+      report["models"].setdefault(name, {})[asked] = _report_row(
+          name, policy if asked != "auto" else f"auto={policy}",
+          *variants.measure_model(
               name, data, FLAGS.batch_size, FLAGS.steps, FLAGS.rounds,
               policy, FLAGS.min_seconds, FLAGS.round_seconds), peak)
   if FLAGS.large_batch_size and "dense" in FLAGS.models:
-    rates, flops = measure_large_batch("dense", data, FLAGS.large_batch_size,
+    rates, flops = variants.measure_large_batch("dense", data, FLAGS.large_batch_size,
                                        max(FLAGS.steps // 4, 10),
                                        FLAGS.rounds)
     rate = statistics.median(rates)

@@ -33,8 +33,9 @@ import tempfile
 import time
 
 from engine.cli import tool  # First: TensorFlow's quiet import.
-from engine.cli import benchmark
+from engine.cli import variants
 from engine.cli import fit_baseline
+from engine.cli import launch_local
 from engine.cli import roofline
 from engine.cli import throughput
 
@@ -110,7 +111,7 @@ def measure_speed(data, cpu_mode: bool) -> dict:
     spec = models.get(name)
     for batch_size in plan["batch_sizes"]:
       steps = plan["steps"]
-      base = benchmark.run_config(name, batch_size, "float32")
+      base = variants.run_config(name, batch_size, "float32")
       model_config = base.model
       options = parts.pipeline_options(base)
       fit = fit_baseline.fit_runner(spec, data, model_config, batch_size,
@@ -124,7 +125,7 @@ def measure_speed(data, cpu_mode: bool) -> dict:
           for steps_per_loop in plan["steps_per_loop"]:
             keras.utils.set_random_seed(0)
             _, trainer = parts.model_and_trainer(
-                benchmark.run_config(name, batch_size, policy, jit_compile),
+                variants.run_config(name, batch_size, policy, jit_compile),
                 data.image_shape, len(data.train_images))
             if flops is None:
               flops = roofline.flops_per_example(trainer, one_batch,
@@ -224,11 +225,17 @@ def check_correctness(data_dir: str, model_dir: str, cpu_mode: bool) -> dict:
 def _correctness_in_child(data_dir: str, cpu_mode: bool) -> dict:
   with tempfile.TemporaryDirectory() as model_dir, \
       tempfile.NamedTemporaryFile(suffix=".json") as output:
-    command = [sys.executable, os.path.abspath(__file__), "--part=correctness",
+    command = [sys.executable, "-m", "engine.cli.device_check",
+               "--part=correctness",
                f"--data_dir={data_dir}", f"--output={output.name}",
                f"--cpu_mode={cpu_mode}", f"--correctness_dir={model_dir}"]
+    # The child imports the engine this module came from (a clone or
+    # site-packages), not whatever an editable install points at.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [launch_local.PACKAGE_ROOT]
+        + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     result = subprocess.run(command, capture_output=True, text=True,
-                            check=False)
+                            check=False, env=env)
     if result.returncode:
       return {"ok": False, "error": result.stderr[-2000:]}
     return json.load(open(output.name))

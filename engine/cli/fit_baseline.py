@@ -19,7 +19,7 @@ class FitModel:
   """
 
   @staticmethod
-  def build(vae, model_config):
+  def build(vae, model_config, jit_compile="auto", steps_per_execution=1):
     import keras
     import tensorflow as tf
 
@@ -58,13 +58,21 @@ class FitModel:
                 for name, tracker in self.trackers.items()}
 
     model = FitVAE()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
     return model
 
 
-def fit_runner(spec, data, model_config, batch_size: int, max_steps: int):
+def fit_runner(spec, data, model_config, batch_size: int, max_steps: int,
+               jit_compile="auto", steps_per_execution: int = 1):
   """`count -> examples/sec` of `model.fit` on the seeds' float32 model over
-  `count` batches of real data (the first batch, which traces, untimed)."""
+  `count` batches of real data (the first execution, which traces, untimed).
+
+  `jit_compile` and `steps_per_execution` are `compile`'s: Keras's defaults
+  (on a CPU, "auto" means no XLA), or the strongest `fit` a user could
+  write (True, 100).
+  """
   import keras
 
   from engine.devices import precision
@@ -72,23 +80,26 @@ def fit_runner(spec, data, model_config, batch_size: int, max_steps: int):
   with precision.policy_scope("float32"):
     fit_model = FitModel.build(spec.build(data.image_shape,
                                            model_config.latent_dim),
-                                model_config)
-  arrays = (data.train_images[:max_steps * batch_size].astype("float32")
-            / 255.0)
+                                model_config, jit_compile,
+                                steps_per_execution)
+  arrays = (data.train_images[:(max_steps + steps_per_execution)
+                              * batch_size].astype("float32") / 255.0)
 
   class Clock(keras.callbacks.Callback):
 
-    def on_train_batch_begin(self, batch, logs=None):
-      if batch == 1:  # After the first step: tracing excluded.
+    def on_train_batch_end(self, batch, logs=None):
+      if not hasattr(self, "started"):  # After the first execution.
         self.started = time.perf_counter()
+        self.untimed = batch + 1
 
     def on_train_end(self, logs=None):
       self.elapsed = time.perf_counter() - self.started
 
   def run_fit(count):
     clock = Clock()
+    count = max(count, steps_per_execution + 1)
     fit_model.fit(arrays[:count * batch_size], batch_size=batch_size,
                   epochs=1, verbose=0, shuffle=True, callbacks=[clock])
-    return (count - 1) * batch_size / clock.elapsed
+    return (count - clock.untimed) * batch_size / clock.elapsed
 
   return run_fit

@@ -29,6 +29,10 @@ def define_flags():
   flags.DEFINE_integer("steps", 0, "Training steps the trace covers, to "
                        "print per-step times (0: the trace's totals).",
                        lower_bound=0)
+  flags.DEFINE_enum("group", "op", ["op", "kernel", "kind"],
+                    "op: each operation; kernel: by kernel type (Conv2D, "
+                    "MatMul, ...); kind: convolutions, matmuls, the "
+                    "optimizer update, input and the rest.")
 
 
 # Events that only wrap others (executors, thread pools, XLA's runtime).
@@ -55,6 +59,41 @@ def newest_trace(logdir: str) -> str:
     raise UserError(f"--logdir={logdir}: no plugins/profile/*/*.xplane.pb "
                     "(train with --profile_steps=FIRST,LAST)")
   return max(traces, key=os.path.getmtime)
+
+
+# Coarse kinds of kernels, by substrings of their type (first match wins).
+_KINDS = (("convolution", ("Conv",)), ("matmul", ("MatMul", "Einsum", "dot")),
+          ("optimizer", ("Apply", "Adam", "AssignAddVariable",
+                         "AssignSubVariable", "ResourceScatter")),
+          ("input", ("Gather", "Iterator", "Shuffle", "StatelessRandom",
+                     "IndexShuffle", "Map")))
+
+
+def kernel_of(name: str) -> str:
+  """The kernel type of a trace event (`scope/op:Type` -> `Type`)."""
+  return name.rsplit(":", 1)[-1].lstrip("_").removeprefix("Mkl").removeprefix(
+      "Native")
+
+
+def kind_of(name: str) -> str:
+  kernel = kernel_of(name)
+  for kind, parts in _KINDS:
+    if any(part in kernel for part in parts):
+      return kind
+  return "other"
+
+
+def grouped(ops, group: str) -> list:
+  """(name, total, count) per op, kernel type or kind, busiest first."""
+  import collections
+  if group == "op":
+    return ops
+  key = kernel_of if group == "kernel" else kind_of
+  totals, counts = collections.Counter(), collections.Counter()
+  for name, total, count in ops:
+    totals[key(name)] += total
+    counts[key(name)] += count
+  return [(name, total, counts[name]) for name, total in totals.most_common()]
 
 
 def summarize(path: str) -> dict:
@@ -121,7 +160,7 @@ def main(argv):
   print(f"{path}\nbusy {summary['busy_ms'] / per:.2f} {unit} over "
         f"{summary['span_ms'] / per:.2f} {unit} of wall time\n")
   print(f"{unit:>10s} {'share':>6s} {'count':>7s}  operation")
-  for name, total, count in summary["ops"][:FLAGS.top]:
+  for name, total, count in grouped(summary["ops"], FLAGS.group)[:FLAGS.top]:
     print(f"{total / per:10.3f} {100 * total / summary['busy_ms']:5.1f}% "
           f"{count:7d}  {name[:100]}")
   xla = summary["xla"]

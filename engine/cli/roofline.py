@@ -42,11 +42,13 @@ def flops_per_example(trainer, batch, batch_size: int) -> float:
   options["output"] = "none"
   # The v1 profiler logs a deprecation warning per call; it is the only
   # FLOP counter TensorFlow has.
-  verbosity = logging.get_verbosity()
+  verbosity, level = logging.get_verbosity(), tf.get_logger().level
   logging.set_verbosity(logging.ERROR)
+  tf.get_logger().setLevel("ERROR")
   try:
     profile = tf.compat.v1.profiler.profile(graph=concrete.graph,
                                             options=options)
   finally:
     logging.set_verbosity(verbosity)
+    tf.get_logger().setLevel(level)
   return profile.total_float_ops / batch_size

@@ -189,14 +189,20 @@ class TrainConfig:
       "<export_dir>/<step>/; any TensorFlow filesystem).")
   mixed_precision: str = setting(
       "float32", "Compute dtype policy: float32, mixed_bfloat16, "
-      "mixed_float16 (loss-scaled; GPUs), or auto (the fastest here: bf16 "
-      "on TPUs, GPUs of compute capability >= 8.0 and AMX CPUs; fp16 on GPUs "
-      "of 7.x; else float32; the start line says why). Loss, KL and logits "
-      "stay float32.", choices=PRECISION_POLICIES)
-  jit_compile: bool = setting(
-      False, "Compile training with XLA: on one device the whole step (many "
+      "mixed_float16 (loss-scaled; GPUs), or auto: each policy this "
+      "hardware has units for is measured for a few hundred steps of this "
+      "model at start-up, and one is taken only where it is at least 5% "
+      "faster than float32 (the choice is kept in <model_dir>/autotune.json "
+      "and config.json, so a resumed run keeps it; the start line gives the "
+      "measured ratio). Loss, KL and logits stay float32.",
+      choices=PRECISION_POLICIES)
+  jit_compile: Optional[bool] = setting(
+      None, "Compile training with XLA: on one device the whole step (many "
       "steps per XLA call unless the model has convolutions and runs on a "
-      "CPU); under --strategy the forward and backward pass.")
+      "CPU); under --strategy the forward and backward pass. Default (auto): "
+      "on, except for models with convolutions on a CPU, whose XLA gradients "
+      "are slower there than oneDNN's (tools/benchmark.py measures both); "
+      "the start line says which.")
   figures: bool = setting(True, "Write matplotlib figures into "
                           "<model_dir>/figures at the end of training.")
   eval_nll_samples: int = setting(

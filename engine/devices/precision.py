@@ -102,6 +102,23 @@ def choose(hardware: Hardware) -> Choice:
   return Choice("float32", "CPU without bfloat16 matmul units")
 
 
+def candidates(hardware: Hardware) -> list[str]:
+  """The policies `--mixed_precision=auto` measures here: float32, and each
+  reduced precision the hardware has units for (a TPU: bfloat16 only,
+  its native type)."""
+  if hardware.tpu:
+    return ["mixed_bfloat16"]
+  found = ["float32"]
+  capability = (min(hardware.gpu_capabilities) if hardware.gpu_capabilities
+                else None)
+  if (capability and capability >= (8, 0)) or (
+      not capability and ({"amx_bf16", "avx512_bf16"} & hardware.cpu_flags)):
+    found.append("mixed_bfloat16")
+  if capability and capability >= (7, 0):
+    found.append("mixed_float16")
+  return found
+
+
 def resolve(name: str, allow_slow: bool = False,
             hardware: Hardware | None = None) -> Choice:
   """The Keras policy for `--mixed_precision=name` (see `choose` for auto).

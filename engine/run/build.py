@@ -34,6 +34,7 @@ from engine.io import checkpoints
 from engine.io import files
 from engine.io import run_dir
 from engine.io import summaries
+from engine.run import autotune
 from engine.run import finish
 from engine.run import parts
 from engine.run import preflight
@@ -136,8 +137,8 @@ def build(config: RunConfig) -> Run:
   preflight.writable_directory("model_dir", workspace.write_dir)
   if train.export_dir and role.is_chief:
     preflight.writable_directory("export_dir", train.export_dir)
-  keras.utils.set_random_seed(train.seed)
-  choice = precision.resolve(train.mixed_precision, train.allow_slow)
+  choice = (None if train.mixed_precision == "auto" else
+            precision.resolve(train.mixed_precision, train.allow_slow))
   data = sources.load(config.data, train.seed)
   num_train = len(data.train_images)
   classes = parts.num_classes(config, data)
@@ -154,6 +155,18 @@ def build(config: RunConfig) -> Run:
       learned_scale=config.model.learned_scale, num_classes=classes)
   preflight.check_run(config, create, data, strategy, role.is_chief,
                       last_step)
+  # Hold one copy of the training set: the tensor the pipeline gathers
+  # from. tf.convert_to_tensor copies (and .numpy() would copy back), so the
+  # loaded array is dropped once converted.
+  train_images = pipeline.as_tensor(data.train_images)
+  train_labels = pipeline.as_tensor(data.train_labels)
+  start_line_data = (len(data.train_images), data.train_labels)
+  data = dataclasses.replace(data, train_images=None)
+  if choice is None:
+    choice = autotune.choose(config, create, train_images, train_labels,
+                             num_train, strategy, role.is_chief)
+    config = autotune.resolved(config, choice)
+  keras.utils.set_random_seed(train.seed)  # The same weights, tuned or not.
   with strategy.scope(), precision.policy_scope(choice.policy):
     vae = create()
     trainer = parts.make_trainer(vae, config, strategy, choice.policy,
@@ -183,14 +196,8 @@ def build(config: RunConfig) -> Run:
                                      parts.learning_rate(config, num_train))
   if role.is_chief:
     run_dir.write_config(train.model_dir, config)
-  start_line = _start_line(config, data, vae, last_step, strategy, choice,
-                           role)
-  # Hold one copy of the training set: the tensor the pipeline gathers
-  # from. tf.convert_to_tensor copies (and .numpy() would copy back), so the
-  # loaded array is dropped once converted.
-  train_images = pipeline.as_tensor(data.train_images)
-  data = dataclasses.replace(data, train_images=None)
-  train_labels = pipeline.as_tensor(data.train_labels)
+  start_line = _start_line(config, data, start_line_data, vae, trainer,
+                           last_step, strategy, choice, role)
   options = parts.pipeline_options(config)
   trainer.feed(train_images, options, train.steps_per_loop, last_step,
                labels=train_labels if vae.conditional else None)
@@ -245,20 +252,21 @@ def build(config: RunConfig) -> Run:
              resumed_from=resumed_from)
 
 
-def _start_line(config: RunConfig, data: sources.ImageDataset, vae,
-                last_step: int, strategy, choice: precision.Choice,
-                role: strategies.TaskRole) -> str:
-  labels = data.train_labels
+def _start_line(config: RunConfig, data: sources.ImageDataset, train_data,
+                vae, trainer, last_step: int, strategy,
+                choice: precision.Choice, role: strategies.TaskRole) -> str:
+  num_train, labels = train_data
   classes = len(np.unique(labels[labels >= 0]))
   return (f"training {config.model.name} (latent {config.model.latent_dim}"
           f"{', conditional' if vae.conditional else ''}) "
-          f"on {data.source}: {len(data.train_images)} train / "
+          f"on {data.source}: {num_train} train / "
           f"{len(data.test_images)} test images "
           f"({f'{classes} classes' if classes else 'unlabelled'}), "
           f"{last_step} steps of {config.train.batch_size}, "
           f"{strategy.num_replicas_in_sync} replica(s), "
           f"{choice.describe()}"
-          f"{', XLA' if config.train.jit_compile else ''}"
+          f", {'XLA' if trainer.jit_compile else 'no XLA'}"
+          f"{f' (auto: {trainer.xla_reason})' if trainer.xla_reason else ''}"
           + ("" if role.task_type is None else
              f", task {role.task_type}:{role.task_id}"
              f"{' (chief)' if role.is_chief else ''}"))

@@ -1,25 +1,21 @@
 """The compiled training loop: many optimizer steps per call.
 
-`Trainer.train(num_steps)` runs one `tf.function`, `train_loop`, that runs
-`num_steps` optimizer steps (`for _ in tf.range(num_steps)`, the count a
-tensor so changing it never retraces) on the batches it was fed (`feed`):
-a tf.data iterator, or on one device a `step_batches.StepBatches` from which
-the loop builds each step's batch itself; with XLA, one XLA computation
-builds and runs many steps. Loss terms are accumulated on-device in ON_READ
-variables (`replica_sums.LossSums`), so a step never waits for the host;
-after the call they are read, reset and returned as
-`loop_state.LoopOutputs`.
+`Trainer.train(num_steps)` runs one `tf.function` of `num_steps` optimizer
+steps (the count a tensor, so it never retraces) on the batches it was fed:
+a tf.data iterator, or on one device a `step_batches.StepBatches` (the loop
+builds each batch; with XLA one execution runs many steps). Loss terms are
+summed on the device and returned as `loop_state.LoopOutputs`.
 
 Every step checks that the loss terms and gradients are finite (all replicas
-agree through one 3-float all-reduce) and applies the update only if they are:
-weights never take a NaN. What happens next is `--nan_policy`: `stop` ends
-the loop at that step and records which term failed; `skip` counts the step
-and goes on, ending the loop after `max_skipped_steps` bad steps in a row.
+agree through one 3-float all-reduce) and applies the update only if they
+are: weights never take a NaN. Then `--nan_policy`: `stop` ends the loop at
+that step; `skip` goes on, until `max_skipped_steps` bad steps in a row.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -31,20 +27,20 @@ from engine.objectives import elbo
 from engine.train.loop_state import LoopOutputs, NonFiniteState
 from models.base import VariationalAutoencoder
 
-_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                 keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
-                 keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
-                 keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+def xla_by_default(vae: VariationalAutoencoder) -> tuple[bool, str]:
+  """What `--jit_compile` unset (auto) means for this model here, and why.
 
-
-def _has_convolutions(vae: VariationalAutoencoder) -> bool:
-  pending = [vae.encoder, vae.decoder]
-  while pending:
-    layer = pending.pop()
-    if isinstance(layer, _CONVOLUTIONS):
-      return True
-    pending.extend(getattr(layer, "layers", []))
-  return False
+  XLA fuses a step's many small ops and, on one device, runs many steps per
+  execution: a large gain for dense models anywhere and for every model on
+  a GPU. On a CPU, XLA compiles convolution gradients into slower code than
+  oneDNN's kernels (`vae-engine benchmark` measures both), so a model with
+  convolutions keeps them.
+  """
+  if tf.config.list_logical_devices("GPU"):
+    return True, "a GPU"
+  if vae.has_convolutions:
+    return False, "convolutions on a CPU"
+  return True, "no convolutions"
 
 
 class Trainer:
@@ -63,7 +59,7 @@ class Trainer:
     jit_compile: Compile with XLA: the whole step on one device (and
       there, fed a `step_batches.StepBatches`, many steps per XLA call); forward
       and backward only under tf.distribute, where the optimizer update is a
-      cross-replica operation XLA cannot hold.
+      cross-replica operation XLA cannot hold. None: `xla_by_default`.
     nan_policy: `stop` or `skip` (see the module docstring).
     max_skipped_steps: With `skip`, bad steps in a row that end the loop.
   """
@@ -71,7 +67,7 @@ class Trainer:
   def __init__(self, vae: VariationalAutoencoder, objective: elbo.Objective,
                optimizer: keras.optimizers.Optimizer,
                strategy: tf.distribute.Strategy, global_batch_size: int, *,
-               kl_warmup_steps: int = 0, jit_compile: bool = False,
+               kl_warmup_steps: int = 0, jit_compile: Optional[bool] = None,
                nan_policy: str = "stop", max_skipped_steps: int = 10):
     if nan_policy not in ("stop", "skip"):
       raise ValueError(f"unknown nan_policy {nan_policy!r}")
@@ -95,6 +91,10 @@ class Trainer:
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.metrics = replica_sums.LossSums(elbo.TERMS)
     self.non_finite = NonFiniteState()
+    self.xla_reason = ""
+    if jit_compile is None:
+      jit_compile, self.xla_reason = xla_by_default(vae)
+    self.jit_compile = jit_compile
     # Without distribution, XLA compiles the whole step, optimizer update
     # included (fusing Adam's elementwise updates is most of its gain for
     # small models). Under tf.distribute the update is a cross-replica
@@ -112,7 +112,7 @@ class Trainer:
     # a naive loop nest, which keeps one XLA step per call, fed by tf.data.
     self.loops_on_device = one_device and not (
         jit_compile and not tf.config.list_logical_devices("GPU")
-        and _has_convolutions(vae))
+        and vae.has_convolutions)
     self._device_steps = (
         tf.function(self._steps_on_device, jit_compile=self.whole_step_xla)
         if self.loops_on_device else None)
@@ -231,8 +231,7 @@ class Trainer:
                        labels: tf.Tensor | None = None):
     """What `train_loop` is fed for global steps [start_step, end_step).
 
-    `labels` (int64 [N]) go into every batch; a conditional model needs
-    them.
+    `labels` (int64 [N]) go into every batch (conditional models).
 
     Returns:
       A `step_batches.StepBatches` where the loop builds its own batches

@@ -317,3 +317,25 @@ def test_float16_without_a_gpu_needs_allow_slow():
     precision.resolve("mixed_float16", hardware=precision.Hardware())
   assert precision.resolve("mixed_float16", allow_slow=True).policy == (
       "mixed_float16")
+
+
+@pytest.mark.skipif(bool(tf.config.list_logical_devices("GPU")),
+                    reason="on a GPU, auto turns XLA on for every model")
+@pytest.mark.parametrize("model,flag,shown", [
+    ("dense", None, ", XLA (auto: no convolutions)"),
+    ("conv", None, ", no XLA (auto: convolutions on a CPU)"),
+    ("dense", False, ", no XLA,"),
+    ("conv", True, ", XLA,"),
+])
+def test_jit_compile_auto_chooses_per_model_and_says_so(
+    small_mnist_dir, tmp_path, model, flag, shown):
+  """Unset, `--jit_compile` is XLA where `benchmark` measures it faster on
+  a CPU (no convolutions); set, it is obeyed. The start line says which."""
+  stream = io.StringIO()
+  runner.run(_config(small_mnist_dir, tmp_path, model, "float32",
+                     jit_compile=flag, train_steps=2),
+             stream=stream)
+  start = stream.getvalue().splitlines()[0]
+  assert shown in start + ",", start
+  if flag is not None:
+    assert "(auto: " not in start.split("float32", 1)[1]

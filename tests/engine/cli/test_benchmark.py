@@ -8,17 +8,18 @@ from tests.conftest import REPO_ROOT
 
 from engine.cli import benchmark  # noqa: E402
 from engine.cli import roofline  # noqa: E402
+from engine.cli import variants  # noqa: E402
 
 
 def test_every_variant_is_measured_and_flops_are_counted(small_mnist_dir):
   from engine.config import DataConfig
   from engine.data import sources
   data = sources.load(DataConfig(data_dir=small_mnist_dir))
-  rates, flops, steps = benchmark.measure_model(
+  rates, flops, steps = variants.measure_model(
       "dense", data, batch_size=32, steps=12, rounds=1, policy="float32")
   assert steps == 12
-  assert set(rates) == {"fit", "engine", "best", "best_xla", "synthetic",
-                        "synthetic_xla"}
+  assert set(rates) == {"fit", "fit_tuned", "engine", "defaults", "best",
+                        "best_xla", "synthetic", "synthetic_xla"}
   assert all(len(r) == 1 and r[0] > 0 for r in rates.values())
   # Dense VAE: ~0.94 MFLOP forward per example; backward about twice that.
   assert 2e6 < flops < 4e6
@@ -32,7 +33,7 @@ def test_large_batch_fraction_of_peak_is_measured(small_mnist_dir):
   from engine.config import DataConfig
   from engine.data import sources
   data = sources.load(DataConfig(data_dir=small_mnist_dir))
-  rates, flops = benchmark.measure_large_batch("dense", data, batch_size=256,
+  rates, flops = variants.measure_large_batch("dense", data, batch_size=256,
                                                steps=4, rounds=1)
   assert len(rates) == 1 and rates[0] > 0
   assert 2e6 < flops < 4e6
@@ -42,7 +43,7 @@ def test_min_seconds_adds_alternating_rounds(small_mnist_dir):
   from engine.config import DataConfig
   from engine.data import sources
   data = sources.load(DataConfig(data_dir=small_mnist_dir))
-  rates, _, steps = benchmark.measure_model(
+  rates, _, steps = variants.measure_model(
       "dense", data, batch_size=32, steps=400, rounds=1, policy="float32",
       min_seconds=2.0, round_seconds=0.05)
   counts = {len(r) for r in rates.values()}
@@ -66,12 +67,15 @@ def test_precisions_are_put_side_by_side(small_mnist_dir, tmp_path):
        f"--json_out={out}"], capture_output=True, text=True, cwd=REPO_ROOT,
       timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "precision auto: " in result.stdout
+  assert "dense: auto precision: " in result.stdout
+  assert "retracing" not in result.stdout + result.stderr
+  assert "tuned (a')" in result.stdout and "defaults" in result.stdout
   rows = json.loads(out.read_text())["models"]["dense"]
-  assert {"float32", "mixed_bfloat16"} <= set(rows)
+  assert set(rows) == {"float32", "mixed_bfloat16", "auto"}
   for row in rows.values():
-    assert row["examples_per_sec"]["best"] > 0
-    assert row["examples_per_sec"]["fit"] > 0
+    for variant in ("best", "fit", "fit_tuned", "defaults"):
+      assert row["examples_per_sec"][variant] > 0
+    assert row["ratio_defaults_over_tuned_fit"] > 0
 
 
 def test_an_unknown_precision_is_a_one_line_error(tmp_path):
