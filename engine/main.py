@@ -70,7 +70,8 @@ def main(argv: list[str]) -> None:
 
 
 # `vae-engine <tool> ...` runs the tool of that name (`engine.cli.<tool>`).
-TOOLS = ("evaluate", "sample", "plot", "export", "chaos", "launch_local",
+TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
+         "launch_local",
          "benchmark", "throughput", "device_check", "profile_summary")
 
 

@@ -62,6 +62,10 @@ def define_flags():
                     "the same float32 fit: float32, mixed_bfloat16, "
                     "mixed_float16, or auto (this machine's choice).")
   flags.DEFINE_string("json_out", "benchmark.json", "Where to write results.")
+  flags.DEFINE_string("shards_dir", None,
+                      "--data_dir converted by convert_dataset: also time "
+                      "the engine's defaults reading every batch from it "
+                      "(against the same defaults reading from memory).")
   flags.DEFINE_integer("large_batch_size", 1024,
                        "Also time the dense model's best loop at this batch "
                        "size against the matmul peak (0: skip).",
@@ -115,6 +119,12 @@ def _report_row(name, policy, rates, flops, steps, peak) -> dict:
         f"{row['real_over_synthetic']:8.2f} "
         f"{100 * row['fraction_of_peak']:5.1f}%  "
         f"({len(rates['fit'])} rounds of {steps} steps)", flush=True)
+  if "shards" in rates:
+    row["ratio_shards_over_memory"] = paired_median(rates["shards"],
+                                                    rates["defaults"])
+    print(f"{name}: defaults reading from shards "
+          f"{medians['shards']:,.0f} ex/s, {row['ratio_shards_over_memory']:.2f}"
+          "x the same from memory", flush=True)
   return row
 
 
@@ -184,6 +194,13 @@ def main(argv):
   _quiet_cross_trainer_retracing()
   data = sources.load(DataConfig(dataset=FLAGS.dataset,
                                  data_dir=FLAGS.data_dir))
+  sharded = None
+  if FLAGS.shards_dir:
+    sharded = sources.load(DataConfig(data_dir=FLAGS.shards_dir)).train_images
+    if sharded.shape != data.train_images.shape:
+      raise UserError(f"--shards_dir={FLAGS.shards_dir}: holds "
+                      f"{sharded.shape} training images, --data_dir "
+                      f"{data.train_images.shape}; convert --data_dir")
   peak = roofline.matmul_peak_flops()
   report = {"batch_size": FLAGS.batch_size, "steps": FLAGS.steps,
             "min_rounds": FLAGS.rounds, "min_seconds": FLAGS.min_seconds,
@@ -204,7 +221,8 @@ def main(argv):
           name, policy if asked != "auto" else f"auto={policy}",
           *variants.measure_model(
               name, data, FLAGS.batch_size, FLAGS.steps, FLAGS.rounds,
-              policy, FLAGS.min_seconds, FLAGS.round_seconds), peak)
+              policy, FLAGS.min_seconds, FLAGS.round_seconds, sharded),
+          peak)
   if FLAGS.large_batch_size and "dense" in FLAGS.models:
     rates, flops = variants.measure_large_batch("dense", data, FLAGS.large_batch_size,
                                        max(FLAGS.steps // 4, 10),

@@ -47,14 +47,15 @@ def _one_batch_source(images, options, steps_per_call, batch):
 
 
 def measure_model(name, data, batch_size, steps, rounds, policy,
-                  min_seconds=0.0, round_seconds=0.0):
+                  min_seconds=0.0, round_seconds=0.0, sharded=None):
   """Returns (examples/sec of every variant in every round, FLOPs per
   example, steps per round).
 
   Variants: `fit` (a), `fit_tuned` (a'), `engine` (b), `defaults` (d),
   `best` and `best_xla` (c without and with XLA, steps_per_loop 100),
-  `synthetic` and `synthetic_xla`, the same loops fed one in-memory batch.
-  Each engine variant is fed as the runner would feed it (see
+  `synthetic` and `synthetic_xla`, the same loops fed one in-memory batch;
+  with `sharded` (the training set converted, a `shards.ShardedSplit`),
+  `shards`: the defaults reading each batch from it. Each engine variant is fed as the runner would feed it (see
   `Trainer.loops_on_device`).
   """
   import keras
@@ -82,6 +83,8 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
   trainers = {"engine": engine(False), "defaults": engine(None),
               "best": engine(False), "best_xla": engine(True),
               "synthetic": engine(False), "synthetic_xla": engine(True)}
+  if sharded is not None:
+    trainers["shards"] = engine(None)
 
   def feed(key):
     """What the runner would feed this trainer: its own batches where the
@@ -92,7 +95,8 @@ def measure_model(name, data, batch_size, steps, rounds, policy,
       if trainer.loops_on_device:
         return _one_batch_source(images, options, calls, one_batch)
       return iter(tf.data.Dataset.from_tensors(one_batch).repeat())
-    return trainer.training_batches(images, options, calls, 0, 1 << 40)
+    return trainer.training_batches(
+        sharded if key == "shards" else images, options, calls, 0, 1 << 40)
 
   feeds = {key: feed(key) for key in trainers}
   fits = {"fit": fit_baseline.fit_runner(spec, data, model_config,

@@ -92,6 +92,9 @@ class DataConfig:
       30.0, "Seconds a tensorflow-datasets download may take before the run "
       "stops and asks for --data_dir.", flag="download_timeout",
       check=settings.POSITIVE)
+  tfds_data_dir: Optional[str] = setting(
+      None, "Where tensorflow-datasets keeps prepared datasets, for "
+      "--dataset (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).")
 
 
 @dataclasses.dataclass(frozen=True)

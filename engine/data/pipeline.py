@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from engine.data import indexed
 from engine.data.draws import (ORDER_STREAM, apply_draws, random_draws,
                                stream_seed)
 from engine.data.draws import PipelineOptions  # noqa: F401  (the pipeline's)
@@ -109,7 +110,8 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
   """Batches for global steps [start_step, end_step).
 
   Args:
-    images: uint8 tensor [N, rows, cols, channels], the training set.
+    images: uint8 tensor [N, rows, cols, channels], the training set, or a
+      `indexed.IndexedImages` (each batch then reads its examples).
     options: Pipeline options.
     start_step: First global step to produce (the resume position).
     end_step: One past the last step.
@@ -131,8 +133,8 @@ def train_dataset(images: tf.Tensor, options: PipelineOptions,
     step, offset = layout.locate(element)
     order = example_order(options, num_examples, step, offset,
                            layout.per_replica)
-    batch = _preprocess(tf.gather(images, order), options, step, 0, offset,
-                        layout.per_replica)
+    batch = _preprocess(indexed.gather(images, order), options, step, 0,
+                        offset, layout.per_replica)
     if labels is not None:
       batch["labels"] = tf.gather(labels, order)
     return batch
@@ -224,19 +226,28 @@ def target_mean(images: np.ndarray, binarize: str) -> np.ndarray:
   """The expected training target per pixel, float32 [rows, cols, channels].
 
   Dynamic binarization's expectation is the grey level itself; static
-  binarization's is the thresholded image's mean.
+  binarization's is the thresholded image's mean. Summed in integers, so
+  the result does not depend on how the images are chunked (a converted
+  dataset stores these sums).
   """
-  total = np.zeros(images.shape[1:], np.float64)
-  # In slices: no float copy of the whole set.
-  for start in range(0, len(images), 10_000):
-    part = images[start:start + 10_000]
-    if binarize == "static":
-      total += np.sum(part >= 128, axis=0)  # x / 255 >= 0.5
-    else:
-      total += np.sum(part, axis=0, dtype=np.float64) / 255.0
-  return (total / max(len(images), 1)).astype(np.float32)
+  sums = (images.pixel_sums() if isinstance(images, indexed.IndexedImages)
+          else None)
+  if sums is None:
+    sums = np.zeros((2, *images.shape[1:]), np.int64)
+    for start in range(0, len(images), 10_000):  # No copy of the whole set.
+      part = np.asarray(images[start:start + 10_000])
+      sums[0] += np.sum(part, axis=0, dtype=np.int64)
+      sums[1] += np.sum(part >= 128, axis=0)  # x / 255 >= 0.5
+  if binarize == "static":
+    mean = sums[1] / max(len(images), 1)
+  else:
+    mean = sums[0] / 255.0 / max(len(images), 1)
+  return mean.astype(np.float32)
 
 
 def as_tensor(array: np.ndarray) -> tf.Tensor:
-  """Moves a host array into one TF tensor (the pipeline's single copy)."""
+  """Moves a host array into one TF tensor (the pipeline's single copy); a
+  sharded split stays on disk."""
+  if isinstance(array, indexed.IndexedImages):
+    return array
   return tf.convert_to_tensor(array)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -22,6 +20,9 @@ from engine.config import DataConfig
 from engine.data import idx
 from engine.data import images
 from engine.data import npz
+from engine.data import indexed
+from engine.data import shards
+from engine.data import tfds_source
 from engine.errors import DataError, quoted
 
 IDX_FILES = {
@@ -89,6 +90,13 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
     raise DataError(f"--data_dir={quoted(path)}: a file, but not an .npz; "
                     "pass the directory that holds the images (or the IDX "
                     "files), or an .npz laid out as Keras' mnist.npz")
+  if shards.is_sharded(path):
+    if conversion.image_size or conversion.channels:
+      raise DataError(f"--data_dir={quoted(path)}: a converted dataset is "
+                      "read as it was written; pass --image_size/--channels "
+                      "to convert_dataset instead")
+    return ImageDataset(**shards.open_dataset(path,
+                                              config.max_train_examples))
   if path and os.path.isfile(path) and path.endswith(".npz"):
     dataset = ImageDataset(source=path, **npz.load_npz(
         path, conversion, config.max_train_examples))
@@ -104,9 +112,17 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
     if local:
       dataset = load_idx_dir(local[0])
     else:
-      dataset = load_tfds(config.dataset, config.download_timeout_s)
-    dataset = _converted(dataset, conversion)
-  if config.max_train_examples:
+      dataset = load_tfds(config.dataset, config.download_timeout_s,
+                          config.tfds_data_dir,
+                          limit=config.max_train_examples)
+    if not isinstance(dataset.train_images, indexed.IndexedImages):
+      dataset = _converted(dataset, conversion)
+    elif conversion.image_size or conversion.channels:
+      raise DataError(f"--dataset={config.dataset}: read by index as it was "
+                      "prepared; --image_size/--channels need "
+                      "convert_dataset (which converts as it copies)")
+  if config.max_train_examples and not isinstance(dataset.train_images,
+                                                  indexed.IndexedImages):
     dataset = dataclasses.replace(
         dataset,
         train_images=dataset.train_images[:config.max_train_examples],
@@ -201,75 +217,7 @@ def load_idx_dir(directory: str) -> ImageDataset:
   return ImageDataset(source=directory, **arrays)
 
 
-_DOWNLOAD_SCRIPT = """
-import sys
-import tensorflow_datasets as tfds
-tfds.builder(sys.argv[1], data_dir=sys.argv[2] or None).download_and_prepare()
-"""
-
-
-def load_tfds(name: str, timeout_s: float,
-              data_dir: str | None = None) -> ImageDataset:
-  """Loads a TFDS image dataset, downloading it within `timeout_s` if needed.
-
-  The download runs in a child process so that, when the machine is offline
-  and TFDS retries with back-off, it can be stopped cleanly at the deadline.
-
-  Raises:
-    DataError: If the dataset is unknown, cannot be downloaded in time, or is
-      not made of images.
-  """
-  import tensorflow_datasets as tfds  # Slow import; only this source needs it.
-
-  hint = ("pass --data_dir=DIR with the four IDX files (train-images-idx3-"
-          "ubyte.gz, ...) or install Debian's dataset-fashion-mnist")
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # TFDS raises several types for unknown names.
-    raise DataError(f"--dataset={name}: not a tensorflow-datasets dataset "
-                    f"({type(e).__name__}); {hint}") from None
-  if not builder.is_prepared():
-    try:
-      done = subprocess.run(
-          [sys.executable, "-c", _DOWNLOAD_SCRIPT, name, data_dir or ""],
-          capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-      raise DataError(f"--dataset={name}: tensorflow-datasets could not "
-                      f"download it within {timeout_s:g} s (offline?); "
-                      f"{hint}") from None
-    if done.returncode != 0:
-      last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-      raise DataError(f"--dataset={name}: tensorflow-datasets download "
-                      f"failed ({last[:200]}); {hint}")
-    builder = tfds.builder(name, data_dir=data_dir)
-  arrays = {}
-  for split in ("train", "test"):
-    images, labels = _tfds_split_arrays(builder, split, name)
-    arrays[f"{split}_images"] = images
-    arrays[f"{split}_labels"] = labels
-  return ImageDataset(source=f"tensorflow-datasets:{name}", **arrays)
-
-
-def _tfds_split_arrays(builder, split: str,
-                       name: str) -> tuple[np.ndarray, np.ndarray]:
-  """Reads one split into (uint8 images [N, rows, cols, channels], labels).
-
-  Reads in fixed-size batches: `batch_size=-1` needs a known cardinality.
-  """
-  import tensorflow_datasets as tfds
-
-  dataset = builder.as_dataset(split=split)
-  if "image" not in dataset.element_spec:
-    raise DataError(f"--dataset={name}: has no 'image' feature")
-  image_chunks, label_chunks = [], []
-  for chunk in tfds.as_numpy(dataset.batch(4096)):
-    image_chunks.append(np.asarray(chunk["image"], dtype=np.uint8))
-    # A dataset without labels gets -1, as a folder of images does (0 would
-    # pass for one class).
-    label_chunks.append(np.asarray(
-        chunk.get("label", np.full(len(chunk["image"]), -1)), dtype=np.int64))
-  images = np.concatenate(image_chunks)
-  if images.ndim != 4:
-    raise DataError(f"--dataset={name}: images have shape {images.shape[1:]}, "
-                    "expected rows x cols x channels")
-  return images, np.concatenate(label_chunks)
+def load_tfds(name: str, timeout_s: float, data_dir: str | None = None,
+              limit: int | None = None) -> ImageDataset:
+  """A TFDS dataset by name (see `tfds_source.load`)."""
+  return ImageDataset(**tfds_source.load(name, timeout_s, data_dir, limit))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from engine.data import indexed
 from engine.data.draws import PipelineOptions, apply_draws, random_draws
 from engine.data.pipeline import example_order, steps_per_epoch
 
@@ -32,7 +33,9 @@ class StepBatches:
     uint8 training set and the arithmetic that makes inputs and targets.
 
   Args:
-    images: uint8 tensor [N, rows, cols, channels], the training set.
+    images: uint8 tensor [N, rows, cols, channels], the training set, or a
+      `indexed.IndexedImages` (`draw` then reads a call's examples, and starts
+      reading the next call's).
     options: Pipeline options.
     max_steps_per_call: Upper bound on the steps one `draw` covers; it is
       lowered so that the draws stay under `draw_budget_bytes`.
@@ -56,7 +59,10 @@ class StepBatches:
     floats_per_example = (
         pixels * ((options.binarize == "dynamic") + (options.noise_factor > 0))
         + options.samples_per_example * options.latent_dim)
-    bytes_per_step = options.global_batch_size * (4 * floats_per_example + 8)
+    # Examples on disk are read in `draw`, a call's worth at a time.
+    self.sharded = isinstance(images, indexed.IndexedImages)
+    bytes_per_step = options.global_batch_size * (
+        4 * floats_per_example + 8 + pixels * self.sharded)
     self.steps_per_call = int(max(1, min(max_steps_per_call,
                                          draw_budget_bytes // bytes_per_step)))
 
@@ -87,12 +93,22 @@ class StepBatches:
       signature["binarize"] = images
     if self.options.noise_factor > 0:
       signature["input_noise"] = images
-    return tf.map_fn(one_step, steps, fn_output_signature=signature)
+    draws = tf.map_fn(one_step, steps, fn_output_signature=signature)
+    if self.sharded:
+      # The next call's examples are read while this call's steps run.
+      upcoming = tf.map_fn(
+          lambda step: example_order(self.options, self.num_examples, step,
+                                     0, batch),
+          steps + self.steps_per_call,
+          fn_output_signature=tf.TensorSpec([batch], tf.int64))
+      draws["images"] = self.images.read_ahead(draws["order"], upcoming)
+    return draws
 
   def batch(self, draws: dict) -> dict:
     """One step's batch from its row of `draw()`'s result (XLA-compilable)."""
-    batch = apply_draws(tf.gather(self.images, draws["order"]), self.options,
-                        draws)
+    images = (draws["images"] if self.sharded else
+              tf.gather(self.images, draws["order"]))
+    batch = apply_draws(images, self.options, draws)
     if self.labels is not None:
       batch["labels"] = tf.gather(self.labels, draws["order"])
     return batch

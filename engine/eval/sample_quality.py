@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from engine.data import indexed
 from engine.io import files
 
 CACHE_DIR = "classifier"
@@ -76,12 +77,13 @@ def _as_floats(images: np.ndarray) -> np.ndarray:
 def _batches(images, labels, seed: int, batch_size: int = 128):
   """Shuffled float batches gathered from the uint8 images (a tensor or an
   array), so no float copy of the training set is ever made."""
-  images = tf.convert_to_tensor(images)
+  if not isinstance(images, indexed.IndexedImages):  # That one stays on disk.
+    images = tf.convert_to_tensor(images)
   labels = tf.convert_to_tensor(labels)
   return tf.data.Dataset.range(int(images.shape[0])).shuffle(
       int(images.shape[0]), seed=seed, reshuffle_each_iteration=True).batch(
           batch_size).map(lambda index: (
-              tf.cast(tf.gather(images, index), tf.float32) / 255.0,
+              tf.cast(indexed.gather(images, index), tf.float32) / 255.0,
               tf.gather(labels, index)))
 
 

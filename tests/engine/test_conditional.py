@@ -331,14 +331,14 @@ def test_colour_images_of_a_labelled_tfds_dataset(tmp_path, monkeypatch):
 
 
 def test_a_tfds_dataset_without_labels_reads_as_unlabelled():
-  from engine.data import sources
+  from engine.data import tfds_source
 
   class Builder:
     def as_dataset(self, split):
       return tf.data.Dataset.from_tensor_slices(
           {"image": np.zeros((5, 4, 4, 1), np.uint8)})
 
-  images, labels = sources._tfds_split_arrays(Builder(), "train", "faces")
+  images, labels = tfds_source.split_arrays(Builder(), "train", "faces")
   assert images.shape == (5, 4, 4, 1)
   np.testing.assert_array_equal(labels, [-1] * 5)
 

@@ -35,7 +35,8 @@ def test_a_non_default_value_of_every_setting_survives_flags_json_flagfile(
   config = flags.to_config(_parse_into(_fresh_flags(), [
       "--dataset=fashion_mnist", f"--data_dir={tmp_path}", "--binarize=static",
       "--noise_factor=0.3", "--max_train_examples=100",
-      "--download_timeout=5", "--image_size=32,30", "--channels=3",
+      "--download_timeout=5", f"--tfds_data_dir={tmp_path}/tfds",
+      "--image_size=32,30", "--channels=3",
       "--test_fraction=0.2", "--model=mlp", "--latent_dim=7",
       "--reconstruction_loss=gaussian", "--gaussian_stddev=0.2", "--beta=2",
       "--iw_samples=3", "--kl_warmup_steps=5",

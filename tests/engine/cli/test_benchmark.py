@@ -69,6 +69,7 @@ def test_precisions_are_put_side_by_side(small_mnist_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "dense: auto precision: " in result.stdout
   assert "retracing" not in result.stdout + result.stderr
+  assert "deprecated" not in result.stdout + result.stderr
   assert "tuned (a')" in result.stdout and "defaults" in result.stdout
   rows = json.loads(out.read_text())["models"]["dense"]
   assert set(rows) == {"float32", "mixed_bfloat16", "auto"}
