@@ -20,6 +20,24 @@ CROSS_CHECKS = (
                                                 or v["free_bits"]),
      "--kl_warmup_steps and --free_bits shape the ELBO's KL term; they cannot "
      "be used with --objective=iwae"),
+    (("lr_schedule", "lr_boundaries"),
+     lambda v: (v["lr_schedule"] == "piecewise") == bool(v["lr_boundaries"]),
+     "--lr_schedule=piecewise takes --lr_boundaries=S1,S2,... (the steps "
+     "where the rate drops); no other schedule does"),
+    (("lr_schedule", "lr_decay_steps"),
+     lambda v: v["lr_schedule"] == "exponential" or not v["lr_decay_steps"],
+     "--lr_decay_steps is the period of --lr_schedule=exponential"),
+    (("lr_schedule", "lr_min_fraction"),
+     lambda v: v["lr_schedule"] == "cosine" or not v["lr_min_fraction"],
+     "--lr_min_fraction is where --lr_schedule=cosine ends"),
+    (("keep_best", "eval_nll_samples"),
+     lambda v: v["keep_best"] != "nll" or v["eval_nll_samples"],
+     "--keep_best=nll needs --eval_nll_samples=K (the NLL is estimated only "
+     "then)"),
+    (("optimizer", "weight_decay"),
+     lambda v: v["optimizer"] == "adamw" or not v["weight_decay"],
+     "--weight_decay needs --optimizer=adamw (decoupled decay; Adam's L2 "
+     "penalty is not offered)"),
 )
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
             "distribution": DistributionConfig}

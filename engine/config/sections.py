@@ -13,6 +13,9 @@ from typing import Optional
 
 from engine.config import settings
 from engine.config.settings import setting
+from engine.config.training import (  # noqa: F401  (every section here)
+    KEEP_BEST, LR_SCHEDULES, NAN_POLICIES, OPTIMIZERS, PRECISION_POLICIES,
+    TrainConfig)
 
 BINARIZE_MODES = ("none", "static", "dynamic")
 RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian", "discretized_logistic",
@@ -21,11 +24,7 @@ RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian", "discretized_logistic",
 LEARNED_SCALE_LOSSES = ("discretized_logistic", "gaussian_learned")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "parameter_server", "tpu")
-PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
-OPTIMIZERS = ("adam", "sgd")
 OBJECTIVES = ("elbo", "iwae")
-LR_SCHEDULES = ("constant", "iwae")
-NAN_POLICIES = ("stop", "skip")
 
 
 def _model_names():
@@ -148,97 +147,6 @@ class ModelConfig:
   def learned_scale(self) -> bool:
     """The likelihood has a learned scale per sub-pixel."""
     return self.reconstruction_loss in LEARNED_SCALE_LOSSES
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """The outer loop: how long, how often, where to write."""
-
-  model_dir: str = setting(
-      "/tmp/vae_engine", "Directory for checkpoints, TensorBoard logs, "
-      "figures and the run's config (any TensorFlow filesystem: gs://, "
-      "hdfs://, ram://). Re-running resumes from it.",
-      check=settings.NOT_EMPTY)
-  batch_size: int = setting(128, "Global batch size (summed over replicas).",
-                            check=settings.POSITIVE)
-  epochs: int = setting(10, "Passes over the training set (ignored when "
-                        "--train_steps is set).", check=settings.POSITIVE)
-  train_steps: Optional[int] = setting(
-      None, "Total optimizer steps of the run (overrides --epochs).",
-      check=settings.POSITIVE)
-  steps_per_loop: int = setting(100, "Training steps run inside one "
-                                "compiled call.", check=settings.POSITIVE)
-  learning_rate: float = setting(1e-3, "The optimizer's learning rate.",
-                                 check=settings.POSITIVE)
-  lr_schedule: str = setting(
-      "constant", "constant, or iwae: Burda et al.'s 3^i passes at "
-      "--learning_rate * 10^(-i/7) for i = 0..7 (3,280 passes), with their "
-      "Adam epsilon 1e-4.", choices=LR_SCHEDULES)
-  optimizer: str = setting("adam", "adam, or sgd (plain gradient descent).",
-                           choices=OPTIMIZERS)
-  seed: int = setting(0, "Seeds weights, data order, binarization, noise "
-                      "and sampling; a run is reproducible for a given seed.")
-  eval_every: int = setting(0, "Evaluate the test ELBO every N steps (0: "
-                            "only at the end).", check=settings.NON_NEGATIVE)
-  checkpoint_every: int = setting(
-      1000, "Save a checkpoint every N steps (and always at the end; 0: "
-      "only at the end).", check=settings.NON_NEGATIVE)
-  log_every: int = setting(100, "Print progress and write summaries every N "
-                           "steps.", check=settings.POSITIVE)
-  keep_checkpoints: int = setting(3, "Number of checkpoints to keep.",
-                                  check=settings.POSITIVE)
-  export_dir: Optional[str] = setting(
-      None, "Write a SavedModel here at the end of training (versioned: "
-      "<export_dir>/<step>/; any TensorFlow filesystem).")
-  mixed_precision: str = setting(
-      "float32", "Compute dtype policy: float32, mixed_bfloat16, "
-      "mixed_float16 (loss-scaled; GPUs), or auto: each policy this "
-      "hardware has units for is measured for a few hundred steps of this "
-      "model at start-up, and one is taken only where it is at least 5% "
-      "faster than float32 (the choice is kept in <model_dir>/autotune.json "
-      "and config.json, so a resumed run keeps it; the start line gives the "
-      "measured ratio). Loss, KL and logits stay float32.",
-      choices=PRECISION_POLICIES)
-  jit_compile: Optional[bool] = setting(
-      None, "Compile training with XLA: on one device the whole step (many "
-      "steps per XLA call unless the model has convolutions and runs on a "
-      "CPU); under --strategy the forward and backward pass. Default (auto): "
-      "on, except for models with convolutions on a CPU, whose XLA gradients "
-      "are slower there than oneDNN's (tools/benchmark.py measures both); "
-      "the start line says which.")
-  figures: bool = setting(True, "Write matplotlib figures into "
-                          "<model_dir>/figures at the end of training.")
-  eval_nll_samples: int = setting(
-      0, "Also estimate the test negative log-likelihood at every evaluation "
-      "with this many importance samples per image (5000 in the IWAE paper; "
-      "0: off).", check=settings.NON_NEGATIVE)
-  sample_quality: bool = setting(
-      False, "At the final evaluation (and in tools/evaluate.py), score "
-      "10,000 prior samples with a classifier trained on the training "
-      "split's labels (cached in <model_dir>/classifier): the entropy of "
-      "their predicted classes and their Fréchet distance to the test set "
-      "in the classifier's feature space (not FID: no Inception weights); "
-      "for --conditional models, the fraction classified as their label.")
-  nan_policy: str = setting(
-      "stop", "On a non-finite loss: stop (name the step and the term; the "
-      "last good checkpoint stays) or skip (drop that update; stop after "
-      "--max_skipped_steps in a row).", choices=NAN_POLICIES)
-  max_skipped_steps: int = setting(
-      10, "With --nan_policy=skip: consecutive skipped steps that stop the "
-      "run.", check=settings.POSITIVE)
-  allow_slow: bool = setting(
-      False, "Run settings that are known to be very slow on this machine "
-      "(mixed_float16 without a GPU) instead of refusing them.")
-  profile_steps: Optional[tuple[int, int]] = setting(
-      None, "FIRST,LAST: capture a TensorBoard profiler trace of training "
-      "steps [FIRST, LAST) into <model_dir>/plugins/profile (summarize it "
-      "with tools/profile_summary.py).", parse=settings.int_tuple,
-      check=(lambda v: v is None or 0 <= v[0] < v[1],
-             "must be FIRST,LAST with 0 <= FIRST < LAST"))
-
-  def __post_init__(self):
-    if self.profile_steps is not None:  # A list when read back from JSON.
-      object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
 
 
 @dataclasses.dataclass(frozen=True)

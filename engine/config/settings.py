@@ -20,9 +20,19 @@ Check = tuple[Callable[[Any], bool], str]
 POSITIVE: Check = (lambda v: v is None or v > 0, "must be a positive number")
 NON_NEGATIVE: Check = (lambda v: v is None or v >= 0,
                        "must be zero or positive")
+UNIT_INTERVAL: Check = (lambda v: v is None or 0 <= v <= 1,
+                        "must be in [0, 1]")
 NOT_EMPTY: Check = (bool, "must not be empty")
 EXISTING_PATH: Check = (lambda v: v is None or os.path.exists(v),
                         "is not an existing directory or file")
+
+
+def int_list(values) -> Optional[tuple]:
+  """["1", "20"] -> (1, 20), any length; None if one is not an integer."""
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    return None
 
 
 def int_tuple(values, lengths=(2,), minimum=0) -> Optional[tuple]:

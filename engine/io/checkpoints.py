@@ -28,6 +28,7 @@ from models.architecture import Architecture
 
 _FINGERPRINT_KEY = "fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
 _PREFIX = repair.PREFIX
+BEST_DIR = "best"  # Where `--keep_best` keeps the best checkpoint.
 # What reading damaged checkpoint files raises (TF's reader turns short reads
 # into IndexError, checksum failures into DataLossError, ...).
 _READ_ERRORS = (tf.errors.OpError, IndexError, OSError, RuntimeError,
@@ -118,6 +119,7 @@ class Checkpointer:
     self._repair = repair
     self._step_counter = global_step
     self._manager = None
+    self._best_manager = None
     self.architecture = architecture
     self._fingerprint = architecture.encode()
     core = dict(
@@ -223,6 +225,22 @@ class Checkpointer:
           f"another model ({stored}); this run is {self._fingerprint}. "
           f"They differ in {difference}. Use another --model_dir or the "
           "flags that wrote it")
+
+  def save_best(self, step: int) -> str:
+    """Writes a checkpoint for `step` into `<directory>/best/` (the two
+    newest kept, so the one a best-record names always exists); returns
+    its path."""
+    if self._best_manager is None:
+      self._best_manager = tf.train.CheckpointManager(
+          self.checkpoint, files.join(self._write_directory, BEST_DIR),
+          max_to_keep=2, step_counter=self._step_counter)
+    try:
+      return self._best_manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:
+      raise UserError(
+          f"--model_dir={quoted(self._flag_dir)}: could not write the best "
+          f"checkpoint ckpt-{step} ({reason(e)}); the previous best is "
+          "intact") from None
 
   def save(self, step: int) -> str:
     """Writes a checkpoint for `step`; returns the chief's path for it.

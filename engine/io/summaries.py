@@ -1,7 +1,8 @@
 """Where metrics go: TensorBoard event files and a JSON-lines log.
 
 `<model_dir>/train` and `<model_dir>/eval` hold TensorBoard events (scalars
-and image grids); `<model_dir>/metrics.jsonl` holds one JSON object per report
+and image grids), `<model_dir>` itself the run's hparams;
+`<model_dir>/metrics.jsonl` holds one JSON object per report
 (`{"split": ..., "step": ..., <metric>: ...}`) for figures and tools.
 """
 
@@ -57,6 +58,18 @@ class SummaryWriter:
   def flush(self) -> None:
     for writer in self._writers.values():
       writer.flush()
+
+  def hparams(self, values: dict) -> None:
+    """Records the run's settings for TensorBoard's hparams plugin: with
+    `tensorboard --logdir=PARENT` every run is a row, its metrics the
+    latest `eval` and `train` scalars."""
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(self._model_dir)
+    with writer.as_default(step=0):
+      hp.hparams(values, trial_id=self._model_dir.rstrip("/").rsplit(
+          "/", 1)[-1])
+    writer.close()
 
 
 def read_metrics(model_dir: str) -> dict[str, dict[int, dict[str, float]]]:

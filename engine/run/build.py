@@ -35,6 +35,7 @@ from engine.io import files
 from engine.io import run_dir
 from engine.io import summaries
 from engine.run import autotune
+from engine.run import best
 from engine.run import finish
 from engine.run import parts
 from engine.run import preflight
@@ -208,6 +209,8 @@ def build(config: RunConfig) -> Run:
       strategy, test_images, test_labels, eval_options))
   console = Console()
   writer = summaries.SummaryWriter(workspace.write_dir)
+  if role.is_chief:
+    writer.hparams(parts.hparams(config, trainer))
   run_evaluator = RunEvaluator(
       evaluator, test, nll,
       math.prod(data.image_shape)
@@ -224,11 +227,22 @@ def build(config: RunConfig) -> Run:
     end_actions.append(finish.Figures(
         vae, test, train.model_dir, train.seed, config.data.noise_factor > 0,
         lambda: run_evaluator.kl_per_unit))
-  if train.export_dir:
+  export_dir = (train.export_dir if role.is_chief or not train.export_dir
+                else finish.scratch_export_dir(workspace.write_dir))
+  if export_dir:
     end_actions.append(finish.Export(
-        vae, train.export_dir if role.is_chief
-        else finish.scratch_export_dir(workspace.write_dir),
-        train.model_dir, config.data.noise_factor > 0, console.say))
+        vae, export_dir, train.model_dir, config.data.noise_factor > 0,
+        console.say))
+  eval_actions = [ReportEvaluation(writer, console.say,
+                                   config.model.latent_dim),
+                  ImageSummaries(vae, test, writer, train.seed)]
+  if train.keep_best != "none":
+    eval_actions.append(best.KeepBest(
+        train.keep_best, checkpointer, workspace.write_dir,
+        export_dir and finish.Export(
+            vae, files.join(export_dir, checkpoints.BEST_DIR),
+            train.model_dir, config.data.noise_factor > 0,
+            console.say).at_step, console.say))
   controller = Controller(
       trainer=trainer, evaluator=run_evaluator, checkpoints=checkpointer,
       last_step=last_step, steps_per_loop=train.steps_per_loop,
@@ -239,12 +253,13 @@ def build(config: RunConfig) -> Run:
           actions.NonFiniteStopAction(trainer.non_finite, train.nan_policy,
                                       train.max_skipped_steps,
                                       lambda: checkpointer.latest),
+          actions.GradientNormStopAction(trainer.norms,
+                                         lambda: checkpointer.latest),
           actions.PreemptionAction(strategy, checkpointer.save),
-          actions.ProgressAction(train.log_every, last_step, trainer.step,
-                                 console, writer, console.say)],
-      eval_actions=[ReportEvaluation(writer, console.say,
-                                     config.model.latent_dim),
-                    ImageSummaries(vae, test, writer, train.seed)],
+          actions.ProgressAction(
+              train.log_every, last_step, trainer.step, console, writer,
+              console.say, learning_rate=trainer.learning_rate_now)],
+      eval_actions=eval_actions,
       end_actions=[*end_actions, result])
   return Run(config=config, workspace=workspace, data=data, vae=vae,
              trainer=trainer, controller=controller, console=console,

@@ -120,15 +120,21 @@ class Export:
     self.denoising, self.say = denoising, say
 
   def __call__(self, end: RunEnd) -> None:
+    end.export_path = self.at_step(end.step, end.checkpoint)
+
+  def at_step(self, step: int, checkpoint: Optional[str] = None) -> str:
+    """Exports the current weights as `<export_dir>/<step>/`."""
     try:
-      end.export_path = export_lib.export(self.vae, self.export_dir, end.step,
-                                          denoising=self.denoising)
+      path = export_lib.export(self.vae, self.export_dir, step,
+                               denoising=self.denoising)
     except UserError as e:
+      saved = (f"the trained model is saved in {quoted(checkpoint)}"
+               if checkpoint else "its checkpoint is kept")
       raise UserError(
-          f"{e}; the trained model is saved in {quoted(end.checkpoint)}: "
-          "once fixed, export it with tools/export.py --model_dir="
-          f"{quoted(self.model_dir)}") from None
-    self.say(f"exported SavedModel to {end.export_path}")
+          f"{e}; {saved}: once fixed, export it with tools/export.py "
+          f"--model_dir={quoted(self.model_dir)}") from None
+    self.say(f"exported SavedModel to {path}")
+    return path
 
 
 class Result:

@@ -33,9 +33,14 @@ def objective(model_config: ModelConfig) -> elbo.Objective:
 
 def learning_rate(config: RunConfig, num_train_examples: int):
   """The optimizer's learning rate: a float, or the schedule of its steps."""
+  train = config.train
   return optimization.learning_rate(
-      config.train.lr_schedule, config.train.learning_rate,
-      pipeline.steps_per_epoch(num_train_examples, config.train.batch_size))
+      train.lr_schedule, train.learning_rate,
+      pipeline.steps_per_epoch(num_train_examples, train.batch_size),
+      total_steps=total_steps(config, num_train_examples),
+      warmup_steps=train.warmup_steps, decay_rate=train.lr_decay_rate,
+      decay_steps=train.lr_decay_steps, min_fraction=train.lr_min_fraction,
+      boundaries=train.lr_boundaries)
 
 
 def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
@@ -46,12 +51,15 @@ def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
   optimizer = optimization.make_optimizer(
       train.optimizer, learning_rate(config, num_train_examples),
       epsilon=optimization.adam_epsilon(train.lr_schedule),
-      loss_scaling=policy == "mixed_float16")
+      loss_scaling=policy == "mixed_float16", beta_1=train.adam_beta_1,
+      beta_2=train.adam_beta_2, weight_decay=train.weight_decay)
   return trainer_lib.Trainer(
       vae, objective(config.model), optimizer, strategy, train.batch_size,
       kl_warmup_steps=config.model.kl_warmup_steps,
       jit_compile=train.jit_compile, nan_policy=train.nan_policy,
-      max_skipped_steps=train.max_skipped_steps)
+      max_skipped_steps=train.max_skipped_steps,
+      clip_grad_norm=train.clip_grad_norm,
+      skip_grad_norm=train.skip_grad_norm)
 
 
 def total_steps(config: RunConfig, num_train_examples: int) -> int:
@@ -167,3 +175,21 @@ def model_and_trainer(config: RunConfig, image_shape: tuple,
         learned_scale=config.model.learned_scale)
     trainer = make_trainer(vae, config, strategy, policy, num_train_examples)
   return vae, trainer
+
+
+# Where a run's files go, not what it is: no column in the hparams table.
+_NOT_HPARAMS = ("model_dir", "export_dir", "profile_steps")
+
+
+def hparams(config: RunConfig, trainer) -> dict:
+  """The run's settings by flag name, as TensorBoard's hparams take them
+  (unset ones as "default", lists as text), and whether XLA ran."""
+  values = {}
+  for declared in config_lib.all_settings():
+    if declared.field in _NOT_HPARAMS:
+      continue
+    value = getattr(getattr(config, declared.section), declared.field)
+    values[declared.flag] = (value if isinstance(value, (bool, int, float, str))
+                             else "default" if value is None else str(value))
+  values["xla"] = bool(trainer.jit_compile)
+  return values

@@ -209,7 +209,7 @@ def check_run(config: RunConfig, create, data, strategy, is_chief: bool,
     raise UserError(f"--model={config.model.name}: cannot take "
                     f"{quoted(data.source)}'s images of shape "
                     f"{data.image_shape} ({e})") from None
-  slots = 2 if train.optimizer == "adam" else 0
+  slots = 2 if train.optimizer in ("adam", "adamw") else 0
   try:
     local_replicas = len(strategy.extended.worker_devices)
   except RuntimeError:  # The default strategy has no device list: one.

@@ -43,7 +43,8 @@ def _format_duration(seconds: float) -> str:
 
 
 class ProgressAction(Action):
-  """The progress line and the training summaries, every `every` steps:
+  """The progress line and the training summaries (with the learning rate
+  the next step takes), every `every` steps:
   `step 400/4680 [##---] loss ... | ex/s | ETA`.
 
   The rate is the examples trained since the last report over the time the
@@ -53,8 +54,10 @@ class ProgressAction(Action):
   _BAR = 20
 
   def __init__(self, every: int, last_step: int, start_step: int,
-               stream: Optional[TextIO], writer, say: Say):
+               stream: Optional[TextIO], writer, say: Say,
+               learning_rate: Optional[Callable[[], float]] = None):
     super().__init__(every)
+    self.learning_rate = learning_rate
     self.last_step = last_step
     self.stream = stream or sys.stdout
     self.writer = writer
@@ -86,9 +89,17 @@ class ProgressAction(Action):
     if outputs.skipped_steps:
       self.say(f"  {outputs.skipped_steps} step(s) skipped so far: "
                "non-finite loss (--nan_policy=skip)")
+    if outputs.norm_skipped_steps:
+      self.say(f"  {outputs.norm_skipped_steps} update(s) skipped so far: "
+               "gradient norm over --skip_grad_norm")
+    extra = {} if self.learning_rate is None else {
+        "learning_rate": self.learning_rate()}  # For the next step.
+    if outputs.grad_norm is not None:
+      extra["grad_norm"] = outputs.grad_norm  # The last call's mean.
     self.writer.scalars("train", step, {
-        **metrics, "examples_per_sec": rate,
-        "skipped_steps": outputs.skipped_steps})
+        **metrics, "examples_per_sec": rate, **extra,
+        "skipped_steps": outputs.skipped_steps,
+        "norm_skipped_steps": outputs.norm_skipped_steps})
     self._sums, self._examples, self._seconds = {}, 0.0, 0.0
 
   def report(self, step: int, metrics: dict, examples_per_sec: float,
@@ -148,6 +159,37 @@ class NonFiniteStopAction(Action):
             f"{self.max_skipped_steps} steps in a row were non-finite (the "
             f"{terms} at the last one; {skipped} skipped in all, since step "
             f"{first + 1}); {kept}. Lower --learning_rate")
+
+
+class GradientNormStopAction(Action):
+  """Ends the run when `--max_skipped_steps` updates in a row had a
+  gradient norm over `--skip_grad_norm` (a model that would otherwise stop
+  learning without a word).
+
+  Args:
+    norms: The trainer's `gradient_norms.GradientNorms`.
+    latest_checkpoint: Returns the last checkpoint written, if any.
+  """
+
+  def __init__(self, norms, latest_checkpoint: Callable[[], Optional[str]]):
+    super().__init__()
+    self.norms = norms
+    self.latest_checkpoint = latest_checkpoint
+
+  def fires(self, outputs: LoopOutputs) -> bool:
+    return outputs.norm_stopped
+
+  def __call__(self, outputs: LoopOutputs) -> None:
+    norm = float(self.norms.last_skipped_norm.read_value())
+    checkpoint = self.latest_checkpoint()
+    kept = (f"the last checkpoint, {checkpoint}, is kept" if checkpoint
+            else "no checkpoint was written")
+    raise TrainingDiverged(
+        f"training stopped at step {outputs.step}: "
+        f"{self.norms.max_skipped_steps} updates in a row had a gradient "
+        f"norm over --skip_grad_norm={self.norms.skip:g} (the last: "
+        f"{norm:.4g}; {outputs.norm_skipped_steps} skipped in all); {kept}. "
+        "Raise --skip_grad_norm, or lower --learning_rate")
 
 
 class PreemptionAction(Action):

@@ -8,6 +8,7 @@ summed on the device in `replica_sums.LossSums`.)
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import tensorflow as tf
 
@@ -27,6 +28,11 @@ class LoopOutputs:
     seconds: Wall time of the call, the span `examples` took.
     stopped: The non-finite guard ended the loop (see `NonFiniteState`).
     skipped_steps: Steps skipped so far in this process (`--nan_policy`).
+    grad_norm: The mean global gradient norm of the call's applied steps
+      (None: not measured; see `gradient_norms`).
+    norm_skipped_steps: Updates skipped so far for their norm
+      (`--skip_grad_norm`).
+    norm_stopped: `--max_skipped_steps` of those in a row ended the loop.
   """
 
   step: int
@@ -36,6 +42,9 @@ class LoopOutputs:
   seconds: float
   stopped: bool
   skipped_steps: int
+  grad_norm: Optional[float] = None
+  norm_skipped_steps: int = 0
+  norm_stopped: bool = False
 
 
 def _replica_local(name, value, dtype):

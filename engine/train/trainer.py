@@ -24,6 +24,7 @@ from engine.data import pipeline
 from engine.data import step_batches
 from engine.devices import replica_sums
 from engine.objectives import elbo
+from engine.train import gradient_norms
 from engine.train.loop_state import LoopOutputs, NonFiniteState
 from models.base import VariationalAutoencoder
 
@@ -61,14 +62,18 @@ class Trainer:
       and backward only under tf.distribute, where the optimizer update is a
       cross-replica operation XLA cannot hold. None: `xla_by_default`.
     nan_policy: `stop` or `skip` (see the module docstring).
-    max_skipped_steps: With `skip`, bad steps in a row that end the loop.
+    max_skipped_steps: Skipped steps in a row that end the loop (with
+      `skip`, or updates whose norm is over `skip_grad_norm`).
+    clip_grad_norm, skip_grad_norm: See `gradient_norms.GradientNorms`.
   """
 
   def __init__(self, vae: VariationalAutoencoder, objective: elbo.Objective,
                optimizer: keras.optimizers.Optimizer,
                strategy: tf.distribute.Strategy, global_batch_size: int, *,
                kl_warmup_steps: int = 0, jit_compile: Optional[bool] = None,
-               nan_policy: str = "stop", max_skipped_steps: int = 10):
+               nan_policy: str = "stop", max_skipped_steps: int = 10,
+               clip_grad_norm: Optional[float] = None,
+               skip_grad_norm: Optional[float] = None):
     if nan_policy not in ("stop", "skip"):
       raise ValueError(f"unknown nan_policy {nan_policy!r}")
     self.nan_policy = nan_policy
@@ -91,6 +96,9 @@ class Trainer:
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.metrics = replica_sums.LossSums(elbo.TERMS)
     self.non_finite = NonFiniteState()
+    self.norms = gradient_norms.GradientNorms(
+        clip_grad_norm, skip_grad_norm, max_skipped_steps,
+        distributed=tf.distribute.has_strategy())
     self.xla_reason = ""
     if jit_compile is None:
       jit_compile, self.xla_reason = xla_by_default(vae)
@@ -151,29 +159,6 @@ class Trainer:
         loss = self.optimizer.scale_loss(loss)
     return tape.gradient(loss, variables), terms
 
-  def _apply_if(self, finite, gradients):
-    """Applies the update only when `finite` (the same on every replica)."""
-    variables = self.vae.trainable_variables
-
-    def apply(grads):
-      # A LossScaleOptimizer unscales, and skips the update if not finite.
-      self.optimizer.apply_gradients(zip(grads, variables))
-
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
-      tf.cond(finite, lambda: apply(gradients), lambda: None)
-      return
-
-    # Optimizers update through merge_call, which may not sit inside a cond
-    # in replica context: branch in cross-replica context (as Keras's
-    # LossScaleOptimizer does).
-    def cross_replica(distribution, gradients, finite):
-      agreed = distribution.experimental_local_results(finite)[0]
-      tf.cond(agreed, lambda: distribution.extended.call_for_each_replica(
-          apply, args=(gradients,)), lambda: None)
-
-    tf.distribute.get_replica_context().merge_call(
-        cross_replica, args=(gradients, finite))
-
   def _step(self, batch):
     gradients, terms = self.gradients(batch)
     # With float16 loss scaling, overflowing gradients are routine: the
@@ -182,11 +167,18 @@ class Trainer:
         tf.distribute.ReduceOp.SUM, self.non_finite.flags(
             terms, None if self.loss_scaling else gradients))
     finite = tf.equal(tf.reduce_sum(flags), 0.0)
-    self._apply_if(finite, gradients)
-    self.metrics.add(terms, keep=finite)
+    gradients, norm, too_large = self.norms.process(
+        gradients, self.optimizer.dynamic_scale if self.loss_scaling
+        else None)
+    applied = tf.logical_and(finite, tf.logical_not(too_large))
+    gradient_norms.apply_if(self.optimizer, self.vae.trainable_variables,
+                            applied, gradients)
+    self.metrics.add(terms, keep=applied)
     limit = 1 if self.nan_policy == "stop" else self.max_skipped_steps
-    return self.non_finite.record(tf.minimum(flags, 1.0), finite,
-                                  self.global_step, limit)
+    return tf.logical_or(
+        self.non_finite.record(tf.minimum(flags, 1.0), finite,
+                               self.global_step, limit),
+        self.norms.record(norm, finite, too_large))
 
   def feed(self, images: tf.Tensor, options: pipeline.PipelineOptions,
            steps_per_loop: int, last_step: int,
@@ -195,6 +187,12 @@ class Trainer:
     batches are made at the first call, after any restore)."""
     self._feed = (images, options, steps_per_loop, last_step, labels)
     self._batches = None
+
+  def learning_rate_now(self) -> float:
+    """The learning rate the next step takes."""
+    rate = self.base_optimizer.learning_rate
+    rate = getattr(rate, "value", rate)  # A Keras variable wraps a tf one.
+    return float(tf.convert_to_tensor(rate))
 
   @property
   def step(self) -> int:
@@ -223,7 +221,10 @@ class Trainer:
         step=step, steps=step - first, sums=sums, examples=examples,
         seconds=seconds,
         stopped=bool(self.non_finite.stopped.read_value()),
-        skipped_steps=int(self.non_finite.skipped_steps.read_value()))
+        skipped_steps=int(self.non_finite.skipped_steps.read_value()),
+        grad_norm=self.norms.mean_and_reset(),
+        norm_skipped_steps=int(self.norms.skipped_steps.read_value()),
+        norm_stopped=bool(self.norms.stopped.read_value()))
 
   def training_batches(self, images: tf.Tensor,
                        options: pipeline.PipelineOptions, steps_per_loop: int,
@@ -281,7 +282,7 @@ class Trainer:
       # compiles once.
       self._device_steps(batches, draws, count)
       remaining -= count
-      if self.non_finite.stopped:
+      if tf.logical_or(self.non_finite.stopped, self.norms.stopped):
         break
 
   def _steps_on_device(self, batches, draws, num_steps):

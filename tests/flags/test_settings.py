@@ -4,6 +4,8 @@ tools' flags are derived from the declaration."""
 import dataclasses
 import json
 
+import pytest
+
 from absl import flags as absl_flags
 
 import flags
@@ -43,7 +45,11 @@ def test_a_non_default_value_of_every_setting_survives_flags_json_flagfile(
       "--free_bits=0.1", "--conditional", f"--model_dir={tmp_path}/m",
       "--batch_size=32",
       "--epochs=3", "--train_steps=40", "--steps_per_loop=7",
-      "--learning_rate=0.01", "--lr_schedule=iwae", "--optimizer=sgd",
+      "--learning_rate=0.01", "--lr_schedule=piecewise",
+      "--lr_boundaries=5,9", "--lr_decay_rate=0.3", "--warmup_steps=3",
+      "--optimizer=adamw", "--weight_decay=0.01", "--adam_beta_1=0.8",
+      "--adam_beta_2=0.99", "--clip_grad_norm=5", "--skip_grad_norm=50",
+      "--keep_best=nll",
       "--seed=9", "--eval_every=11", "--checkpoint_every=13",
       "--log_every=17", "--keep_checkpoints=4", f"--export_dir={tmp_path}/e",
       "--mixed_precision=mixed_bfloat16", "--jit_compile", "--nofigures",
@@ -53,10 +59,11 @@ def test_a_non_default_value_of_every_setting_survives_flags_json_flagfile(
       "--strategy=mirrored", "--cpu_devices=2", "--num_gpus=1",
       "--collective_timeout=9", "--peer_wait_timeout=19", "--tpu=grpc://x"]))
   defaults = config_lib.RunConfig()
-  # --objective=iwae excludes --kl_warmup_steps and --free_bits (a cross
-  # check); test_definitions round-trips it.
+  # --objective=iwae excludes --kl_warmup_steps and --free_bits, and each
+  # schedule has its own settings (cross checks): test_definitions and the
+  # round trip below take those.
   for setting in config_lib.all_settings():
-    if setting.field == "objective":
+    if setting.field in ("objective", "lr_min_fraction", "lr_decay_steps"):
       continue
     ours = getattr(getattr(config, setting.section), setting.field)
     theirs = getattr(getattr(defaults, setting.section), setting.field)
@@ -67,6 +74,21 @@ def test_a_non_default_value_of_every_setting_survives_flags_json_flagfile(
   assert again == config
   assert config_lib.RunConfig.from_dict(
       json.loads(config.to_json())) == config
+
+
+@pytest.mark.parametrize("schedule_flags", [
+    ["--lr_schedule=cosine", "--lr_min_fraction=0.1"],
+    ["--lr_schedule=exponential", "--lr_decay_steps=7"],
+])
+def test_each_schedules_settings_survive_flags_json_flagfile(tmp_path,
+                                                             schedule_flags):
+  config = flags.to_config(_parse_into(_fresh_flags(), schedule_flags))
+  assert config.train.lr_schedule == schedule_flags[0].split("=")[1]
+  path = tmp_path / "flags.txt"
+  path.write_text(config.to_flagfile())
+  again = flags.to_config(_parse_into(_fresh_flags(), [f"--flagfile={path}"]))
+  assert again == config == config_lib.RunConfig.from_dict(
+      json.loads(config.to_json()))
 
 
 def _parse_into(values, args):
