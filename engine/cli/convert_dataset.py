@@ -10,9 +10,9 @@ index (`engine.data.shards`), so no process holds the whole dataset.
 Then `--data_dir=/data/mnist-shards` trains to the same weights as the
 source. Takes every source the engine reads, with the same data flags
 (--image_size, --channels, --test_fraction, --seed), and a directory of
-`.npy` arrays. `.npy` arrays and TFDS datasets are streamed
-in chunks, so memory does not grow with them; IDX, `.npz` and image folders
-are read as training reads them (and bounded by the same memory check).
+`.npy` arrays. Image folders, `.npy` arrays and TFDS datasets are streamed
+in chunks, so memory does not grow with them; IDX and `.npz` files (formats
+of small sets) are read as training reads them, within its memory check.
 Writes into a temporary sibling directory renamed into place at the end,
 and refuses an --output_dir that is not empty.
 """
@@ -150,8 +150,9 @@ def _tfds_chunks(builder, split: str, conversion, name: str):
            np.asarray(chunk.get("label", np.full(len(images), -1)), np.int64))
 
 
-def _sources(config):
-  """(source name, {split: chunk iterable}, image shape)."""
+def _sources(config, seed: int = 0):
+  """(source name, {split: chunk iterable}, image shape); `seed` draws a
+  folder's held-out test images, as training draws them."""
   import numpy as np
 
   from engine.data import images as image_lib
@@ -181,7 +182,11 @@ def _sources(config):
   if shards.is_sharded(path):
     from engine.errors import DataError, quoted
     raise DataError(f"--data_dir={quoted(path)}: already converted")
-  data = sources.load(config)
+  if sources.is_image_folder(path):
+    splits, shape = image_lib.stream_folder(path, conversion,
+                                            config.test_fraction, seed)
+    return path, splits, shape
+  data = sources.load(config, seed)
   no_conversion = image_lib.Conversion(None, None)
   splits = {split: _chunks(getattr(data, f"{split}_images"),
                            getattr(data, f"{split}_labels"), no_conversion)
@@ -194,12 +199,13 @@ def main(argv):
   from engine.data import shard_writer
   from engine.errors import UserError, quoted
 
-  config = flags.to_config(FLAGS).data
+  run_config = flags.to_config(FLAGS)
+  config = run_config.data
   if os.path.exists(FLAGS.output_dir) and (
       not os.path.isdir(FLAGS.output_dir) or os.listdir(FLAGS.output_dir)):
     raise UserError(f"--output_dir={quoted(FLAGS.output_dir)}: exists and "
                     "is not an empty directory; pass a new one")
-  source, splits, image_shape = _sources(config)
+  source, splits, image_shape = _sources(config, run_config.train.seed)
   started, shown = time.perf_counter(), [0.0]
 
   def progress(split, count):

@@ -156,15 +156,10 @@ def _decode_all(items, conversion: Conversion, source: str,
   return images, [label for _, label in items]
 
 
-def load_folder(directory: str, conversion: Conversion, test_fraction: float,
-                seed: int, max_train_examples: Optional[int] = None,
-                memory_limit_bytes: Optional[int] = None) -> dict:
-  """Reads a folder of images into the arrays of an `ImageDataset`.
-
-  Raises:
-    DataError: For an empty folder, an unreadable image (named), mixed sizes
-      or channels (two files named), or a dataset too large for memory.
-  """
+def _folder_splits(directory: str, conversion: Conversion,
+                   test_fraction: float, seed: int,
+                   max_train_examples: Optional[int]):
+  """({split: [(path, class name)]}, the reference (path, shape), classes)."""
   test_dir = os.path.join(directory, "test")
   if os.path.isdir(test_dir):
     train_dir = os.path.join(directory, "train")
@@ -190,17 +185,55 @@ def load_folder(directory: str, conversion: Conversion, test_fraction: float,
     train_items = train_items[:max_train_examples]
   reference = (train_items[0][0],
                tuple(_decode(train_items[0][0], conversion).shape))
-  check_fits_in_memory(directory, len(train_items) + len(test_items),
-                       reference[1], memory_limit_bytes)
   classes = sorted({label for _, label in train_items + test_items
                     if label is not None})
+  return {"train": train_items, "test": test_items}, reference, classes
+
+
+def _decoded(items, conversion, directory, reference, classes):
+  images, names = _decode_all(items, conversion, directory, reference)
+  return images, np.array([classes.index(n) if n is not None else -1
+                           for n in names], np.int64)
+
+
+def load_folder(directory: str, conversion: Conversion, test_fraction: float,
+                seed: int, max_train_examples: Optional[int] = None,
+                memory_limit_bytes: Optional[int] = None) -> dict:
+  """Reads a folder of images into the arrays of an `ImageDataset`.
+
+  Raises:
+    DataError: For an empty folder, an unreadable image (named), mixed sizes
+      or channels (two files named), or a dataset too large for memory.
+  """
+  splits, reference, classes = _folder_splits(
+      directory, conversion, test_fraction, seed, max_train_examples)
+  check_fits_in_memory(directory, sum(map(len, splits.values())),
+                       reference[1], memory_limit_bytes)
   arrays = {}
-  for split, items in (("train", train_items), ("test", test_items)):
-    images, names = _decode_all(items, conversion, directory, reference)
-    arrays[f"{split}_images"] = images
-    arrays[f"{split}_labels"] = np.array(
-        [classes.index(n) if n is not None else -1 for n in names], np.int64)
+  for split, items in splits.items():
+    arrays[f"{split}_images"], arrays[f"{split}_labels"] = _decoded(
+        items, conversion, directory, reference, classes)
   return arrays
+
+
+def stream_folder(directory: str, conversion: Conversion,
+                  test_fraction: float, seed: int, chunk: int = 4096):
+  """The splits `load_folder` reads, as chunks of (images, labels) decoded
+  one chunk at a time (what `convert_dataset` writes: memory does not grow
+  with the folder).
+
+  Returns:
+    ({split: iterator of chunks}, image shape).
+  """
+  splits, reference, classes = _folder_splits(directory, conversion,
+                                              test_fraction, seed, None)
+
+  def chunks(items):
+    for start in range(0, len(items), chunk):
+      yield _decoded(items[start:start + chunk], conversion, directory,
+                     reference, classes)
+  return {split: chunks(items) for split, items in splits.items()}, (
+      reference[1])
 
 
 def convert(images: np.ndarray, conversion: Conversion) -> np.ndarray:

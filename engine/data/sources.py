@@ -140,6 +140,13 @@ def _converted(dataset: ImageDataset,
       test_images=images.convert(dataset.test_images, conversion))
 
 
+def is_image_folder(path: str | None) -> bool:
+  """Whether the rule reads `path` as a folder of images (a directory that
+  is neither converted shards nor IDX)."""
+  return bool(path) and os.path.isdir(path) and not shards.is_sharded(
+      path) and _find_idx_files(path) is None and not _has_idx_files(path)
+
+
 def _has_idx_files(directory: str) -> bool:
   """Any IDX file at all: then missing ones are an IDX error, not a folder."""
   return os.path.isdir(directory) and any(

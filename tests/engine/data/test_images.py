@@ -137,3 +137,26 @@ def test_an_empty_folder_from_the_command_line(tmp_path):
   assert_one_line_error(run_cli(f"--data_dir={tmp_path}",
                                 f"--model_dir={tmp_path}/m"),
                         f"--data_dir={tmp_path}: no training images")
+
+
+def test_a_folder_streams_in_chunks_as_it_loads(tmp_path, mnist):
+  """`stream_folder` (what convert_dataset writes) gives `load_folder`'s
+  arrays chunk by chunk: the same split drawn with the same seed, the same
+  order and labels."""
+  folder = tmp_path / "flat"
+  for i in range(60):  # Class folders, no test/: --test_fraction holds out.
+    (folder / str(mnist.train_labels[i])).mkdir(parents=True, exist_ok=True)
+    tf.io.write_file(str(folder / str(mnist.train_labels[i]) / f"{i:03d}.png"),
+                     tf.io.encode_png(mnist.train_images[i]))
+  conversion = images.Conversion(None, None)
+  loaded = images.load_folder(str(folder), conversion, 0.25, seed=3)
+  streamed, shape = images.stream_folder(str(folder), conversion, 0.25,
+                                         seed=3, chunk=7)
+  assert shape == (28, 28, 1)
+  for split in ("train", "test"):
+    chunks = list(streamed[split])
+    assert max(len(c[0]) for c in chunks) == 7 and len(chunks) > 1
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]),
+                                  loaded[f"{split}_images"])
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]),
+                                  loaded[f"{split}_labels"])

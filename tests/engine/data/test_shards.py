@@ -310,3 +310,16 @@ def test_a_2gb_dataset_trains_in_the_memory_of_a_50mb_one(tmp_path):
         f"{train_small / 1024:.0f} MB")
   assert convert_big - convert_small < 300 * 1024
   assert train_big - train_small < 300 * 1024
+
+
+def test_a_folder_of_images_converts_to_what_training_reads(tmp_path, mnist):
+  from tests.engine.data.test_images import write_png_folder
+  folder = write_png_folder(tmp_path / "pngs", mnist, train=300, test=40)
+  result = _convert(folder, tmp_path / "out", "--seed=5")
+  assert result.returncode == 0, result.stderr[-2000:]
+  converted = sources.load(DataConfig(data_dir=str(tmp_path / "out")))
+  source = sources.load(DataConfig(data_dir=folder), 5)
+  np.testing.assert_array_equal(np.asarray(converted.train_images),
+                                source.train_images)
+  np.testing.assert_array_equal(converted.train_labels, source.train_labels)
+  np.testing.assert_array_equal(converted.test_images, source.test_images)
