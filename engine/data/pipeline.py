@@ -174,7 +174,8 @@ def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,
   evaluating the same weights twice gives the same numbers.
 
   Args:
-    images: uint8 tensor [M, rows, cols, channels].
+    images: uint8 tensor [M, rows, cols, channels], or
+      `indexed.IndexedImages` (each batch reads its examples).
     labels: int64 tensor [M].
     options: Pipeline options.
     context: The input context under tf.distribute (None: one pipeline).
@@ -197,7 +198,7 @@ def eval_dataset(images: tf.Tensor, labels: tf.Tensor, options: PipelineOptions,
                                                   dtype=tf.int64)
     real = positions < num_examples
     rows = tf.minimum(positions, num_examples - 1)
-    element = _preprocess(tf.gather(images, rows), options, index,
+    element = _preprocess(indexed.gather(images, rows), options, index,
                           _EVAL_OFFSET, offset, layout.per_replica)
     element["labels"] = tf.gather(labels, rows)
     element["weights"] = tf.cast(real, tf.float32)

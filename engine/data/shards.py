@@ -117,8 +117,8 @@ def open_dataset(directory: str, limit: Optional[int] = None) -> dict:
   metadata (present, its size, its SHA-256; each shard's record count).
 
   Returns:
-    Keyword arguments of `sources.ImageDataset`: the training images as a
-    `ShardedSplit`, the test images read into memory, both splits' labels.
+    Keyword arguments of `sources.ImageDataset`: both splits' images as
+    `ShardedSplit`s, their labels.
 
   Raises:
     DataError: Naming the file that is missing, truncated or altered.
@@ -153,7 +153,7 @@ def open_dataset(directory: str, limit: Optional[int] = None) -> dict:
                        limit)
   test = ShardedSplit(directory, "test", splits["test"], image_shape)
   return dict(train_images=train, train_labels=train.labels,
-              test_images=np.asarray(test), test_labels=test.labels,
+              test_images=test, test_labels=test.labels,
               source=f"{directory} ({meta.get('source', 'converted')})")
 
 

@@ -42,10 +42,12 @@ class ImageDataset:
   """A train/test split of images in memory.
 
   Attributes:
-    train_images: uint8 array [N, rows, cols, channels]; None once a run
-      has moved it into the tensor its pipeline reads (one copy in memory).
+    train_images: uint8 array [N, rows, cols, channels], or
+      `indexed.IndexedImages` read from disk; None once a run has moved it
+      into the tensor its pipeline reads (one copy in memory).
     train_labels: int64 array [N].
-    test_images: uint8 array [M, rows, cols, channels].
+    test_images: uint8 array [M, rows, cols, channels] (or, as above,
+      `indexed.IndexedImages`).
     test_labels: int64 array [M].
     source: Where it came from, for the log.
   """

@@ -44,7 +44,7 @@ def load(name: str, timeout_s: float, data_dir: str | None = None,
     train = TfdsImages(builder, "train", name, limit)
     test = TfdsImages(builder, "test", name)
     return dict(train_images=train, train_labels=train.labels,
-                test_images=np.asarray(test), test_labels=test.labels,
+                test_images=test, test_labels=test.labels,
                 source=f"tensorflow-datasets:{name} (ArrayRecord, read by "
                 "index)")
   arrays = {}

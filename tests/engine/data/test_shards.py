@@ -77,6 +77,8 @@ def _config(data_dir, model_dir, model="dense", **train):
     ("conv", {}),                       # The on-device loop without XLA.
     ("conv", {"steps_per_loop": 1}),    # One step per call.
     ("dense", {"jit_compile": False, "train_steps": 40}),  # Past an epoch.
+    # The test split read by index too: the NLL and the figures.
+    ("dense", {"eval_nll_samples": 3, "figures": True}),
 ])
 def test_training_from_shards_gives_the_sources_weights(
     small_mnist_dir, small_shards, tmp_path, model, flags):
@@ -86,6 +88,8 @@ def test_training_from_shards_gives_the_sources_weights(
                                    **flags), stream=io.StringIO())
   assert from_shards.weights_fingerprint == from_source.weights_fingerprint
   assert from_shards.test_metrics == from_source.test_metrics
+  assert [os.path.basename(p) for p in from_shards.figure_paths] == [
+      os.path.basename(p) for p in from_source.figure_paths]
 
 
 def test_a_resumed_run_from_shards_ends_on_the_uninterrupted_weights(

@@ -83,7 +83,7 @@ def test_an_array_record_tfds_dataset_trains_by_index_to_its_weights(
   idx_dir.mkdir()
   for split, split_images, labels in (
       ("train", images, data.train_labels),
-      ("t10k", data.test_images, data.test_labels)):
+      ("t10k", np.asarray(data.test_images), data.test_labels)):
     write_idx(str(idx_dir / f"{split}-images-idx3-ubyte.gz"),
               split_images[..., 0])
     write_idx(str(idx_dir / f"{split}-labels-idx1-ubyte.gz"), labels)
