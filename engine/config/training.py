@@ -13,7 +13,7 @@ from engine.config.settings import setting
 PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "exponential", "piecewise", "iwae")
-NAN_POLICIES = ("stop", "skip")
+NAN_POLICIES = ("stop", "skip", "recover")
 KEEP_BEST = ("none", "elbo", "nll")
 
 
@@ -66,6 +66,17 @@ class TrainConfig:
       check=(lambda v: v is None or (all(b > 0 for b in v) and list(v) ==
                                      sorted(set(v))),
              "must be increasing positive steps S1,S2,..."))
+  ema_decay: float = setting(
+      0.0, "Keep an exponential moving average of the weights with this "
+      "decay (e.g. 0.999), updated after every applied step on the device; "
+      "evaluation, the NLL, figures, sample scores and the export use it, "
+      "and the raw weights' test ELBO is logged as elbo_raw (0: off).",
+      check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+  ema_dynamic_decay: bool = setting(
+      True, "With --ema_decay: use min(decay, (1 + t) / (10 + t)) at step t, "
+      "as Model Garden does, so the average forgets the initial weights "
+      "(off: a fixed decay from step 0, whose average still holds "
+      "decay^t of them).")
   optimizer: str = setting(
       "adam", "adam; adamw (Adam with decoupled --weight_decay); or sgd "
       "(plain gradient descent).", choices=OPTIMIZERS)
@@ -129,8 +140,16 @@ class TrainConfig:
       "for --conditional models, the fraction classified as their label.")
   nan_policy: str = setting(
       "stop", "On a non-finite loss: stop (name the step and the term; the "
-      "last good checkpoint stays) or skip (drop that update; stop after "
-      "--max_skipped_steps in a row).", choices=NAN_POLICIES)
+      "last good checkpoint stays); skip (drop that update; stop after "
+      "--max_skipped_steps in a row); or recover (restore the last "
+      "checkpoint, multiply the learning rate by --recover_lr_factor and go "
+      "on; stop after --max_recoveries).", choices=NAN_POLICIES)
+  recover_lr_factor: float = setting(
+      0.5, "With --nan_policy=recover: what each recovery multiplies the "
+      "learning rate by.", check=(lambda v: 0 < v <= 1, "must be in (0, 1]"))
+  max_recoveries: int = setting(
+      3, "With --nan_policy=recover: recoveries after which a non-finite "
+      "step stops the run (exit 3).", check=settings.POSITIVE)
   max_skipped_steps: int = setting(
       10, "Consecutive skipped steps that stop the run (with "
       "--nan_policy=skip, or updates over --skip_grad_norm).",

@@ -68,7 +68,7 @@ class _SplitWriter:
       if self._writer is None or self._in_shard == self.per_shard:
         self._close_shard()
         name = f"{self.split}-{len(self.shards):05d}.array_record"
-        self._writer = shards._module().ArrayRecordWriter(  # pylint: disable=protected-access
+        self._writer = shards.array_record_module().ArrayRecordWriter(
             os.path.join(self.directory, name), _WRITE_OPTIONS)
         self.shards.append({"file": name})
         self._in_shard = 0

@@ -51,10 +51,10 @@ def file_digest(path: str) -> str:
   return digest.hexdigest()
 
 
-def _module():
+def array_record_module():
   # Imported on use: only sharded data needs it.
-  from array_record.python import array_record_module
-  return array_record_module
+  from array_record.python import array_record_module as module
+  return module
 
 
 class ShardedSplit(indexed.IndexedImages):
@@ -87,7 +87,7 @@ class ShardedSplit(indexed.IndexedImages):
     # One reader per shard and thread: tf.data's threads read in parallel.
     readers = getattr(self._local, "readers", None)
     if readers is None:
-      module = _module()
+      module = array_record_module()
       readers = [module.ArrayRecordReader(path, _READ_OPTIONS)
                  for path in self.paths]
       self._local.readers = readers
@@ -136,7 +136,7 @@ def open_dataset(directory: str, limit: Optional[int] = None) -> dict:
   for split, entry in splits.items():
     for item in [*entry["shards"], entry["labels"], entry["pixel_stats"]]:
       _check_file(directory, item)
-    module = _module()
+    module = array_record_module()
     for shard in entry["shards"]:
       reader = module.ArrayRecordReader(os.path.join(directory, shard["file"]),
                                         _READ_OPTIONS)

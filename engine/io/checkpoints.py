@@ -1,11 +1,10 @@
 """Checkpoints that resume exactly and refuse another model's state.
 
-A checkpoint holds the encoder, decoder, optimizer (with its slots) and the
-global step. Nothing else is needed to continue exactly: every batch and every
-noise draw is a pure function of (seed, step) (see `engine.data.pipeline`).
-It also holds the architecture's fingerprint, checked before restoring, so a
-`--model_dir` written by another `--model` or `--latent_dim` is refused with a
-clear message instead of being half-restored.
+A checkpoint holds the encoder, decoder, optimizer (with its slots), the
+global step (and a moving average, a loss scale, recoveries where the run has
+them): every batch and noise draw is a pure function of (seed, step). Its
+architecture fingerprint is checked before restoring, so another model's
+`--model_dir` is refused instead of being half-restored.
 
 A checkpoint that cannot be read (truncated, garbage, half-written when the
 machine died) is never trained on: restoring falls back to the newest readable
@@ -29,8 +28,7 @@ from models.architecture import Architecture
 _FINGERPRINT_KEY = "fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
 _PREFIX = repair.PREFIX
 BEST_DIR = "best"  # Where `--keep_best` keeps the best checkpoint.
-# What reading damaged checkpoint files raises (TF's reader turns short reads
-# into IndexError, checksum failures into DataLossError, ...).
+# What reading damaged files raises (short reads: IndexError; bad: DataLoss).
 _READ_ERRORS = (tf.errors.OpError, IndexError, OSError, RuntimeError,
                 UnicodeDecodeError)
 
@@ -105,13 +103,17 @@ class Checkpointer:
     repair: Move unreadable checkpoints aside (the chief only: other workers
       read the chief's directory and must not change it).
     flag_dir: The `--model_dir` errors name (default: `directory`).
+    averages: The weights' `WeightAverage` (a checkpoint without averages
+      starts them at its weights).
+    state: More variables by name (recoveries), restored where present.
   """
 
   def __init__(self, directory: str, *, encoder, decoder, optimizer,
                global_step: tf.Variable, architecture: Architecture,
                max_to_keep: int, loss_scale: Optional[dict] = None,
                restore_from: Optional[str] = None, repair: bool = True,
-               flag_dir: Optional[str] = None):
+               flag_dir: Optional[str] = None, averages=None,
+               state: Optional[dict] = None):
     self._directory = restore_from or directory
     self._write_directory = directory
     self._flag_dir = flag_dir or self._directory
@@ -131,6 +133,12 @@ class Checkpointer:
     self._loss_scale = (tf.train.Checkpoint(**loss_scale) if loss_scale
                         else None)
     extra = {"loss_scale": self._loss_scale} if self._loss_scale else {}
+    self._averages = averages
+    if averages is not None:
+      extra["averages"] = tf.train.Checkpoint(values=averages.averages)
+    self._state = tf.train.Checkpoint(**state) if state else None
+    if self._state is not None:
+      extra["state"] = self._state
     self.checkpoint = tf.train.Checkpoint(**core, **extra)
 
   @property
@@ -199,6 +207,14 @@ class Checkpointer:
       if self._loss_scale is not None:
         tf.train.Checkpoint(loss_scale=self._loss_scale).restore(
             path).expect_partial()  # Absent when written under another policy.
+      if self._state is not None:  # Absent when written without it.
+        tf.train.Checkpoint(state=self._state).restore(path).expect_partial()
+      if self._averages is not None:
+        if any(name.startswith("averages/") for name in names):
+          tf.train.Checkpoint(averages=self.checkpoint.averages).restore(
+              path).expect_partial()
+        else:  # Written without --ema_decay: start at the restored weights.
+          self._averages.reset()
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
       first_line = str(e).strip().splitlines()[0][:200]
       raise CheckpointMismatchError(
@@ -227,9 +243,8 @@ class Checkpointer:
           "flags that wrote it")
 
   def save_best(self, step: int) -> str:
-    """Writes a checkpoint for `step` into `<directory>/best/` (the two
-    newest kept, so the one a best-record names always exists); returns
-    its path."""
+    """Writes `<directory>/best/ckpt-<step>` (the two newest are kept: the
+    one `best.json` names always exists); returns its path."""
     if self._best_manager is None:
       self._best_manager = tf.train.CheckpointManager(
           self.checkpoint, files.join(self._write_directory, BEST_DIR),

@@ -10,6 +10,7 @@ parts from `engine.run.parts`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -18,7 +19,6 @@ import sys
 from typing import Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import models
@@ -43,6 +43,7 @@ from engine.run.evaluation import (ImageSummaries, ReportEvaluation,
                                    RunEvaluator, TestSet)
 from engine.train import actions
 from engine.train import optimization
+from engine.train import recovery
 from engine.train import trainer as trainer_lib
 from engine.train.controller import Controller
 from models.architecture import Architecture
@@ -170,8 +171,10 @@ def build(config: RunConfig) -> Run:
   keras.utils.set_random_seed(train.seed)  # The same weights, tuned or not.
   with strategy.scope(), precision.policy_scope(choice.policy):
     vae = create()
+    recovering = (recovery.RecoveryState() if train.nan_policy == "recover"
+                  else None)
     trainer = parts.make_trainer(vae, config, strategy, choice.policy,
-                                 num_train)
+                                 num_train, recovering and recovering.scale)
     functions = evaluator_lib.model_functions(
         vae, parts.objective(config.model).for_evaluation())
     evaluator = evaluator_lib.Evaluator(*functions, strategy,
@@ -191,14 +194,18 @@ def build(config: RunConfig) -> Run:
                                 config.model.learned_scale),
       max_to_keep=train.keep_checkpoints,
       loss_scale=trainer.loss_scale_variables, restore_from=train.model_dir,
-      repair=role.is_chief, flag_dir=train.model_dir)
+      repair=role.is_chief, flag_dir=train.model_dir,
+      averages=trainer.average, state=recovering and {
+          "recoveries": recovering.count,
+          "learning_rate_scale": recovering.scale})
   resumed_from = checkpointer.restore_latest()
-  optimization.reapply_learning_rate(trainer.base_optimizer,
-                                     parts.learning_rate(config, num_train))
+  optimization.reapply_learning_rate(
+      trainer.base_optimizer,
+      parts.learning_rate(config, num_train, recovering and recovering.scale))
   if role.is_chief:
     run_dir.write_config(train.model_dir, config)
-  start_line = _start_line(config, data, start_line_data, vae, trainer,
-                           last_step, strategy, choice, role)
+  start_line = parts.start_line(config, data, start_line_data, vae,
+                                trainer, last_step, strategy, choice, role)
   options = parts.pipeline_options(config)
   trainer.feed(train_images, options, train.steps_per_loop, last_step,
                labels=train_labels if vae.conditional else None)
@@ -215,9 +222,14 @@ def build(config: RunConfig) -> Run:
       evaluator, test, nll,
       math.prod(data.image_shape)
       if config.model.reconstruction_loss == "discretized_logistic"
-      else None)
+      else None, average=trainer.average)
+  recover = recovering and recovery.RecoveryAction(
+      recovering, trainer.non_finite, checkpointer.restore_latest,
+      trainer.restart_batches, train.recover_lr_factor, train.max_recoveries,
+      console.say)
   result = finish.Result(vae, train.model_dir, resumed_from, console.say,
-                         write=role.is_chief)
+                         write=role.is_chief,
+                         recoveries=recover.events if recover else [])
   end_actions = []
   if train.sample_quality and role.is_chief:
     end_actions.append(finish.SampleQuality(
@@ -244,15 +256,17 @@ def build(config: RunConfig) -> Run:
             train.model_dir, config.data.noise_factor > 0,
             console.say).at_step, console.say))
   controller = Controller(
+      evaluation_weights=(trainer.average.swapped if trainer.average
+                          else contextlib.nullcontext),
       trainer=trainer, evaluator=run_evaluator, checkpoints=checkpointer,
       last_step=last_step, steps_per_loop=train.steps_per_loop,
       checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,
       train_actions=[
           actions.ProfileAction(train.profile_steps, workspace.write_dir,
                                 console.say),
-          actions.NonFiniteStopAction(trainer.non_finite, train.nan_policy,
-                                      train.max_skipped_steps,
-                                      lambda: checkpointer.latest),
+          recover or actions.NonFiniteStopAction(
+              trainer.non_finite, train.nan_policy, train.max_skipped_steps,
+              lambda: checkpointer.latest),
           actions.GradientNormStopAction(trainer.norms,
                                          lambda: checkpointer.latest),
           actions.PreemptionAction(strategy, checkpointer.save),
@@ -265,23 +279,3 @@ def build(config: RunConfig) -> Run:
              trainer=trainer, controller=controller, console=console,
              writer=writer, result=result, start_line=start_line,
              resumed_from=resumed_from)
-
-
-def _start_line(config: RunConfig, data: sources.ImageDataset, train_data,
-                vae, trainer, last_step: int, strategy,
-                choice: precision.Choice, role: strategies.TaskRole) -> str:
-  num_train, labels = train_data
-  classes = len(np.unique(labels[labels >= 0]))
-  return (f"training {config.model.name} (latent {config.model.latent_dim}"
-          f"{', conditional' if vae.conditional else ''}) "
-          f"on {data.source}: {num_train} train / "
-          f"{len(data.test_images)} test images "
-          f"({f'{classes} classes' if classes else 'unlabelled'}), "
-          f"{last_step} steps of {config.train.batch_size}, "
-          f"{strategy.num_replicas_in_sync} replica(s), "
-          f"{choice.describe()}"
-          f", {'XLA' if trainer.jit_compile else 'no XLA'}"
-          f"{f' (auto: {trainer.xla_reason})' if trainer.xla_reason else ''}"
-          + ("" if role.task_type is None else
-             f", task {role.task_type}:{role.task_id}"
-             f"{' (chief)' if role.is_chief else ''}"))

@@ -79,11 +79,15 @@ class RunEvaluator:
     nll: The importance-weighted NLL (None: not asked for).
     bits_per_dim_pixels: Sub-pixels of an image, when the likelihood is
       over 8-bit levels (the ELBO is then also reported in bits/dim).
+    average: The weights' moving average, when the model is evaluated with
+      it (inside `average.swapped()`, see the controller): the raw weights'
+      ELBO is then reported too, as `elbo_raw`.
   """
 
   def __init__(self, evaluator: evaluator_lib.Evaluator, test: TestSet,
                nll: Optional[likelihood.ImportanceSampledEvaluator] = None,
-               bits_per_dim_pixels: Optional[int] = None):
+               bits_per_dim_pixels: Optional[int] = None, average=None):
+    self.average = average
     self.evaluator = evaluator
     self.test = test
     self.nll = nll
@@ -104,6 +108,10 @@ class RunEvaluator:
       # what the literature compares (an upper bound on the NLL's).
       metrics["elbo_bits_per_dim"] = -metrics["elbo"] / (
           self.bits_per_dim_pixels * math.log(2.0))
+    if self.average is not None:
+      with self.average.swapped():  # Back to the raw weights, for a moment.
+        metrics["elbo_raw"] = self.evaluator.evaluate(
+            self.test.distributed)["elbo"]
     if self.nll is not None:
       result = self.nll.evaluate(self.test.distributed)
       metrics.update(nll=result.nll, nll_stderr=result.nll_stderr,
@@ -124,7 +132,9 @@ class ReportEvaluation:
   def __call__(self, step: int, metrics: dict) -> None:
     bits = (f", {metrics['elbo_bits_per_dim']:.4f} bits/dim"
             if "elbo_bits_per_dim" in metrics else "")
-    self.say(f"eval step {step}: test ELBO {metrics['elbo']:.2f} nats "
+    raw = (f", raw weights {metrics['elbo_raw']:.2f}; the average's:"
+           if "elbo_raw" in metrics else "")
+    self.say(f"eval step {step}: test ELBO{raw} {metrics['elbo']:.2f} nats "
              f"(reconstruction {metrics['reconstruction']:.2f}, "
              f"kl {metrics['kl']:.2f}{bits}) over {metrics['examples']} test "
              f"images, {metrics['active_units']}/{self.latent_dim} active "

@@ -39,6 +39,8 @@ class RunResult:
     figure_paths: The PNGs written.
     weights_fingerprint: A hash of the trained weights (equal hashes: the
       same weights, bit for bit).
+    recoveries: This process's `--nan_policy=recover` recoveries (step,
+      terms, checkpoint restored, learning-rate scale, count).
   """
 
   final_step: int
@@ -48,6 +50,7 @@ class RunResult:
   export_path: Optional[str]
   figure_paths: list
   weights_fingerprint: str = ""
+  recoveries: list = dataclasses.field(default_factory=list)
 
 
 def read_result(model_dir: str) -> RunResult:
@@ -141,9 +144,10 @@ class Result:
   """The done line, and `<model_dir>/result.json` on the chief."""
 
   def __init__(self, vae, model_dir: str, resumed_from: Optional[str],
-               say: Say, write: bool):
+               say: Say, write: bool, recoveries: Optional[list] = None):
     self.vae, self.model_dir, self.resumed_from = vae, model_dir, resumed_from
     self.say, self.write = say, write
+    self.recoveries = [] if recoveries is None else recoveries
     self.result: Optional[RunResult] = None
 
   def __call__(self, end: RunEnd) -> None:
@@ -152,7 +156,8 @@ class Result:
              f"nats, weights {fingerprint}")
     self.result = RunResult(end.step, scalars(end.metrics), end.checkpoint,
                             self.resumed_from, end.export_path,
-                            end.figure_paths, fingerprint)
+                            end.figure_paths, fingerprint,
+                            list(self.recoveries))
     if self.write:
       files.write_atomically(files.join(self.model_dir, RESULT_JSON),
                              json.dumps(dataclasses.asdict(self.result),

@@ -31,8 +31,9 @@ def objective(model_config: ModelConfig) -> elbo.Objective:
       free_bits=model_config.free_bits)
 
 
-def learning_rate(config: RunConfig, num_train_examples: int):
-  """The optimizer's learning rate: a float, or the schedule of its steps."""
+def learning_rate(config: RunConfig, num_train_examples: int, scale=None):
+  """The optimizer's learning rate: a float, or the schedule of its steps
+  (times `scale`, a variable, where given)."""
   train = config.train
   return optimization.learning_rate(
       train.lr_schedule, train.learning_rate,
@@ -40,16 +41,18 @@ def learning_rate(config: RunConfig, num_train_examples: int):
       total_steps=total_steps(config, num_train_examples),
       warmup_steps=train.warmup_steps, decay_rate=train.lr_decay_rate,
       decay_steps=train.lr_decay_steps, min_fraction=train.lr_min_fraction,
-      boundaries=train.lr_boundaries)
+      boundaries=train.lr_boundaries, scale=scale)
 
 
 def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
                  strategy: tf.distribute.Strategy, policy: str,
-                 num_train_examples: int) -> trainer_lib.Trainer:
-  """The run's trainer and optimizer (create it inside `strategy.scope()`)."""
+                 num_train_examples: int,
+                 lr_scale=None) -> trainer_lib.Trainer:
+  """The run's trainer and optimizer (create it inside `strategy.scope()`;
+  `lr_scale`: a variable the learning rate is multiplied by)."""
   train = config.train
   optimizer = optimization.make_optimizer(
-      train.optimizer, learning_rate(config, num_train_examples),
+      train.optimizer, learning_rate(config, num_train_examples, lr_scale),
       epsilon=optimization.adam_epsilon(train.lr_schedule),
       loss_scaling=policy == "mixed_float16", beta_1=train.adam_beta_1,
       beta_2=train.adam_beta_2, weight_decay=train.weight_decay)
@@ -59,7 +62,8 @@ def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
       jit_compile=train.jit_compile, nan_policy=train.nan_policy,
       max_skipped_steps=train.max_skipped_steps,
       clip_grad_norm=train.clip_grad_norm,
-      skip_grad_norm=train.skip_grad_norm)
+      skip_grad_norm=train.skip_grad_norm, ema_decay=train.ema_decay,
+      ema_dynamic_decay=train.ema_dynamic_decay)
 
 
 def total_steps(config: RunConfig, num_train_examples: int) -> int:
@@ -193,3 +197,24 @@ def hparams(config: RunConfig, trainer) -> dict:
                              else "default" if value is None else str(value))
   values["xla"] = bool(trainer.jit_compile)
   return values
+
+
+def start_line(config: RunConfig, data: sources.ImageDataset, train_data,
+               vae, trainer, last_step: int, strategy,
+               choice: precision.Choice, role) -> str:
+  """The line a run starts with: what trains on what, how."""
+  num_train, labels = train_data
+  classes = len(np.unique(labels[labels >= 0]))
+  return (f"training {config.model.name} (latent {config.model.latent_dim}"
+          f"{', conditional' if vae.conditional else ''}) "
+          f"on {data.source}: {num_train} train / "
+          f"{len(data.test_images)} test images "
+          f"({f'{classes} classes' if classes else 'unlabelled'}), "
+          f"{last_step} steps of {config.train.batch_size}, "
+          f"{strategy.num_replicas_in_sync} replica(s), "
+          f"{choice.describe()}"
+          f", {'XLA' if trainer.jit_compile else 'no XLA'}"
+          f"{f' (auto: {trainer.xla_reason})' if trainer.xla_reason else ''}"
+          + ("" if role.task_type is None else
+             f", task {role.task_type}:{role.task_id}"
+             f"{' (chief)' if role.is_chief else ''}"))

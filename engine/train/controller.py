@@ -19,6 +19,7 @@ passed in, not an edit of the loop.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 from typing import Optional, Sequence
 
@@ -99,12 +100,18 @@ class Controller:
     eval_actions: `(step, metrics)` after every evaluation (reports,
       summaries).
     end_actions: `(RunEnd)` once at completion, in this order.
+    evaluation_weights: A context in which the model holds the weights to
+      evaluate and ship (`WeightAverage.swapped`: the moving average);
+      evaluations, their actions and the end actions run inside it, every
+      training checkpoint outside.
   """
 
   def __init__(self, *, trainer, evaluator, checkpoints, last_step: int,
                steps_per_loop: int, checkpoint_every: int = 0,
                eval_every: int = 0, train_actions: Sequence[Action] = (),
-               eval_actions: Sequence = (), end_actions: Sequence = ()):
+               eval_actions: Sequence = (), end_actions: Sequence = (),
+               evaluation_weights=contextlib.nullcontext):
+    self.evaluation_weights = evaluation_weights
     self.trainer = trainer
     self.evaluator = evaluator
     self.checkpoints = checkpoints
@@ -122,6 +129,10 @@ class Controller:
 
   def evaluate(self, step: int) -> dict:
     """Evaluates and hands the metrics to the eval actions."""
+    with self.evaluation_weights():
+      return self._evaluate(step)
+
+  def _evaluate(self, step: int) -> dict:
     metrics = self.evaluator.evaluate(step)
     for action in self.eval_actions:
       action(step, metrics)
@@ -149,6 +160,7 @@ class Controller:
           action.observe(outputs)
           if action.fires(outputs):
             action(outputs)
+        step = self.trainer.step  # An action may have moved it (recovery).
         if step >= self.last_step:
           break  # The end saves and evaluates, once.
         if self.checkpoint_every and step % self.checkpoint_every == 0:
@@ -167,7 +179,8 @@ class Controller:
     checkpoint = (self.checkpoints.latest
                   if self.checkpoints.latest_step() == step
                   else self.save(step))
-    end = RunEnd(step, self.evaluate(step), checkpoint)
-    for action in self.end_actions:
-      action(end)
+    with self.evaluation_weights():
+      end = RunEnd(step, self._evaluate(step), checkpoint)
+      for action in self.end_actions:
+        action(end)
     return end

@@ -37,7 +37,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
   def __init__(self, kind: str, base_rate: float, warmup_steps: int = 0,
                decay_steps: int = 1, decay_rate: float = 1.0,
-               min_fraction: float = 0.0, boundaries=()):
+               min_fraction: float = 0.0, boundaries=(), scale=None):
     if kind not in ("constant", "cosine", "exponential", "piecewise"):
       raise ValueError(f"unknown learning-rate schedule {kind!r}")
     self.kind, self.base_rate = kind, float(base_rate)
@@ -46,6 +46,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     self.decay_rate, self.min_fraction = float(decay_rate), float(
         min_fraction)
     self.boundaries = tuple(int(b) for b in boundaries)
+    self.scale = scale  # A variable the rate is multiplied by (recoveries).
 
   def __call__(self, step):
     step = tf.cast(step, tf.float32)
@@ -65,6 +66,8 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     rate = self.base_rate * factor
     if self.warmup_steps:
       rate *= tf.minimum((step + 1) / self.warmup_steps, 1.0)
+    if self.scale is not None:
+      rate *= tf.cast(self.scale, rate.dtype)
     return rate
 
   def get_config(self) -> dict:
@@ -77,7 +80,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 def learning_rate(schedule: str, base_rate: float, steps_per_epoch: int,
                   total_steps: int = 1, warmup_steps: int = 0,
                   decay_rate: float = 0.5, decay_steps=None,
-                  min_fraction: float = 0.0, boundaries=None):
+                  min_fraction: float = 0.0, boundaries=None, scale=None):
   """The optimizer's learning rate: a float, or a schedule of its steps.
 
   Args:
@@ -89,11 +92,13 @@ def learning_rate(schedule: str, base_rate: float, steps_per_epoch: int,
     warmup_steps, decay_rate, decay_steps, min_fraction, boundaries: The
       `--warmup_steps`, `--lr_decay_*`, `--lr_min_fraction` and
       `--lr_boundaries` settings.
+    scale: A variable the rate is multiplied by (`--nan_policy=recover`
+      lowers it); a schedule then, even for a constant rate.
 
   Raises:
     ValueError: For an unknown schedule name.
   """
-  if schedule == "constant" and not warmup_steps:
+  if schedule == "constant" and not warmup_steps and scale is None:
     return base_rate  # A plain float: what older checkpoints hold.
   if schedule == "iwae":
     schedule, decay_rate = "piecewise", 10.0 ** (-1.0 / 7.0)
@@ -103,7 +108,7 @@ def learning_rate(schedule: str, base_rate: float, steps_per_epoch: int,
       decay_steps=(decay_steps or steps_per_epoch if schedule == "exponential"
                    else total_steps - warmup_steps),
       decay_rate=decay_rate, min_fraction=min_fraction,
-      boundaries=boundaries or ())
+      boundaries=boundaries or (), scale=scale)
 
 
 def adam_epsilon(schedule: str) -> float:

@@ -22,27 +22,13 @@ import tensorflow as tf
 
 from engine.data import pipeline
 from engine.data import step_batches
+from engine.devices import compilation
 from engine.devices import replica_sums
 from engine.objectives import elbo
 from engine.train import gradient_norms
+from engine.train import weight_average
 from engine.train.loop_state import LoopOutputs, NonFiniteState
 from models.base import VariationalAutoencoder
-
-def xla_by_default(vae: VariationalAutoencoder) -> tuple[bool, str]:
-  """What `--jit_compile` unset (auto) means for this model here, and why.
-
-  XLA fuses a step's many small ops and, on one device, runs many steps per
-  execution: a large gain for dense models anywhere and for every model on
-  a GPU. On a CPU, XLA compiles convolution gradients into slower code than
-  oneDNN's kernels (`vae-engine benchmark` measures both), so a model with
-  convolutions keeps them.
-  """
-  if tf.config.list_logical_devices("GPU"):
-    return True, "a GPU"
-  if vae.has_convolutions:
-    return False, "convolutions on a CPU"
-  return True, "no convolutions"
-
 
 class Trainer:
   """Owns the global step and the compiled training loop of one model.
@@ -60,11 +46,15 @@ class Trainer:
     jit_compile: Compile with XLA: the whole step on one device (and
       there, fed a `step_batches.StepBatches`, many steps per XLA call); forward
       and backward only under tf.distribute, where the optimizer update is a
-      cross-replica operation XLA cannot hold. None: `xla_by_default`.
-    nan_policy: `stop` or `skip` (see the module docstring).
+      cross-replica operation XLA cannot hold. None: see
+      `compilation.xla_by_default`.
+    nan_policy: `stop`, `skip` or `recover` (see the module docstring;
+      `recover` stops the loop as `stop` does, for `recovery`).
     max_skipped_steps: Skipped steps in a row that end the loop (with
       `skip`, or updates whose norm is over `skip_grad_norm`).
     clip_grad_norm, skip_grad_norm: See `gradient_norms.GradientNorms`.
+    ema_decay, ema_dynamic_decay: See `weight_average.WeightAverage` (0:
+      no average).
   """
 
   def __init__(self, vae: VariationalAutoencoder, objective: elbo.Objective,
@@ -73,8 +63,9 @@ class Trainer:
                kl_warmup_steps: int = 0, jit_compile: Optional[bool] = None,
                nan_policy: str = "stop", max_skipped_steps: int = 10,
                clip_grad_norm: Optional[float] = None,
-               skip_grad_norm: Optional[float] = None):
-    if nan_policy not in ("stop", "skip"):
+               skip_grad_norm: Optional[float] = None,
+               ema_decay: float = 0.0, ema_dynamic_decay: bool = True):
+    if nan_policy not in ("stop", "skip", "recover"):
       raise ValueError(f"unknown nan_policy {nan_policy!r}")
     self.nan_policy = nan_policy
     self.max_skipped_steps = max_skipped_steps
@@ -96,12 +87,15 @@ class Trainer:
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.metrics = replica_sums.LossSums(elbo.TERMS)
     self.non_finite = NonFiniteState()
+    self.average = (weight_average.WeightAverage(
+        vae.trainable_variables, ema_decay, ema_dynamic_decay)
+                    if ema_decay else None)
     self.norms = gradient_norms.GradientNorms(
         clip_grad_norm, skip_grad_norm, max_skipped_steps,
         distributed=tf.distribute.has_strategy())
     self.xla_reason = ""
     if jit_compile is None:
-      jit_compile, self.xla_reason = xla_by_default(vae)
+      jit_compile, self.xla_reason = compilation.xla_by_default(vae)
     self.jit_compile = jit_compile
     # Without distribution, XLA compiles the whole step, optimizer update
     # included (fusing Adam's elementwise updates is most of its gain for
@@ -173,8 +167,10 @@ class Trainer:
     applied = tf.logical_and(finite, tf.logical_not(too_large))
     gradient_norms.apply_if(self.optimizer, self.vae.trainable_variables,
                             applied, gradients)
+    if self.average is not None:
+      self.average.update(applied, self.global_step)
     self.metrics.add(terms, keep=applied)
-    limit = 1 if self.nan_policy == "stop" else self.max_skipped_steps
+    limit = self.max_skipped_steps if self.nan_policy == "skip" else 1
     return tf.logical_or(
         self.non_finite.record(tf.minimum(flags, 1.0), finite,
                                self.global_step, limit),
@@ -186,6 +182,10 @@ class Trainer:
     """The training data `train` reads, from the current step on (the
     batches are made at the first call, after any restore)."""
     self._feed = (images, options, steps_per_loop, last_step, labels)
+    self._batches = None
+
+  def restart_batches(self) -> None:
+    """The next call's batches start at the current (restored) step."""
     self._batches = None
 
   def learning_rate_now(self) -> float:

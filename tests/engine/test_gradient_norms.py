@@ -114,7 +114,9 @@ for strategy in ("mirrored", "default"):
 every = dict(batch_size=64, steps_per_loop=5, log_every=5, figures=False,
              checkpoint_every=5, clip_grad_norm=10.0, skip_grad_norm=1e6,
              optimizer="adamw", weight_decay=0.01, adam_beta_2=0.99,
-             lr_schedule="exponential", lr_decay_steps=3, warmup_steps=2)
+             lr_schedule="exponential", lr_decay_steps=3, warmup_steps=2,
+             ema_decay=0.9, ema_dynamic_decay=True, keep_best="elbo",
+             eval_every=5, nan_policy="recover")
 def mirrored(model_dir, steps):
   return RunConfig(
       data=DataConfig(data_dir=data_dir, max_train_examples=512),

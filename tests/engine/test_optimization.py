@@ -80,7 +80,8 @@ def test_a_run_logs_its_learning_rate_and_resumes_on_the_same_curve(
   # Every new training option at once.
   flags = dict(lr_schedule="cosine", warmup_steps=6, lr_min_fraction=0.2,
                optimizer="adamw", weight_decay=0.01, adam_beta_1=0.8,
-               clip_grad_norm=10.0, skip_grad_norm=1e6)
+               clip_grad_norm=10.0, skip_grad_norm=1e6, ema_decay=0.9,
+               keep_best="elbo", eval_every=10, nan_policy="recover")
   straight = runner.run(_config(small_mnist_dir, tmp_path / "a", **flags),
                         stream=io.StringIO())
   logged = summaries.read_metrics(str(tmp_path / "a"))["train"]

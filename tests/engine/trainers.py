@@ -18,3 +18,24 @@ def make_trainer(vae, model_config: ModelConfig, strategy, global_batch_size,
                                   loss_scaling),
       strategy, global_batch_size,
       kl_warmup_steps=model_config.kl_warmup_steps, **kwargs)
+
+
+def poison(trainer: trainer_lib.Trainer, at_step: int,
+           once: bool = True) -> None:
+  """Makes the gradients of step `at_step` NaN (the first time it runs, or
+  every time): a poisoned batch, for the non-finite guard and recovery.
+  Call before the trainer's first step (its loop is traced then)."""
+  import tensorflow as tf
+
+  compute = trainer.gradients
+  used = tf.Variable(False, trainable=False)
+
+  def poisoned(batch):
+    gradients, terms = compute(batch)
+    hit = tf.equal(trainer.global_step, at_step)
+    if once:
+      hit = tf.logical_and(hit, tf.logical_not(used))
+      used.assign(tf.logical_or(used, hit))
+    return [tf.where(hit, g * float("nan"), g) for g in gradients], terms
+
+  trainer.gradients = poisoned

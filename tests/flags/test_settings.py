@@ -55,6 +55,8 @@ def test_a_non_default_value_of_every_setting_survives_flags_json_flagfile(
       "--mixed_precision=mixed_bfloat16", "--jit_compile", "--nofigures",
       "--sample_quality",
       "--eval_nll_samples=50", "--nan_policy=skip", "--max_skipped_steps=4",
+      "--ema_decay=0.99", "--noema_dynamic_decay", "--recover_lr_factor=0.3",
+      "--max_recoveries=5",
       "--allow_slow", "--profile_steps=2,5",
       "--strategy=mirrored", "--cpu_devices=2", "--num_gpus=1",
       "--collective_timeout=9", "--peer_wait_timeout=19", "--tpu=grpc://x"]))
