@@ -98,7 +98,9 @@ def verify_directory(model_dir: str, export_dir: str) -> int:
   from engine.io import run_dir
 
   count = 0
-  for path in checkpoints.checkpoints_on_disk(model_dir):
+  best = os.path.join(model_dir, checkpoints.BEST_DIR)  # --keep_best's.
+  for path in (checkpoints.checkpoints_on_disk(model_dir)
+               + checkpoints.checkpoints_on_disk(best)):
     try:
       trained = run_dir.load_trained_model(model_dir, path)
     except Exception as e:  # Any failure is what this tool looks for.
@@ -106,11 +108,12 @@ def verify_directory(model_dir: str, export_dir: str) -> int:
     assert all(np.isfinite(v.numpy()).all()
                for v in trained.vae.encoder.trainable_variables), path
     count += 1
-  if os.path.isdir(export_dir):
-    for version in sorted(os.listdir(export_dir)):
-      if version.startswith("."):
-        continue  # Temporary or retired: never served.
-      path = os.path.join(export_dir, version)
+  for base in (export_dir, os.path.join(export_dir, checkpoints.BEST_DIR)):
+    # A model server's versions: numbered directories (a dot: temporary).
+    versions = (sorted(v for v in os.listdir(base) if v.isdigit())
+                if os.path.isdir(base) else [])
+    for version in versions:
+      path = os.path.join(base, version)
       try:
         loaded = tf.saved_model.load(path)
         images = loaded.signatures["serving_default"](
