@@ -10,9 +10,8 @@ index (`engine.data.shards`), so no process holds the whole dataset.
 Then `--data_dir=/data/mnist-shards` trains to the same weights as the
 source. Takes every source the engine reads, with the same data flags
 (--image_size, --channels, --test_fraction, --seed), and a directory of
-`.npy` arrays. Image folders, `.npy` arrays and TFDS datasets are streamed
-in chunks, so memory does not grow with them; IDX and `.npz` files (formats
-of small sets) are read as training reads them, within its memory check.
+`.npy` arrays. Every source is streamed in chunks (image folders decoded
+a chunk at a time), so memory does not grow with the dataset.
 Writes into a temporary sibling directory renamed into place at the end,
 and refuses an --output_dir that is not empty.
 """
@@ -150,18 +149,57 @@ def _tfds_chunks(builder, split: str, conversion, name: str):
            np.asarray(chunk.get("label", np.full(len(images), -1)), np.int64))
 
 
+def _idx_chunks(paths: dict, conversion):
+  """({split: chunks}, shape): the IDX images streamed, the labels whole
+  (one byte an image), checked as `sources.load_idx_dir` checks them."""
+  import numpy as np
+
+  from engine.data import idx
+  from engine.data import images as image_lib
+  from engine.errors import DataError, quoted
+
+  splits, shapes = {}, {}
+  for split in ("train", "test"):
+    labels = idx.read_idx(paths[f"{split}_labels"], expected_ndim=1)
+    shape, rows = idx.stream_rows(paths[f"{split}_images"], _CHUNK_BYTES)
+    if shape[0] != len(labels):
+      raise DataError(
+          f"{quoted(paths[split + '_images'])}: holds {shape[0]} images "
+          f"but {quoted(paths[split + '_labels'])} holds {len(labels)} "
+          "labels")
+    shapes[split] = shape
+
+    def chunks(rows=rows, labels=labels.astype(np.int64)):
+      start = 0
+      for images in rows:
+        yield (image_lib.convert(images[..., np.newaxis], conversion),
+               labels[start:start + len(images)])
+        start += len(images)
+    splits[split] = chunks()
+  if shapes["train"][1:] != shapes["test"][1:]:
+    raise DataError(f"{quoted(paths['test_images'])}: images are "
+                    f"{shapes['test'][1:]} but training images are "
+                    f"{shapes['train'][1:]}")
+  size = conversion.image_size or shapes["train"][1:]
+  channels = conversion.channels or 1
+  return splits, (*size, channels)
+
+
 def _sources(config, seed: int = 0):
   """(source name, {split: chunk iterable}, image shape); `seed` draws a
   folder's held-out test images, as training draws them."""
-  import numpy as np
-
   from engine.data import images as image_lib
+  from engine.data import npz
   from engine.data import shards
   from engine.data import sources
   from engine.data import tfds_source
 
   conversion = image_lib.Conversion(config.image_size, config.channels)
   path = config.data_dir
+  local = [d for d in sources.KNOWN_LOCAL_COPIES.get(config.dataset, ())
+           if sources.idx_files(d)]
+  if not path and local:  # Debian's copy, as training finds it.
+    path = local[0]
   if path and all(os.path.isfile(os.path.join(path, name))
                   for name in NPY_FILES):
     arrays = npy_arrays(path)
@@ -170,8 +208,7 @@ def _sources(config, seed: int = 0):
     first = next(_chunks(arrays["test"][0][:1], arrays["test"][1][:1],
                          conversion))[0]
     return path, splits, first.shape[1:]
-  if not path and not any(os.path.isdir(d) for d in
-                          sources.KNOWN_LOCAL_COPIES.get(config.dataset, ())):
+  if not path:
     builder = tfds_source.tfds_builder(
         config.dataset, config.download_timeout_s, config.tfds_data_dir)
     splits = {split: _tfds_chunks(builder, split, conversion, config.dataset)
@@ -186,12 +223,14 @@ def _sources(config, seed: int = 0):
     splits, shape = image_lib.stream_folder(path, conversion,
                                             config.test_fraction, seed)
     return path, splits, shape
-  data = sources.load(config, seed)
-  no_conversion = image_lib.Conversion(None, None)
-  splits = {split: _chunks(getattr(data, f"{split}_images"),
-                           getattr(data, f"{split}_labels"), no_conversion)
-            for split in ("train", "test")}
-  return data.source, splits, tuple(np.shape(data.test_images)[1:])
+  if path and os.path.isfile(path) and path.endswith(".npz"):
+    splits, shape = npz.stream_npz(path, conversion)
+    return path, splits, shape
+  if path and sources.idx_files(path):
+    splits, shape = _idx_chunks(sources.idx_files(path), conversion)
+    return path, splits, shape
+  sources.load(config, seed)  # Says what is wrong with `path`.
+  raise AssertionError(f"no source for {path}")  # Unreachable: load raises.
 
 
 def main(argv):

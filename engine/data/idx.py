@@ -59,6 +59,53 @@ def read_idx(path: str, expected_ndim: int | None = None) -> np.ndarray:
 
 
 def _read(stream, path, expected_ndim, file_bytes, compressed):
+  shape = _header(stream, path, expected_ndim, file_bytes, compressed)
+  data = _read_exactly(stream, math.prod(shape), path, shape)
+  return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def stream_rows(path: str, chunk_bytes: int = _CHUNK_BYTES,
+                expected_ndim: int = 3):
+  """(shape, iterator of uint8 arrays of about `chunk_bytes`): an IDX file
+  read a chunk at a time, checked as `read_idx` checks it (a stream that
+  ends early or runs on is a `DataError` when it is reached).
+
+  Raises:
+    DataError: If the file is missing or its header is wrong.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    stream = opener(path, "rb")
+    shape = _header(stream, path, expected_ndim, os.path.getsize(path),
+                    compressed=path.endswith(".gz"))
+  except FileNotFoundError:
+    raise DataError(f"{quoted(path)}: no such file") from None
+  except (OSError, EOFError, zlib.error) as e:
+    raise DataError(f"{quoted(path)}: cannot read it ({e})") from None
+
+  row_bytes = math.prod(shape[1:])
+  rows = max(1, chunk_bytes // row_bytes)
+
+  def chunks():
+    try:
+      with stream:
+        for start in range(0, shape[0], rows):
+          count = min(rows, shape[0] - start)
+          data = stream.read(count * row_bytes)
+          if len(data) < count * row_bytes:
+            raise DataError(f"{quoted(path)}: truncated: header promises "
+                            f"{shape[0]} rows (shape {shape})")
+          yield np.frombuffer(data, np.uint8).reshape(count, *shape[1:])
+        if stream.read(1):
+          raise DataError(f"{quoted(path)}: has data past the {shape[0]} "
+                          f"rows its header promises (shape {shape})")
+    except (OSError, EOFError, zlib.error) as e:
+      raise DataError(f"{quoted(path)}: cannot read it ({e})") from None
+  return shape, chunks()
+
+
+def _header(stream, path, expected_ndim, file_bytes, compressed) -> tuple:
+  """The shape an IDX header promises, checked against the file's size."""
   magic_bytes = stream.read(4)
   if len(magic_bytes) < 4:
     raise DataError(f"{quoted(path)}: file is shorter than an IDX header")
@@ -91,8 +138,7 @@ def _read(stream, path, expected_ndim, file_bytes, compressed):
     raise DataError(f"{quoted(path)}: header promises {payload} bytes of data "
                     f"(shape {shape}), more than a {file_bytes}-byte gzip "
                     "file can hold")
-  data = _read_exactly(stream, payload, path, shape)
-  return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+  return shape
 
 
 def _read_exactly(stream, payload, path, shape):

@@ -121,3 +121,75 @@ def load_npz(path: str, conversion: Conversion,
     raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
                     f"({reason(e)})") from None
   return arrays
+
+
+def stream_npz(path: str, conversion: Conversion, rows: int = 4096):
+  """The splits `load_npz` reads, as chunks of (images, labels): each
+  image array is read from its zip member a chunk at a time (labels, 8
+  bytes an image, whole). Checked as `load_npz` checks them.
+
+  Returns:
+    ({split: iterator of chunks}, image shape after `conversion`).
+  """
+  try:
+    archive = zipfile.ZipFile(path)
+  except (OSError, zipfile.BadZipFile) as e:
+    raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
+                    f"({reason(e)})") from None
+  with archive:
+    shapes = {split: _npz_images_shape(archive, f"x_{split}", path)
+              for split in ("train", "test")}
+  if shapes["train"][1:] != shapes["test"][1:]:
+    raise DataError(f"--data_dir={quoted(path)}: x_train images are "
+                    f"{shapes['train'][1:]} but x_test images are "
+                    f"{shapes['test'][1:]}")
+  labels = {split: load_npz_labels(path, split, shapes[split][0])
+            for split in ("train", "test")}
+
+  def chunks(split):
+    shape = shapes[split]
+    row_bytes = int(np.prod(shape[1:]))
+    try:
+      with zipfile.ZipFile(path) as archive, archive.open(
+          f"x_{split}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        _, fortran, _ = (np.lib.format.read_array_header_1_0(f)
+                         if version == (1, 0) else
+                         np.lib.format.read_array_header_2_0(f))
+        if fortran:
+          raise DataError(f"--data_dir={quoted(path)}: x_{split} is in "
+                          "Fortran order; save it in C order to stream it")
+        for start in range(0, shape[0], rows):
+          count = min(rows, shape[0] - start)
+          data = f.read(count * row_bytes)
+          if len(data) < count * row_bytes:
+            raise DataError(f"--data_dir={quoted(path)}: x_{split} is "
+                            "truncated")
+          images = np.frombuffer(data, np.uint8).reshape(count, *shape[1:])
+          if images.ndim == 3:
+            images = images[..., np.newaxis]
+          yield (convert(images, conversion),
+                 labels[split][start:start + count])
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+      raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
+                      f"({reason(e)})") from None
+
+  first = next(chunks("test"))[0]
+  return {split: chunks(split) for split in ("train", "test")}, (
+      first.shape[1:])
+
+
+def load_npz_labels(path: str, split: str, count: int) -> np.ndarray:
+  """The labels of `split` (int64 [count]; -1 where the archive has none),
+  checked as `load_npz` checks them."""
+  with zipfile.ZipFile(path) as archive:
+    labelled = _npz_labels_header(archive, f"y_{split}", path, count)
+  if not labelled:
+    return np.full(count, -1, np.int64)
+  with np.load(path, allow_pickle=False) as values:
+    labels = values[f"y_{split}"].reshape(-1)
+  if labels.size and (labels.min() < 0 or labels.max() >= 2**31):
+    bad = labels.min() if labels.min() < 0 else labels.max()
+    raise DataError(f"--data_dir={quoted(path)}: y_{split} holds the label "
+                    f"{bad}; labels are class indices 0, 1, ...")
+  return labels.astype(np.int64)

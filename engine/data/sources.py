@@ -142,6 +142,11 @@ def _converted(dataset: ImageDataset,
       test_images=images.convert(dataset.test_images, conversion))
 
 
+def idx_files(path: str | None) -> dict | None:
+  """The four IDX files of a directory by role (None: not an IDX dir)."""
+  return _find_idx_files(path) if path and os.path.isdir(path) else None
+
+
 def is_image_folder(path: str | None) -> bool:
   """Whether the rule reads `path` as a folder of images (a directory that
   is neither converted shards nor IDX)."""

@@ -327,3 +327,43 @@ def test_a_folder_of_images_converts_to_what_training_reads(tmp_path, mnist):
                                 source.train_images)
   np.testing.assert_array_equal(converted.train_labels, source.train_labels)
   np.testing.assert_array_equal(converted.test_images, source.test_images)
+
+
+@pytest.mark.parametrize("kind", ["idx_raw", "npz"])
+def test_idx_and_npz_stream_into_what_training_reads(small_mnist_dir,
+                                                     tmp_path, mnist, kind):
+  from engine.cli import convert_dataset
+  if kind == "npz":
+    source = str(tmp_path / "mnist.npz")
+    np.savez(source, x_train=mnist.train_images[:300, ..., 0],
+             y_train=mnist.train_labels[:300],
+             x_test=mnist.test_images[:50, ..., 0])
+  else:  # Raw IDX files, read 1 KB at a time: many chunks.
+    import gzip
+    import shutil
+    source = str(tmp_path / "idx")
+    os.makedirs(source)
+    for name in os.listdir(small_mnist_dir):
+      with gzip.open(os.path.join(small_mnist_dir, name)) as f, open(
+          os.path.join(source, name[:-3]), "wb") as out:
+        shutil.copyfileobj(f, out)
+    convert_dataset._CHUNK_BYTES = 1024
+  try:
+    config = DataConfig(data_dir=source, image_size=(14, 14))
+    name, splits, shape = convert_dataset._sources(config)
+    assert shape == (14, 14, 1)
+    if kind == "idx_raw":
+      first = next(iter(splits["train"]))[0]
+      assert len(first) == 1024 // 784  # A chunk, not the split.
+      name, splits, shape = convert_dataset._sources(config)
+    shard_writer.write(str(tmp_path / "out"), splits, shape, name)
+  finally:
+    convert_dataset._CHUNK_BYTES = 64 << 20
+  converted = sources.load(DataConfig(data_dir=str(tmp_path / "out")))
+  original = sources.load(config)
+  np.testing.assert_array_equal(np.asarray(converted.train_images),
+                                original.train_images)
+  np.testing.assert_array_equal(converted.train_labels, original.train_labels)
+  np.testing.assert_array_equal(np.asarray(converted.test_images),
+                                original.test_images)
+  np.testing.assert_array_equal(converted.test_labels, original.test_labels)
