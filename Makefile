@@ -36,11 +36,11 @@ train: venv fashion-mnist
 
 # The whole suite, slow end-to-end tests included.
 test: venv fashion-mnist
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup tests
 
 # Everything but the tests marked slow.
 test-fast: venv
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) *.egg-info

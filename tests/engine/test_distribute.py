@@ -33,7 +33,10 @@ from engine.config import *
 
 data_dir, root = sys.argv[1], sys.argv[2]
 report = {}
-for name, optimizer in [(n, o) for n in models.names() for o in ("sgd", "adam")]:
+# Adam for every model; SGD, whose updates differ only by the all-reduce's
+# summation order, for one dense and one convolutional model.
+for name, optimizer in ([(n, "adam") for n in models.names()]
+                        + [("dense", "sgd"), ("conv", "sgd")]):
   spec = models.get(name)
   def config(strategy, model_dir):
     return RunConfig(
@@ -76,8 +79,8 @@ def test_mirrored_on_two_cpus_matches_one_device_for_every_model(
                           cwd=REPO_ROOT, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
-  assert sorted(report) == sorted(f"{m}_{o}" for m in models.names()
-                                 for o in ("adam", "sgd"))
+  assert sorted(report) == sorted([f"{m}_adam" for m in models.names()]
+                                 + ["dense_sgd", "conv_sgd"])
   for name, row in report.items():
     assert row["replicas"] == 2, name
     assert row["finite"] and row["replicas_equal"], name

@@ -21,6 +21,9 @@ from engine.data import sources
 from tests.conftest import REPO_ROOT
 from tests.engine.test_colour import photo_patches
 
+# One worker builds the module's exports (its fixture) once, not each.
+pytestmark = pytest.mark.xdist_group("serving")
+
 RUNTIMES_SCRIPT = os.path.join(os.path.dirname(__file__), "serving_runtimes.py")
 # Each kind of export the issue names: (model config, data).
 KINDS = {

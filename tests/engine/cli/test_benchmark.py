@@ -63,7 +63,7 @@ def test_precisions_are_put_side_by_side(small_mnist_dir, tmp_path):
       [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"),
        f"--data_dir={small_mnist_dir}", "--models=dense", "--batch_size=32",
        "--steps=10", "--rounds=1", "--min_seconds=0", "--round_seconds=0",
-       "--large_batch_size=0", "--precisions=float32,mixed_bfloat16,auto",
+       "--large_batch_size=0", "--precisions=float32,auto",
        f"--json_out={out}"], capture_output=True, text=True, cwd=REPO_ROOT,
       timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -72,7 +72,7 @@ def test_precisions_are_put_side_by_side(small_mnist_dir, tmp_path):
   assert "deprecated" not in result.stdout + result.stderr
   assert "tuned (a')" in result.stdout and "defaults" in result.stdout
   rows = json.loads(out.read_text())["models"]["dense"]
-  assert set(rows) == {"float32", "mixed_bfloat16", "auto"}
+  assert set(rows) == {"float32", "auto"}
   for row in rows.values():
     for variant in ("best", "fit", "fit_tuned", "defaults"):
       assert row["examples_per_sec"][variant] > 0
