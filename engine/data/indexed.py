@@ -13,6 +13,7 @@ and under tf.distribute each input pipeline reads only its replicas' slices.
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 from typing import Optional
 
@@ -20,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 
-class IndexedImages:
+class IndexedImages(abc.ABC):
   """A split's images, read by index (subclasses say how: `_read_rows`).
 
   Args:
@@ -39,9 +40,9 @@ class IndexedImages:
     self._pool = concurrent.futures.ThreadPoolExecutor(1)
     self._ahead = None
 
+  @abc.abstractmethod
   def _read_rows(self, indices: np.ndarray) -> np.ndarray:
     """uint8 [len(indices), *image_shape] for valid int64 `indices`."""
-    raise NotImplementedError
 
   @property
   def shape(self) -> tuple:

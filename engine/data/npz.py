@@ -69,14 +69,12 @@ def _npz_labels_header(archive: zipfile.ZipFile, name: str, path: str,
   return True
 
 
-def load_npz(path: str, conversion: Conversion,
-             max_train_examples: Optional[int] = None,
-             memory_limit_bytes: Optional[int] = None) -> dict:
-  """Reads an .npz laid out as Keras' mnist.npz (see the module docstring).
+def _images_shapes(path: str) -> dict:
+  """{split: shape} of the archive's x_train and x_test, from their headers,
+  checked (both images, of one shape).
 
   Raises:
-    DataError: Naming the file and the array that is missing, of the wrong
-      dtype or shape, or whose labels do not match its images.
+    DataError: If the file is not a zip, or an array is missing or wrong.
   """
   try:
     archive = zipfile.ZipFile(path)
@@ -86,10 +84,24 @@ def load_npz(path: str, conversion: Conversion,
   with archive:
     shapes = {split: _npz_images_shape(archive, f"x_{split}", path)
               for split in ("train", "test")}
-    if shapes["train"][1:] != shapes["test"][1:]:
-      raise DataError(f"--data_dir={quoted(path)}: x_train images are "
-                      f"{shapes['train'][1:]} but x_test images are "
-                      f"{shapes['test'][1:]}")
+  if shapes["train"][1:] != shapes["test"][1:]:
+    raise DataError(f"--data_dir={quoted(path)}: x_train images are "
+                    f"{shapes['train'][1:]} but x_test images are "
+                    f"{shapes['test'][1:]}")
+  return shapes
+
+
+def load_npz(path: str, conversion: Conversion,
+             max_train_examples: Optional[int] = None,
+             memory_limit_bytes: Optional[int] = None) -> dict:
+  """Reads an .npz laid out as Keras' mnist.npz (see the module docstring).
+
+  Raises:
+    DataError: Naming the file and the array that is missing, of the wrong
+      dtype or shape, or whose labels do not match its images.
+  """
+  shapes = _images_shapes(path)
+  with zipfile.ZipFile(path) as archive:
     labelled = {split: _npz_labels_header(archive, f"y_{split}", path,
                                           shapes[split][0])
                 for split in ("train", "test")}
@@ -131,18 +143,7 @@ def stream_npz(path: str, conversion: Conversion, rows: int = 4096):
   Returns:
     ({split: iterator of chunks}, image shape after `conversion`).
   """
-  try:
-    archive = zipfile.ZipFile(path)
-  except (OSError, zipfile.BadZipFile) as e:
-    raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
-                    f"({reason(e)})") from None
-  with archive:
-    shapes = {split: _npz_images_shape(archive, f"x_{split}", path)
-              for split in ("train", "test")}
-  if shapes["train"][1:] != shapes["test"][1:]:
-    raise DataError(f"--data_dir={quoted(path)}: x_train images are "
-                    f"{shapes['train'][1:]} but x_test images are "
-                    f"{shapes['test'][1:]}")
+  shapes = _images_shapes(path)
   labels = {split: load_npz_labels(path, split, shapes[split][0])
             for split in ("train", "test")}
 
