@@ -30,105 +30,34 @@ import flags
 
 FLAGS = absl_flags.FLAGS
 _CHUNK_BYTES = 64 << 20
-NPY_FILES = ("x_train.npy", "x_test.npy")
 
 
-def define_flags():
-  flags.define()
+def define_flags(fv: absl_flags.FlagValues = FLAGS):
+  flags.define(fv)
   absl_flags.DEFINE_string("output_dir", None, "Where to write the shards "
-                           "(a new or empty directory).", required=True)
+                           "(a new or empty directory).", required=True,
+                           flag_values=fv)
   absl_flags.DEFINE_integer("shard_mb", 256, "About how large a shard grows.",
-                            lower_bound=1, upper_bound=1 << 20)
+                            lower_bound=1, upper_bound=1 << 20,
+                            flag_values=fv)
 
 
-def _chunks(images, labels, conversion):
+def _chunks(images, labels, conversion, source: str = "the data"):
   """(images, labels) in chunks of about _CHUNK_BYTES, converted."""
   import numpy as np
 
   from engine.data import images as image_lib
 
-  per_row = max(1, int(np.prod(images.shape[1:])))
-  rows = max(1, _CHUNK_BYTES // per_row)
+  rows = max(1, _CHUNK_BYTES // max(1, int(np.prod(images.shape[1:])),
+                                    int(np.prod(image_lib.converted_shape(
+                                        images.shape[1:], conversion,
+                                        source)))))
   for start in range(0, len(images), rows):
     part = np.asarray(images[start:start + rows])
     if part.ndim == 3:
       part = part[..., np.newaxis]
-    yield (image_lib.convert(part, conversion),
+    yield (image_lib.convert(part, conversion, source),
            np.asarray(labels[start:start + rows], np.int64))
-
-
-class NpyImages:
-  """The images of a `.npy` file, read in row ranges by plain file reads (a
-  memory map would count every page read in the process's resident set).
-
-  Raises:
-    DataError: If the file is not a readable uint8 [N, H, W(, C)] array.
-  """
-
-  def __init__(self, path: str):
-    import numpy as np
-
-    from engine.errors import DataError, quoted, reason
-
-    self.path = path
-    try:
-      with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = (
-            np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-            else np.lib.format.read_array_header_2_0(f))
-        self.offset = f.tell()
-    except (OSError, ValueError, EOFError) as e:
-      raise DataError(f"{quoted(path)}: not a readable .npy ({reason(e)})"
-                      ) from None
-    if dtype != np.uint8 or len(shape) not in (3, 4) or fortran:
-      raise DataError(f"{quoted(path)}: {dtype} of shape {shape}"
-                      f"{' (Fortran order)' if fortran else ''}; expected "
-                      "uint8 [N, H, W] or [N, H, W, C] in C order")
-    self.shape = tuple(shape)
-    self.row_bytes = int(np.prod(shape[1:]))
-    expected = self.offset + self.shape[0] * self.row_bytes
-    if os.path.getsize(path) != expected:
-      raise DataError(f"{quoted(path)}: {os.path.getsize(path)} bytes, but "
-                      f"its header promises {expected} (truncated?)")
-
-  def __len__(self) -> int:
-    return self.shape[0]
-
-  def __getitem__(self, rows: slice):
-    import numpy as np
-
-    start, stop, _ = rows.indices(len(self))
-    with open(self.path, "rb") as f:
-      f.seek(self.offset + start * self.row_bytes)
-      data = f.read(max(0, stop - start) * self.row_bytes)
-    return np.frombuffer(data, np.uint8).reshape(-1, *self.shape[1:])
-
-
-def npy_arrays(directory: str) -> dict:
-  """The splits of a directory of `.npy` arrays, read lazily, checked.
-
-  Raises:
-    DataError: Naming the file whose dtype, rank or length is wrong.
-  """
-  import numpy as np
-
-  from engine.errors import DataError, quoted
-
-  arrays = {}
-  for split in ("train", "test"):
-    images = NpyImages(os.path.join(directory, f"x_{split}.npy"))
-    label_path = os.path.join(directory, f"y_{split}.npy")
-    if os.path.exists(label_path):
-      labels = np.load(label_path, allow_pickle=False)  # 8 bytes an image.
-      if labels.dtype.kind not in "iu" or labels.shape != (len(images),):
-        raise DataError(f"{quoted(label_path)}: {labels.dtype} of shape "
-                        f"{labels.shape}; expected {len(images)} integer "
-                        "labels")
-    else:
-      labels = np.full(len(images), -1, np.int64)
-    arrays[split] = (images, labels)
-  return arrays
 
 
 def _tfds_chunks(builder, split: str, conversion, name: str):
@@ -145,7 +74,8 @@ def _tfds_chunks(builder, split: str, conversion, name: str):
   dataset = builder.as_dataset(split=split).batch(1024)
   for chunk in tfds.as_numpy(dataset):
     images = np.asarray(chunk["image"], np.uint8)
-    yield (image_lib.convert(images, conversion),
+    yield (image_lib.convert(images, conversion,
+                             f"tensorflow-datasets:{name}"),
            np.asarray(chunk.get("label", np.full(len(images), -1)), np.int64))
 
 
@@ -169,26 +99,33 @@ def _idx_chunks(paths: dict, conversion):
           "labels")
     shapes[split] = shape
 
-    def chunks(rows=rows, labels=labels.astype(np.int64)):
-      start = 0
-      for images in rows:
-        yield (image_lib.convert(images[..., np.newaxis], conversion),
-               labels[start:start + len(images)])
-        start += len(images)
-    splits[split] = chunks()
+    splits[split] = (rows, labels.astype(np.int64))
   if shapes["train"][1:] != shapes["test"][1:]:
     raise DataError(f"{quoted(paths['test_images'])}: images are "
                     f"{shapes['test'][1:]} but training images are "
                     f"{shapes['train'][1:]}")
   size = conversion.image_size or shapes["train"][1:]
-  channels = conversion.channels or 1
-  return splits, (*size, channels)
+  out_shape = (*size, conversion.channels or 1)
+  # Read in ~_CHUNK_BYTES; converted in parts of ~_CHUNK_BYTES too (an
+  # --image_size larger than the files' grows each image).
+  step = max(1, _CHUNK_BYTES // int(np.prod(out_shape)))
+
+  def chunks(rows, labels):
+    start = 0
+    for images in rows:
+      for i in range(0, len(images), step):
+        part = images[i:i + step, ..., np.newaxis]
+        yield (image_lib.convert(part, conversion),
+               labels[start:start + len(part)])
+        start += len(part)
+  return {split: chunks(*splits[split]) for split in splits}, out_shape
 
 
 def _sources(config, seed: int = 0):
   """(source name, {split: chunk iterable}, image shape); `seed` draws a
   folder's held-out test images, as training draws them."""
   from engine.data import images as image_lib
+  from engine.data import npy
   from engine.data import npz
   from engine.data import shards
   from engine.data import sources
@@ -200,14 +137,14 @@ def _sources(config, seed: int = 0):
            if sources.idx_files(d)]
   if not path and local:  # Debian's copy, as training finds it.
     path = local[0]
-  if path and all(os.path.isfile(os.path.join(path, name))
-                  for name in NPY_FILES):
-    arrays = npy_arrays(path)
-    splits = {split: _chunks(*arrays[split], conversion)
+  sources.check_data_dir(path)  # A FIFO or a device: refused unopened.
+  if npy.is_npy_dir(path):
+    arrays = npy.npy_arrays(path)
+    splits = {split: _chunks(*arrays[split], conversion, path)
               for split in arrays}
-    first = next(_chunks(arrays["test"][0][:1], arrays["test"][1][:1],
-                         conversion))[0]
-    return path, splits, first.shape[1:]
+    images = arrays["train"][0]
+    return path, splits, image_lib.converted_shape(images.shape[1:],
+                                                   conversion, path)
   if not path:
     builder = tfds_source.tfds_builder(
         config.dataset, config.download_timeout_s, config.tfds_data_dir)
@@ -235,14 +172,21 @@ def _sources(config, seed: int = 0):
 
 def main(argv):
   del argv
+  convert(FLAGS)
+
+
+def convert(fv: absl_flags.FlagValues) -> None:
+  """Converts the dataset the parsed flags `fv` name (see the module
+  docstring); raises a UserError for what the user can fix."""
   from engine.data import shard_writer
   from engine.errors import UserError, quoted
 
-  run_config = flags.to_config(FLAGS)
+  run_config = flags.to_config(fv)
   config = run_config.data
-  if os.path.exists(FLAGS.output_dir) and (
-      not os.path.isdir(FLAGS.output_dir) or os.listdir(FLAGS.output_dir)):
-    raise UserError(f"--output_dir={quoted(FLAGS.output_dir)}: exists and "
+  output_dir = fv.output_dir
+  if os.path.exists(output_dir) and (
+      not os.path.isdir(output_dir) or os.listdir(output_dir)):
+    raise UserError(f"--output_dir={quoted(output_dir)}: exists and "
                     "is not an empty directory; pass a new one")
   source, splits, image_shape = _sources(config, run_config.train.seed)
   started, shown = time.perf_counter(), [0.0]
@@ -254,14 +198,14 @@ def main(argv):
       print(f"  {split}: {count:,} examples written", file=sys.stderr,
             flush=True)
 
-  meta = shard_writer.write(FLAGS.output_dir, splits, image_shape, source,
-                            shard_bytes=FLAGS.shard_mb << 20,
+  meta = shard_writer.write(output_dir, splits, image_shape, source,
+                            shard_bytes=fv.shard_mb << 20,
                             progress=progress)
   counts = ", ".join(
       f"{split} {entry['num_examples']:,} in {len(entry['shards'])} shard(s)"
       for split, entry in meta["splits"].items())
   print(f"converted {source} ({'x'.join(map(str, image_shape))}): {counts}, "
-        f"to {FLAGS.output_dir} in {time.perf_counter() - started:.1f} s")
+        f"to {output_dir} in {time.perf_counter() - started:.1f} s")
 
 
 def cli() -> None:

@@ -23,12 +23,14 @@ from typing import Optional
 
 import numpy as np
 
+from engine.data import paths
+from engine.data.memory import (MEMORY_FRACTION,  # noqa: F401
+                                 available_memory_bytes, check_fits_in_memory)
 from engine.errors import DataError, quoted, reason
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-# A run may hold at most this fraction of the memory it can use in images
-# (the rest: TensorFlow, the model, the pipeline's batches).
-MEMORY_FRACTION = 0.5
+# About how much of a dataset a streamed chunk holds (`chunk_rows`).
+CHUNK_BYTES = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,46 +45,6 @@ class Conversion:
 
   image_size: Optional[tuple[int, int]] = None
   channels: Optional[int] = None
-
-
-def available_memory_bytes() -> int:
-  """What this process can use: MemAvailable, or a smaller cgroup limit."""
-  available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          available = int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  for limit_file in ("/sys/fs/cgroup/memory.max",
-                     "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-    try:
-      with open(limit_file) as f:
-        text = f.read().strip()
-      if text.isdigit():
-        available = min(available, int(text))
-    except OSError:
-      continue
-  return available
-
-
-def check_fits_in_memory(source: str, count: int, shape: tuple,
-                         limit_bytes: Optional[int] = None) -> None:
-  """Refuses, before loading, a dataset larger than the run can hold.
-
-  Raises:
-    DataError: Giving the size and the options that make it smaller.
-  """
-  needed = count * int(np.prod(shape))
-  limit = int((limit_bytes if limit_bytes is not None
-               else available_memory_bytes()) * MEMORY_FRACTION)
-  if needed > limit:
-    raise DataError(
-        f"--data_dir={quoted(source)}: {count} images of {'x'.join(map(str, shape))} "
-        f"need {needed / 2**30:.1f} GiB in memory (uint8), more than the "
-        f"{limit / 2**30:.1f} GiB this run may use; pass --image_size=H,W "
-        "to shrink them or --max_train_examples=N to take fewer")
 
 
 def _image_files(directory: str) -> list[tuple[str, Optional[str]]]:
@@ -107,6 +69,7 @@ def _image_files(directory: str) -> list[tuple[str, Optional[str]]]:
 def _decode(path: str, conversion: Conversion) -> np.ndarray:
   import tensorflow as tf  # Only this source decodes images.
 
+  paths.check_readable(path)  # A FIFO named x.png would block the open.
   try:
     with open(path, "rb") as f:
       encoded = f.read()
@@ -156,10 +119,9 @@ def _decode_all(items, conversion: Conversion, source: str,
   return images, [label for _, label in items]
 
 
-def _folder_splits(directory: str, conversion: Conversion,
-                   test_fraction: float, seed: int,
-                   max_train_examples: Optional[int]):
-  """({split: [(path, class name)]}, the reference (path, shape), classes)."""
+def _split_items(directory: str, test_fraction: float, seed: int,
+                 max_train_examples: Optional[int]) -> dict:
+  """{split: [(path, class name)]} of a folder, from its listing alone."""
   test_dir = os.path.join(directory, "test")
   if os.path.isdir(test_dir):
     train_dir = os.path.join(directory, "train")
@@ -183,11 +145,34 @@ def _folder_splits(directory: str, conversion: Conversion,
         "test split)")
   if max_train_examples:
     train_items = train_items[:max_train_examples]
+  return {"train": train_items, "test": test_items}
+
+
+def folder_extent(directory: str, conversion: Conversion,
+                  test_fraction: float, seed: int,
+                  max_train_examples: Optional[int]) -> tuple[dict, tuple]:
+  """({split: image count}, image shape) that `load_folder` would hold,
+  without decoding what it resizes: with --image_size and --channels
+  nothing is decoded, else the first image only, at its own size."""
+  splits = _split_items(directory, test_fraction, seed, max_train_examples)
+  counts = {split: len(items) for split, items in splits.items()}
+  if conversion.image_size and conversion.channels:
+    return counts, (*conversion.image_size, conversion.channels)
+  first = _decode(splits["train"][0][0], Conversion(None, conversion.channels))
+  return counts, converted_shape(first.shape, conversion)
+
+
+def _folder_splits(directory: str, conversion: Conversion,
+                   test_fraction: float, seed: int,
+                   max_train_examples: Optional[int]):
+  """({split: [(path, class name)]}, the reference (path, shape), classes)."""
+  splits = _split_items(directory, test_fraction, seed, max_train_examples)
+  train_items, test_items = splits["train"], splits["test"]
   reference = (train_items[0][0],
                tuple(_decode(train_items[0][0], conversion).shape))
   classes = sorted({label for _, label in train_items + test_items
                     if label is not None})
-  return {"train": train_items, "test": test_items}, reference, classes
+  return splits, reference, classes
 
 
 def _decoded(items, conversion, directory, reference, classes):
@@ -228,6 +213,8 @@ def stream_folder(directory: str, conversion: Conversion,
   splits, reference, classes = _folder_splits(directory, conversion,
                                               test_fraction, seed, None)
 
+  chunk = chunk_rows(reference[1], most=chunk)
+
   def chunks(items):
     for start in range(0, len(items), chunk):
       yield _decoded(items[start:start + chunk], conversion, directory,
@@ -236,20 +223,49 @@ def stream_folder(directory: str, conversion: Conversion,
       reference[1])
 
 
-def convert(images: np.ndarray, conversion: Conversion) -> np.ndarray:
-  """Applies `conversion` to in-memory uint8 images [N, H, W, C]."""
+def chunk_rows(*shapes: tuple, most: int = 1 << 62) -> int:
+  """Images a streamed chunk holds: about CHUNK_BYTES of the largest of
+  `shapes` (an image as read and as converted), at most `most`, at least 1."""
+  largest = max(1, *(int(np.prod(shape)) for shape in shapes))
+  return max(1, min(most, CHUNK_BYTES // largest))
+
+
+def converted_shape(shape: tuple, conversion: Conversion,
+                    source: str = "the data") -> tuple:
+  """The (rows, cols, channels) that `conversion` makes of images of
+  `shape` ((rows, cols) or (rows, cols, channels)), computed, not done.
+
+  Raises:
+    DataError: If --channels asks for a conversion there is none for (only
+      grey and RGB convert into each other).
+  """
+  rows, cols, *channels = tuple(shape)
+  channels = channels[0] if channels else 1
+  wanted = conversion.channels
+  if wanted and channels != wanted and channels not in (1, 3):
+    raise DataError(f"--channels={wanted}: {quoted(source)} holds "
+                    f"{channels}-channel images, and only grey and RGB "
+                    "images convert; leave out --channels or convert them "
+                    "first")
+  return (*(conversion.image_size or (rows, cols)), wanted or channels)
+
+
+def convert(images: np.ndarray, conversion: Conversion,
+            source: str = "the data") -> np.ndarray:
+  """Applies `conversion` to in-memory uint8 images [N, H, W, C], into one
+  array allocated once (no list of images stacked into a second copy)."""
   import tensorflow as tf
 
   if not conversion.image_size and not conversion.channels:
     return images
-  out = []
-  for image in images:
+  shape = converted_shape(images.shape[1:], conversion, source)
+  out = np.empty((len(images), *shape), np.uint8)
+  for i, image in enumerate(images):
     image = tf.constant(image)
     if conversion.channels and image.shape[-1] != conversion.channels:
       image = (tf.image.rgb_to_grayscale(image) if conversion.channels == 1
                else tf.image.grayscale_to_rgb(image))
     if conversion.image_size:
       image = _crop_and_resize(image, conversion.image_size)
-    out.append(image.numpy())
-  return np.stack(out)
-
+    out[i] = image.numpy()
+  return out

@@ -13,7 +13,9 @@ from typing import Optional
 
 import numpy as np
 
-from engine.data.images import Conversion, check_fits_in_memory, convert
+from engine.data import arrays
+from engine.data.images import (Conversion, check_fits_in_memory, chunk_rows,
+                                convert, converted_shape)
 from engine.errors import DataError, quoted, reason
 
 
@@ -41,12 +43,8 @@ def _npz_images_shape(archive: zipfile.ZipFile, name: str, path: str) -> tuple:
                     ".npz laid out as Keras' mnist.npz holds x_train, x_test "
                     "and optionally y_train, y_test)")
   shape, dtype = header
-  if dtype != np.uint8 or len(shape) not in (3, 4) or 0 in shape[1:]:
-    raise DataError(f"--data_dir={quoted(path)}: {name} is {dtype} {shape}; "
-                    "images must be uint8 [N, H, W] or [N, H, W, C]")
-  if not shape[0]:
-    raise DataError(f"--data_dir={quoted(path)}: {name} holds no images")
-  return shape
+  return arrays.check_images(f"--data_dir={quoted(path)}: {name}", dtype,
+                             shape)
 
 
 def _npz_labels_header(archive: zipfile.ZipFile, name: str, path: str,
@@ -56,20 +54,12 @@ def _npz_labels_header(archive: zipfile.ZipFile, name: str, path: str,
   if header is None:
     return False
   shape, dtype = header
-  where = f"--data_dir={quoted(path)}: {name}"
-  if dtype.kind not in "iu":
-    raise DataError(f"{where} is {dtype}; labels must be integers (class "
-                    "indices 0, 1, ...)")
-  if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-    raise DataError(f"{where} has shape {shape}; labels must be [N] or "
-                    "[N, 1]")
-  if shape[0] != count:
-    raise DataError(f"{where} holds {shape[0]} labels for the {count} images "
-                    f"of x_{name[2:]}; give one label per image")
+  arrays.check_labels_header(f"--data_dir={quoted(path)}: {name}", dtype,
+                             shape, count, f"x_{name[2:]}")
   return True
 
 
-def _images_shapes(path: str) -> dict:
+def images_shapes(path: str) -> dict:
   """{split: shape} of the archive's x_train and x_test, from their headers,
   checked (both images, of one shape).
 
@@ -100,15 +90,17 @@ def load_npz(path: str, conversion: Conversion,
     DataError: Naming the file and the array that is missing, of the wrong
       dtype or shape, or whose labels do not match its images.
   """
-  shapes = _images_shapes(path)
+  shapes = images_shapes(path)
   with zipfile.ZipFile(path) as archive:
     labelled = {split: _npz_labels_header(archive, f"y_{split}", path,
                                           shapes[split][0])
                 for split in ("train", "test")}
   count = (min(shapes["train"][0], max_train_examples or shapes["train"][0])
            + shapes["test"][0])
-  check_fits_in_memory(path, count, shapes["train"][1:], memory_limit_bytes)
-  arrays = {}
+  check_fits_in_memory(path, count,
+                       converted_shape(shapes["train"][1:], conversion, path),
+                       memory_limit_bytes)
+  loaded = {}
   try:
     with np.load(path, allow_pickle=False) as values:
       for split in ("train", "test"):
@@ -117,22 +109,18 @@ def load_npz(path: str, conversion: Conversion,
           images = images[:max_train_examples]
         if images.ndim == 3:
           images = images[..., np.newaxis]
-        images = convert(images, conversion)
+        images = convert(images, conversion, path)
         labels = np.full(len(images), -1, np.int64)
         if labelled[split]:
-          labels = values[f"y_{split}"].reshape(-1)[:len(images)]
-          if labels.size and (labels.min() < 0 or labels.max() >= 2**31):
-            bad = labels.min() if labels.min() < 0 else labels.max()
-            raise DataError(f"--data_dir={quoted(path)}: y_{split} holds "
-                            f"the label {bad}; labels are class indices "
-                            "0, 1, ...")
-          labels = labels.astype(np.int64)
-        arrays[f"{split}_images"] = images
-        arrays[f"{split}_labels"] = labels
+          labels = arrays.checked_labels(
+              f"--data_dir={quoted(path)}: y_{split}",
+              values[f"y_{split}"].reshape(-1)[:len(images)])
+        loaded[f"{split}_images"] = images
+        loaded[f"{split}_labels"] = labels
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
     raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
                     f"({reason(e)})") from None
-  return arrays
+  return loaded
 
 
 def stream_npz(path: str, conversion: Conversion, rows: int = 4096):
@@ -143,9 +131,12 @@ def stream_npz(path: str, conversion: Conversion, rows: int = 4096):
   Returns:
     ({split: iterator of chunks}, image shape after `conversion`).
   """
-  shapes = _images_shapes(path)
+  shapes = images_shapes(path)
   labels = {split: load_npz_labels(path, split, shapes[split][0])
             for split in ("train", "test")}
+
+  converted = converted_shape(shapes["train"][1:], conversion, path)
+  rows = chunk_rows(shapes["train"][1:], converted, most=rows)
 
   def chunks(split):
     shape = shapes[split]
@@ -169,7 +160,7 @@ def stream_npz(path: str, conversion: Conversion, rows: int = 4096):
           images = np.frombuffer(data, np.uint8).reshape(count, *shape[1:])
           if images.ndim == 3:
             images = images[..., np.newaxis]
-          yield (convert(images, conversion),
+          yield (convert(images, conversion, path),
                  labels[split][start:start + count])
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
       raise DataError(f"--data_dir={quoted(path)}: not a readable .npz "
@@ -188,9 +179,6 @@ def load_npz_labels(path: str, split: str, count: int) -> np.ndarray:
   if not labelled:
     return np.full(count, -1, np.int64)
   with np.load(path, allow_pickle=False) as values:
-    labels = values[f"y_{split}"].reshape(-1)
-  if labels.size and (labels.min() < 0 or labels.max() >= 2**31):
-    bad = labels.min() if labels.min() < 0 else labels.max()
-    raise DataError(f"--data_dir={quoted(path)}: y_{split} holds the label "
-                    f"{bad}; labels are class indices 0, 1, ...")
-  return labels.astype(np.int64)
+    labels = values[f"y_{split}"]
+  return arrays.checked_labels(f"--data_dir={quoted(path)}: y_{split}",
+                               labels)

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from engine.data import arrays
 from engine.data import shards
 from engine.errors import DataError, quoted
 
@@ -57,7 +58,9 @@ class _SplitWriter:
     if images.shape[1:] != self.image_shape:
       raise DataError(f"{self.split} images of shape {images.shape[1:]} "
                       f"among images of shape {self.image_shape}")
-    labels = np.asarray(labels, dtype="<i8").reshape(-1)
+    # Checked, not cast: a uint64 near 2**64 must not become -1.
+    labels = arrays.checked_labels(f"{self.split} labels", labels,
+                                   unlabelled=True).astype("<i8")
     if len(labels) != len(images):
       raise DataError(f"{self.split}: {len(images)} images but "
                       f"{len(labels)} labels")

@@ -21,6 +21,7 @@ from engine.data import idx
 from engine.data import images
 from engine.data import npz
 from engine.data import indexed
+from engine.data import paths
 from engine.data import shards
 from engine.data import tfds_source
 from engine.errors import DataError, quoted
@@ -87,6 +88,7 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
   """
   conversion = images.Conversion(config.image_size, config.channels)
   path = config.data_dir
+  check_data_dir(path)
   if path and os.path.exists(path) and not os.path.isdir(path) and (
       not path.endswith(".npz")):
     raise DataError(f"--data_dir={quoted(path)}: a file, but not an .npz; "
@@ -135,11 +137,20 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
   return dataset
 
 
+def check_data_dir(path: str | None) -> None:
+  """Raises a DataError unless `path` is nothing, or a regular file or a
+  directory (not a FIFO, which would block the read, or a device)."""
+  paths.check_readable(path, f"--data_dir={quoted(path)}")
+
+
 def _converted(dataset: ImageDataset,
                conversion: images.Conversion) -> ImageDataset:
   return dataclasses.replace(
-      dataset, train_images=images.convert(dataset.train_images, conversion),
-      test_images=images.convert(dataset.test_images, conversion))
+      dataset,
+      train_images=images.convert(dataset.train_images, conversion,
+                                  dataset.source),
+      test_images=images.convert(dataset.test_images, conversion,
+                                 dataset.source))
 
 
 def idx_files(path: str | None) -> dict | None:
