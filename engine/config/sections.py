@@ -46,7 +46,7 @@ class DataConfig:
   dataset: str = setting(
       "mnist", "Dataset name when --data_dir is not given: mnist, "
       "fashion_mnist, or any tensorflow-datasets image dataset (any height, "
-      "width and channels).")
+      "width and channels).", resume_safe=True)
   data_dir: Optional[str] = setting(
       None, "Where the images are: a directory holding the four IDX files "
       "(train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -56,7 +56,7 @@ class DataConfig:
       "laid out as Keras' mnist.npz. Default: a known local copy "
       "(/usr/share/datasets/fashion-mnist for fashion_mnist), else "
       "tensorflow-datasets by --dataset.", check=settings.EXISTING_PATH,
-      absolute_path=True)
+      absolute_path=True, resume_safe=True)
   image_size: Optional[tuple[int, int]] = setting(
       None, "H[,W]: resize images on load to this size, after a center crop "
       "to its aspect ratio (folders and .npz; default: as they are).",
@@ -90,10 +90,11 @@ class DataConfig:
   download_timeout_s: float = setting(
       30.0, "Seconds a tensorflow-datasets download may take before the run "
       "stops and asks for --data_dir.", flag="download_timeout",
-      check=settings.POSITIVE)
+      check=settings.POSITIVE, resume_safe=True)
   tfds_data_dir: Optional[str] = setting(
       None, "Where tensorflow-datasets keeps prepared datasets, for "
-      "--dataset (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).")
+      "--dataset (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets).",
+      resume_safe=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,21 +159,23 @@ class DistributionConfig:
       "distribution), one_device, mirrored (all local GPUs, or "
       "--cpu_devices logical CPUs), multi_worker_mirrored (cluster from "
       "TF_CONFIG). tpu and parameter_server fail with the reason.",
-      choices=STRATEGIES)
+      choices=STRATEGIES, resume_safe=True)
   cpu_devices: int = setting(
       0, "Testing aid: split the host CPU into N logical devices so mirrored "
-      "runs without GPUs (0: don't split).", check=settings.NON_NEGATIVE)
+      "runs without GPUs (0: don't split).", check=settings.NON_NEGATIVE,
+      resume_safe=True)
   num_gpus: Optional[int] = setting(
       None, "Use the first N local GPUs (default: all).",
-      check=settings.POSITIVE)
+      check=settings.POSITIVE, resume_safe=True)
   collective_timeout_s: float = setting(
       30.0, "Seconds a cross-worker collective may take before the job fails "
       "(a dead peer ends the job instead of hanging it).",
-      flag="collective_timeout", check=settings.POSITIVE)
+      flag="collective_timeout", check=settings.POSITIVE, resume_safe=True)
   peer_wait_timeout_s: float = setting(
       120.0, "Seconds a worker waits for every TF_CONFIG peer to connect.",
-      flag="peer_wait_timeout", check=settings.POSITIVE)
-  tpu: str = setting("", "TPU name or address for --strategy=tpu.")
+      flag="peer_wait_timeout", check=settings.POSITIVE, resume_safe=True)
+  tpu: str = setting("", "TPU name or address for --strategy=tpu.",
+  resume_safe=True)
 
 
 def _resolve_model_defaults(section, name: str, model: str) -> None:

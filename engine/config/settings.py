@@ -52,7 +52,8 @@ def setting(default: Any, help: str | Callable[[], str], *, flag: Optional[str] 
             check: Optional[Check] = None,
             model_default: Optional[Callable[[Any], Any]] = None,
             absolute_path: bool = False,
-            parse: Optional[Callable[[list], Any]] = None) -> Any:
+            parse: Optional[Callable[[list], Any]] = None,
+            resume_safe: bool = False) -> Any:
   """A configuration field declared once.
 
   Args:
@@ -71,11 +72,14 @@ def setting(default: Any, help: str | Callable[[], str], *, flag: Optional[str] 
       reading the saved config work from any directory.
     parse: For a tuple setting (a comma-separated flag): the flag's strings
       -> the value, or None if they do not make one.
+    resume_safe: May differ when a run resumes (how long, how often, where
+      files go, which hardware): it does not change what the run trains.
+      Every other setting must equal the run's (`config.json`) to resume.
   """
   return dataclasses.field(default=default, metadata={
       "help": help, "flag": flag, "choices": choices, "check": check,
       "model_default": model_default, "absolute_path": absolute_path,
-      "parse": parse})
+      "parse": parse, "resume_safe": resume_safe})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +98,7 @@ class Setting:
   model_default: Optional[Callable[[Any], Any]]
   absolute_path: bool
   parse: Optional[Callable[[list], Any]]
+  resume_safe: bool
 
 
 def declared(section: str, cls) -> list[Setting]:
@@ -117,5 +122,6 @@ def declared(section: str, cls) -> list[Setting]:
         choices=tuple(choices() if callable(choices) else choices)
         if choices else None,
         check=meta["check"], model_default=meta["model_default"],
-        absolute_path=meta["absolute_path"], parse=meta["parse"]))
+        absolute_path=meta["absolute_path"], parse=meta["parse"],
+        resume_safe=meta["resume_safe"]))
   return found

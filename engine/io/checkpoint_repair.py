@@ -1,8 +1,12 @@
 """Recovering a model directory that a killed or damaged run left behind.
 
 Candidates are found by their files, not through the `checkpoint` state
-file, which may itself be damaged. Half-written saves (TF's `ckpt-N_temp/`)
-are dropped; an unreadable checkpoint is moved into `<model_dir>/corrupt/`
+file, which may itself be damaged. Half-written saves are dropped only when
+provably the engine's: before each save the saver notes the directory
+TensorFlow will write (`ckpt-N_temp/`) in a journal (`SAVE_JOURNAL`), and a
+killed save's directory is removed only if the journal names it and it holds
+nothing but TensorFlow's shard files; any other `*_temp` name is left alone
+and reported. An unreadable checkpoint is moved into `<model_dir>/corrupt/`
 with a warning naming it; a damaged state file is named and rewritten from
 the checkpoints on disk.
 """
@@ -19,6 +23,10 @@ from engine.io import files
 
 PREFIX = "ckpt"
 CORRUPT_DIR = "corrupt"
+# The saves under way in a directory: the temporary directory of each.
+SAVE_JOURNAL = ".vae-engine-saving"
+# What TensorFlow writes into a save's temporary directory.
+_SHARD_FILE = re.compile(r"part-\d+-of-\d+\.(index|data-\d+-of-\d+)")
 # A line of the `checkpoint` state file (a CheckpointState text proto).
 _STATE_LINE = re.compile(
     r'(model_checkpoint_path|all_model_checkpoint_paths): "[^"\n]*"|'
@@ -35,11 +43,61 @@ def checkpoints_on_disk(directory: str) -> list[str]:
   return [path for _, path in sorted(found, reverse=True)]
 
 
-def remove_half_written(directory: str) -> None:
-  """Drops a killed run's half-written saves (TF writes `<prefix>_temp/`
-  and merges it into place): never readable, safe to drop."""
-  for stale in files.gfile.glob(files.join(directory, f"{PREFIX}-*_temp")):
-    files.remove_tree(stale)
+def temporary_dir(step: int) -> str:
+  """The directory TensorFlow writes a save of `step` into, then merges
+  into place and removes."""
+  return f"{PREFIX}-{step}_temp"
+
+
+def note_save(directory: str, step: int) -> None:
+  """Journals, before TensorFlow writes it, the save of `step`."""
+  files.write_atomically(files.join(directory, SAVE_JOURNAL),
+                         temporary_dir(step) + "\n")
+
+
+def save_done(directory: str) -> None:
+  """Clears the journal once a save is complete."""
+  try:
+    files.gfile.remove(files.join(directory, SAVE_JOURNAL))
+  except tf.errors.NotFoundError:
+    pass
+
+
+def _holds_only_shards(path: str) -> bool:
+  try:
+    return all(_SHARD_FILE.fullmatch(name.rstrip("/"))
+               for name in files.gfile.listdir(path))
+  except tf.errors.OpError:
+    return False
+
+
+def remove_half_written(directory: str) -> list[str]:
+  """Drops a killed save's temporary directory when the journal proves it
+  is the engine's, and reports what looks like one but is not.
+
+  Returns:
+    The `*_temp` paths left alone (not journalled, or holding files that
+    TensorFlow does not write there).
+  """
+  journal = files.join(directory, SAVE_JOURNAL)
+  journalled = set()
+  if files.gfile.exists(journal):
+    journalled = set(files.read_text(journal).split())
+  left = []
+  for stale in sorted(files.gfile.glob(files.join(directory,
+                                                  f"{PREFIX}-*_temp"))):
+    name = os.path.basename(stale.rstrip("/"))
+    if name in journalled and _holds_only_shards(stale):
+      files.remove_tree(stale)
+    else:
+      left.append(stale)
+  save_done(directory)
+  if left:
+    logging.warning(
+        "left alone in %s: %s (named like a checkpoint's temporary "
+        "directory, but not one this engine was writing)", directory,
+        ", ".join(os.path.basename(p) for p in left))
+  return left
 
 
 def state_file_readable(directory: str) -> bool:

@@ -20,66 +20,20 @@ from typing import Optional
 import tensorflow as tf
 
 from engine.errors import CheckpointMismatchError, UserError, quoted, reason
+from engine.io import architecture_check
 from engine.io import checkpoint_repair as repair
 from engine.io import files
 from engine.io.checkpoint_repair import checkpoints_on_disk  # noqa: F401
 from models.architecture import Architecture
 
-_FINGERPRINT_KEY = "fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
 _PREFIX = repair.PREFIX
 BEST_DIR = "best"  # Where `--keep_best` keeps the best checkpoint.
-# What reading damaged files raises (short reads: IndexError; bad: DataLoss).
-_READ_ERRORS = (tf.errors.OpError, IndexError, OSError, RuntimeError,
-                UnicodeDecodeError)
-
-
-class _Unreadable(Exception):
-  """A checkpoint whose files cannot be read back."""
-
-
-def _reader(path: str):
-  """A reader of the checkpoint at prefix `path`.
-
-  Not `tf.train.load_checkpoint`: it first asks whether the prefix is a
-  directory, which `ram://` answers yes for any prefix.
-  """
-  return tf.compat.v1.train.NewCheckpointReader(path)
-
-
-def _first_line(error: Exception) -> str:
-  text = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {text[0][:160] if text else ''}"
-
-
-# What makes an architecture's field differ: the settings to pass.
-_ARCHITECTURE_FLAGS = {
-    "model": "--model", "latent_dim": "--latent_dim",
-    "image_shape": "--image_size/--channels or the data it was trained on",
-    "classes": "--conditional (and the same labels)",
-    "learned_scale": "--reconstruction_loss (discretized_logistic and "
-                     "gaussian_learned learn a scale; bernoulli and gaussian "
-                     "do not)",
-}
-
-
-def _difference(stored: Architecture, ours: Architecture) -> str:
-  """How a stored architecture differs from this run's, and which flags
-  decide it."""
-  parts = []
-  for field, flag in _ARCHITECTURE_FLAGS.items():
-    theirs, mine = getattr(stored, field), getattr(ours, field)
-    if theirs != mine:
-      parts.append(f"{field}={_shown(theirs)} there, {field}={_shown(mine)} "
-                   f"here ({flag})")
-  return "; ".join(parts)
-
-
-def _shown(value) -> str:
-  if isinstance(value, tuple):
-    return "x".join(str(d) for d in value)
-  if isinstance(value, bool):
-    return "1" if value else "none"
-  return str(value) if value != 0 else "none"
+_FINGERPRINT_KEY = architecture_check.FINGERPRINT_KEY
+_READ_ERRORS = architecture_check.READ_ERRORS
+_Unreadable = architecture_check.Unreadable
+_reader = architecture_check.reader
+_first_line = architecture_check.first_line
+read_architecture = architecture_check.read_architecture
 
 
 class Checkpointer:
@@ -172,6 +126,9 @@ class Checkpointer:
     """
     if self._repair:
       repair.remove_half_written(self._directory)
+      best_dir = files.join(self._directory, BEST_DIR)
+      if files.gfile.isdir(best_dir):
+        repair.remove_half_written(best_dir)
     candidates = repair.checkpoints_on_disk(self._directory)
     unreadable = []
     for path in candidates:
@@ -224,23 +181,48 @@ class Checkpointer:
       raise _Unreadable(_first_line(e)) from None
 
   def _check_fingerprint(self, path: str, reader) -> None:
-    if reader is None:
-      raise CheckpointMismatchError(
-          f"--model_dir={self._directory}: checkpoint {path} was not written "
-          "by vae-engine (it has no architecture fingerprint); use a new "
-          "--model_dir")
+    architecture_check.check(
+        path, reader, self.architecture, "model_dir", self._directory,
+        "use another --model_dir or the flags that wrote it")
+
+  def initialize_from(self, source: str) -> str:
+    """Starts a new run from the weights of another run's checkpoint
+    (`--init_from`): its run directory's latest, or a checkpoint path. Only
+    the encoder and decoder are taken (and a moving average starts at
+    them); the optimizer, step and schedule start afresh.
+
+    Returns:
+      The checkpoint the weights came from.
+
+    Raises:
+      UserError: If `source` holds no readable vae-engine checkpoint or one
+        of another architecture.
+    """
+    path = source
+    if files.gfile.isdir(source):
+      path = (tf.train.latest_checkpoint(source)
+              or next(iter(repair.checkpoints_on_disk(source)), None))
+      if path is None:
+        raise UserError(f"--init_from={quoted(source)}: holds no checkpoint; "
+                        "pass a run directory that has trained, or a "
+                        "checkpoint path")
     try:
-      stored = reader.get_tensor(_FINGERPRINT_KEY)
-    except _READ_ERRORS + (ValueError,) as e:
-      raise _Unreadable(_first_line(e)) from None
-    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
-    if stored != self._fingerprint:
-      difference = _difference(Architecture.decode(stored), self.architecture)
-      raise CheckpointMismatchError(
-          f"--model_dir={quoted(self._directory)}: holds a checkpoint of "
-          f"another model ({stored}); this run is {self._fingerprint}. "
-          f"They differ in {difference}. Use another --model_dir or the "
-          "flags that wrote it")
+      reader = _reader(path)
+      names = reader.get_variable_to_shape_map()
+      architecture_check.check(
+          path, reader if _FINGERPRINT_KEY in names else None,
+          self.architecture, "init_from", source,
+          "pass a run of this model, or the flags of that run")
+      tf.train.Checkpoint(encoder=self._core.encoder,
+                          decoder=self._core.decoder).restore(
+                              path).expect_partial(
+                              ).assert_existing_objects_matched()
+    except (_Unreadable, ValueError, AssertionError) + _READ_ERRORS as e:
+      raise UserError(f"--init_from={quoted(source)}: not a readable "
+                      f"vae-engine checkpoint ({reason(e)})") from None
+    if self._averages is not None:
+      self._averages.reset()
+    return path
 
   def save_best(self, step: int) -> str:
     """Writes `<directory>/best/ckpt-<step>` (the two newest are kept: the
@@ -249,8 +231,13 @@ class Checkpointer:
       self._best_manager = tf.train.CheckpointManager(
           self.checkpoint, files.join(self._write_directory, BEST_DIR),
           max_to_keep=2, step_counter=self._step_counter)
+    best_dir = files.join(self._write_directory, BEST_DIR)
     try:
-      return self._best_manager.save(checkpoint_number=step)
+      files.gfile.makedirs(best_dir)
+      repair.note_save(best_dir, step)
+      path = self._best_manager.save(checkpoint_number=step)
+      repair.save_done(best_dir)
+      return path
     except (tf.errors.OpError, OSError) as e:
       raise UserError(
           f"--model_dir={quoted(self._flag_dir)}: could not write the best "
@@ -268,7 +255,9 @@ class Checkpointer:
     """
     previous = self.latest
     try:
+      repair.note_save(self._write_directory, step)
       self.manager.save(checkpoint_number=step)
+      repair.save_done(self._write_directory)
     except (tf.errors.OpError, OSError) as e:
       kept = (f"the previous checkpoint, {previous}, is intact" if previous
               else "no earlier checkpoint exists")
@@ -282,19 +271,3 @@ class Checkpointer:
     """The step of the newest checkpoint, if any."""
     latest = self.latest
     return int(latest.rsplit("-", 1)[1]) if latest else None
-
-
-def read_architecture(path: str) -> tuple[Architecture, int]:
-  """(architecture, global step) of the checkpoint at prefix `path`.
-
-  Raises:
-    UserError: If it is not a readable vae-engine checkpoint.
-  """
-  try:
-    reader = _reader(path)
-    fingerprint = reader.get_tensor(_FINGERPRINT_KEY)
-    step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
-  except _READ_ERRORS + (ValueError,) as e:
-    raise UserError(f"{quoted(path)}: not a readable vae-engine checkpoint "
-                    f"({reason(e)})") from None
-  return Architecture.decode(fingerprint.decode()), step

@@ -10,6 +10,7 @@ where it cannot (some object stores), they are written in place.
 from __future__ import annotations
 
 import posixpath
+import uuid
 
 import tensorflow as tf
 
@@ -29,18 +30,27 @@ def is_local(path: str) -> bool:
   return "://" not in path
 
 
+def temporary_name(path: str) -> str:
+  """A name beside `path` for writing it: the engine's own (no user file has
+  it) and unique (two writers of one file never share it)."""
+  return f"{path}.vae-engine-tmp-{uuid.uuid4().hex[:8]}"
+
+
 def write_atomically(path: str, content: str | bytes) -> None:
-  """Writes a whole file: to `path.tmp`, then renamed over `path`."""
+  """Writes a whole file: to a `temporary_name`, then renamed over `path`."""
   mode = "wb" if isinstance(content, bytes) else "w"
-  temporary = path + ".tmp"
-  with gfile.GFile(temporary, mode) as f:
-    f.write(content)
+  temporary = temporary_name(path)
   try:
-    gfile.rename(temporary, path, overwrite=True)
-  except _UNSUPPORTED:
-    with gfile.GFile(path, mode) as f:
+    with gfile.GFile(temporary, mode) as f:
       f.write(content)
-    gfile.remove(temporary)
+    try:
+      gfile.rename(temporary, path, overwrite=True)
+    except _UNSUPPORTED:
+      with gfile.GFile(path, mode) as f:
+        f.write(content)
+  finally:
+    if gfile.exists(temporary):
+      gfile.remove(temporary)
 
 
 def append_line(path: str, line: str) -> None:
@@ -92,11 +102,12 @@ def move_tree(source: str, destination: str) -> None:
 
 def write_npy_chunks(path: str, shape: tuple, dtype, chunks) -> None:
   """Writes an `.npy` of `shape` from row chunks, streaming (memory does not
-  grow with the array), to `path.tmp` and then renamed over `path`."""
+  grow with the array), to a `temporary_name` and then renamed over
+  `path`."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   dtype = np.dtype(dtype)
-  temporary = path + ".tmp"
+  temporary = temporary_name(path)
   rows = 0
   try:
     with gfile.GFile(temporary, "wb") as f:

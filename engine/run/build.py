@@ -14,12 +14,10 @@ import contextlib
 import dataclasses
 import functools
 import math
-import os
 import sys
 from typing import Optional
 
 import keras
-import tensorflow as tf
 
 import models
 from engine.config import RunConfig
@@ -39,6 +37,8 @@ from engine.run import best
 from engine.run import finish
 from engine.run import parts
 from engine.run import preflight
+from engine.run import resume_check
+from engine.run.workspace import Workspace
 from engine.run.evaluation import (ImageSummaries, ReportEvaluation,
                                    RunEvaluator, TestSet)
 from engine.train import actions
@@ -67,33 +67,6 @@ class Console:
     self.stream.flush()
 
 
-class Workspace:
-  """Where this process writes: the model directory on the chief; on other
-  workers a scratch directory (checkpoints must be written by every worker,
-  since saving mirrored variables is collective), removed when the run
-  ends (`with workspace:`), with its parent once empty."""
-
-  def __init__(self, model_dir: str, role: strategies.TaskRole):
-    self.model_dir = model_dir
-    self.is_chief = role.is_chief
-    self.write_dir = model_dir if role.is_chief else role.scratch_dir(
-        model_dir)
-
-  def __enter__(self) -> "Workspace":
-    return self
-
-  def __exit__(self, *exc) -> None:
-    if self.is_chief:
-      return
-    files.remove_tree(self.write_dir)
-    try:  # The last one out removes the scratch directory's parent.
-      scratch = os.path.dirname(self.write_dir)
-      if not files.gfile.listdir(scratch):
-        files.remove_tree(scratch)
-    except tf.errors.OpError:
-      pass
-
-
 @dataclasses.dataclass
 class Run:
   """A built run, ready to train (`runner.train_evaluate_export`).
@@ -110,6 +83,8 @@ class Run:
     result: The end action that holds the `RunResult` once done.
     start_line: What the run says first.
     resumed_from: The checkpoint restored, if any.
+    initialized_from: The checkpoint a new run took its weights from
+      (`--init_from`), if any.
   """
 
   config: RunConfig
@@ -123,6 +98,7 @@ class Run:
   result: finish.Result
   start_line: str
   resumed_from: Optional[str]
+  initialized_from: Optional[str] = None
 
 
 def build(config: RunConfig) -> Run:
@@ -136,14 +112,30 @@ def build(config: RunConfig) -> Run:
   strategy = strategies.make_strategy(config.distribution)
   role = strategies.task_role(strategy)
   workspace = Workspace(train.model_dir, role)
-  preflight.writable_directory("model_dir", workspace.write_dir)
+  try:
+    return _build(config, strategy, role, workspace)
+  except BaseException:
+    workspace.close()
+    raise
+
+
+def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
+  train = config.train
+  resuming = bool(checkpoints.checkpoints_on_disk(train.model_dir))
+  changed = resume_check.check_settings(train.model_dir, config, resuming)
   if train.export_dir and role.is_chief:
     preflight.writable_directory("export_dir", train.export_dir)
   choice = (None if train.mixed_precision == "auto" else
             precision.resolve(train.mixed_precision, train.allow_slow))
+  preflight.check_before_loading(config, strategy, train.seed)  # Shapes only.
   data = sources.load(config.data, train.seed)
   num_train = len(data.train_images)
   classes = parts.num_classes(config, data)
+  grey_mean = pipeline.target_mean(data.train_images, "none")
+  resume_check.check_data(
+      train.model_dir, resume_check.data_fingerprint(
+          num_train, len(data.test_images), data.image_shape, classes,
+          grey_mean), data.source, resuming, write=role.is_chief)
   parts.check_batch_fits(train.batch_size, strategy,
                          config.distribution.strategy)
   if num_train < train.batch_size:
@@ -153,7 +145,8 @@ def build(config: RunConfig) -> Run:
   last_step = parts.total_steps(config, num_train)
   create = functools.partial(
       spec.create, data.image_shape, config.model.latent_dim,
-      pixel_mean=pipeline.target_mean(data.train_images, config.data.binarize),
+      pixel_mean=(pipeline.target_mean(data.train_images, "static")
+                  if config.data.binarize == "static" else grey_mean),
       learned_scale=config.model.learned_scale, num_classes=classes)
   preflight.check_run(config, create, data, strategy, role.is_chief,
                       last_step)
@@ -199,13 +192,20 @@ def build(config: RunConfig) -> Run:
           "recoveries": recovering.count,
           "learning_rate_scale": recovering.scale})
   resumed_from = checkpointer.restore_latest()
+  initialized_from = None
+  if resumed_from is None and train.init_from:
+    initialized_from = checkpointer.initialize_from(train.init_from)
   optimization.reapply_learning_rate(
       trainer.base_optimizer,
       parts.learning_rate(config, num_train, recovering and recovering.scale))
   if role.is_chief:
+    if resumed_from:
+      resume_check.record_changes(train.model_dir, trainer.step, changed)
     run_dir.write_config(train.model_dir, config)
   start_line = parts.start_line(config, data, start_line_data, vae,
                                 trainer, last_step, strategy, choice, role)
+  if resumed_from and changed:
+    start_line = resume_check.describe_changes(changed) + "\n" + start_line
   options = parts.pipeline_options(config)
   trainer.feed(train_images, options, train.steps_per_loop, last_step,
                labels=train_labels if vae.conditional else None)
@@ -278,4 +278,4 @@ def build(config: RunConfig) -> Run:
   return Run(config=config, workspace=workspace, data=data, vae=vae,
              trainer=trainer, controller=controller, console=console,
              writer=writer, result=result, start_line=start_line,
-             resumed_from=resumed_from)
+             resumed_from=resumed_from, initialized_from=initialized_from)

@@ -34,6 +34,9 @@ def train_evaluate_export(run: Run, stream: TextIO,
   if run.resumed_from:
     run.console.say(f"resumed from {run.resumed_from} at step "
                     f"{run.trainer.step}")
+  if run.initialized_from:
+    run.console.say(f"initialized from {run.initialized_from} (its weights; "
+                    "a new run from step 0)")
   run.console.say(run.start_line)
   run.controller.train_actions.extend(extra_actions)
   run.controller.train_and_evaluate()

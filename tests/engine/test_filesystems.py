@@ -55,7 +55,7 @@ def test_a_whole_run_with_its_export_and_figures_on_ram(small_mnist_dir,
   assert {"config.json", "flags.txt", "metrics.jsonl", "result.json",
           "checkpoint", "ckpt-30.index", "figures", "train",
           "eval"} <= names, names
-  assert not any(name.endswith(".tmp") for name in names)
+  assert not any(".tmp" in name for name in names)
   assert set(report["figures"]) == {
       "reconstructions.png", "samples.png", "latent_manifold.png",
       "latent_scatter.png", "denoising.png", "loss_curves.png",

@@ -146,16 +146,24 @@ def test_another_models_checkpoint_is_refused(small_mnist_dir, tmp_path):
   runner.run(_config(small_mnist_dir, tmp_path, "dense", train_steps=5),
              stream=io.StringIO())
   with pytest.raises(CheckpointMismatchError,
-                     match=r"holds a checkpoint of another model "
-                     r"\(model=dense;latent_dim=2.*this run is model=mlp"):
+                     match=r"holds a run trained with other settings "
+                     r"\(--model=dense there, mlp here\)"):
     runner.run(_config(small_mnist_dir, tmp_path, "mlp", train_steps=5),
                stream=io.StringIO())
   other_latent = _config(small_mnist_dir, tmp_path, "dense", train_steps=5)
   other_latent = dataclasses.replace(
       other_latent, model=dataclasses.replace(other_latent.model,
                                               latent_dim=8))
-  with pytest.raises(CheckpointMismatchError, match="latent_dim=8"):
+  with pytest.raises(CheckpointMismatchError,
+                     match="--latent_dim=2 there, 8 here"):
     runner.run(other_latent, stream=io.StringIO())
+  # Without its config.json the checkpoint's own fingerprint still refuses.
+  os.remove(tmp_path / "config.json")
+  with pytest.raises(CheckpointMismatchError,
+                     match=r"holds a checkpoint of another model "
+                     r"\(model=dense;latent_dim=2.*this run is model=mlp"):
+    runner.run(_config(small_mnist_dir, tmp_path, "mlp", train_steps=5),
+               stream=io.StringIO())
 
 
 def test_foreign_checkpoint_is_refused(small_mnist_dir, tmp_path):
