@@ -21,12 +21,14 @@ import re
 import uuid
 from typing import Sequence
 
+from absl import logging
 import tensorflow as tf
 
 import models
 from engine.io import files
 from engine.devices import precision
 from engine.serving import warmup
+from engine.serving.signatures import ServingModule
 from engine.serving import tflite
 from engine.errors import UserError, quoted, reason
 from models.base import VariationalAutoencoder
@@ -36,107 +38,9 @@ MARKER = "assets.extra/vae_engine_export.json"
 # The exporter's own temporary entries: `.tmp-<version>-<8 hex>` (being
 # written) and `.old-<version>-<8 hex>` (retired while being replaced).
 _OWN_ENTRY = re.compile(r"\.(tmp|old)-(\d+)-[0-9a-f]{8}")
-
-class ServingModule(tf.Module):
-  """The exported functions of one VAE.
-
-  Signatures: `encode(images)`, `decode(z)`, `reconstruct(images)` (also
-  `serving_default`), `sample(num)` and, for denoising runs,
-  `denoise(images)`. A conditional model's take the label too:
-  `encode(images, label)`, `decode(z, label)`, `reconstruct(images, label)`
-  with int32 labels [N], and `sample(num, label)` with one int32 label for
-  all `num` samples; a label outside [0, num_classes) is an
-  InvalidArgumentError, not a silent all-zero one-hot. `num_classes` is saved
-  with the model (0: unconditional).
-
-  Args:
-    vae: The trained model.
-    denoising: Also export a `denoise` signature.
-  """
-
-  def __init__(self, vae: VariationalAutoencoder, denoising: bool = False):
-    super().__init__(name="vae")
-    # The `tf.Variable`s themselves, not the Keras models: a Keras 3
-    # variable is a wrapper whose SavedModel node restores only through
-    # `tf.saved_model.load`. The session loader (TF Serving, saved_model_cli)
-    # and the TFLite converter restore the variables the saver holds, and the
-    # signatures read the wrapped `tf.Variable`s, so those are what is saved.
-    self.weights = _tf_variables(vae.encoder, vae.decoder)
-    self.latent_dim = vae.latent_dim
-    self.num_classes = tf.Variable(vae.num_classes, trainable=False,
-                                   name="num_classes")
-    self._vae = vae
-    image_spec = tf.TensorSpec([None, *vae.image_shape], tf.float32,
-                               name="images")
-    latent_spec = tf.TensorSpec([None, vae.latent_dim], tf.float32, name="z")
-    count_spec = tf.TensorSpec([], tf.int32, name="num")
-    labels = ([tf.TensorSpec([None], tf.int32, name="label")]
-              if vae.conditional else [])
-    label = ([tf.TensorSpec([], tf.int32, name="label")]
-             if vae.conditional else [])
-    self.encode = tf.function(self._encode,
-                              input_signature=[image_spec, *labels])
-    self.decode = tf.function(self._decode,
-                              input_signature=[latent_spec, *labels])
-    self.reconstruct = tf.function(self._reconstruct,
-                                   input_signature=[image_spec, *labels])
-    self.sample = tf.function(self._sample,
-                              input_signature=[count_spec, *label])
-    self.denoise = (tf.function(self._reconstruct,
-                                input_signature=[image_spec, *labels])
-                    if denoising else None)
-
-  def _checked(self, labels):
-    """The labels, once checked to be classes of the model."""
-    if labels is None:
-      return None
-    with tf.control_dependencies([
-        tf.debugging.assert_non_negative(labels, message="label < 0"),
-        tf.debugging.assert_less(labels, tf.constant(self._vae.num_classes),
-                                 message="label >= num_classes")]):
-      return tf.identity(labels)
-
-  def _encode(self, images, labels=None):
-    z_mean, z_log_var = self._vae.posterior(images, self._checked(labels))
-    return {"z_mean": z_mean, "z_log_var": z_log_var}
-
-  def _decode(self, z, labels=None):
-    return self._decoded(z, self._checked(labels))
-
-  def _decoded(self, z, labels):
-    """The decoder's outputs for labels already checked."""
-    logits = self._vae.decoder_logits(z, labels)
-    # Logits too: likelihoods (tools/evaluate.py) need them for stability;
-    # and the learned per-sub-pixel log-scale, for likelihoods with one.
-    outputs = {"images": tf.sigmoid(logits), "logits": logits}
-    if self._vae.log_scale is not None:
-      outputs["log_scale"] = tf.broadcast_to(self._vae.log_scale,
-                                             tf.shape(logits))
-    return outputs
-
-  def _reconstruct(self, images, labels=None):
-    labels = self._checked(labels)
-    return self._decoded(self._vae.posterior_mean(images, labels), labels)
-
-  def _sample(self, num, label=None):
-    labels = None if label is None else tf.fill([num], self._checked(label))
-    z = tf.random.normal([num, self.latent_dim])
-    # The draws too: a client can decode them again, keep the codes it
-    # liked, and any runtime's samples can be checked against `decode`.
-    return {**self._decoded(z, labels), "z": z}
-
-  def signatures(self) -> dict:
-    """Signature name -> concrete function, for `tf.saved_model.save`."""
-    signatures = {
-        "serving_default": self.reconstruct.get_concrete_function(),
-        "encode": self.encode.get_concrete_function(),
-        "decode": self.decode.get_concrete_function(),
-        "reconstruct": self.reconstruct.get_concrete_function(),
-        "sample": self.sample.get_concrete_function(),
-    }
-    if self.denoise is not None:
-      signatures["denoise"] = self.denoise.get_concrete_function()
-    return signatures
+# Written first into a `.tmp-*` directory and removed last, before it is
+# renamed into place: what proves the directory is the exporter's.
+STAGING_MARKER = ".vae-engine-staging"
 
 
 def float32_model(vae: VariationalAutoencoder) -> VariationalAutoencoder:
@@ -160,23 +64,20 @@ def float32_model(vae: VariationalAutoencoder) -> VariationalAutoencoder:
   return twin
 
 
-def _tf_variables(*keras_models) -> list[tf.Variable]:
-  """The `tf.Variable`s under the models' Keras variables, each once."""
-  variables = {}
-  for model in keras_models:
-    for variable in model.weights:
-      tf_variable = getattr(variable, "value", variable)
-      variables[id(tf_variable)] = tf_variable
-  return list(variables.values())
-
-
-def recover(export_dir: str) -> None:
+def recover(export_dir: str) -> list[str]:
   """Cleans up after an exporter that was killed part-way.
 
-  A version retired for replacement (`.old-<v>-*/old`) whose replacement never
-  arrived is put back; unfinished `.tmp-*` directories are removed. Assumes a
-  single exporter per directory (the chief).
+  Only entries proven the exporter's are touched: a `.tmp-*` directory is
+  removed when it holds `STAGING_MARKER` or `MARKER` (or nothing at all); a
+  version retired for replacement (`.old-<v>-*/old`, an export this engine
+  wrote) whose replacement never arrived is put back. Assumes a single
+  exporter per directory (the chief).
+
+  Returns:
+    The entries named like the exporter's but left alone (reported in one
+    warning line).
   """
+  left = []
   for entry in sorted(files.gfile.listdir(export_dir)):
     entry = entry.rstrip("/")
     path = files.join(export_dir, entry)
@@ -186,12 +87,24 @@ def recover(export_dir: str) -> None:
     if match.group(1) == "old":
       version = match.group(2)
       retired = files.join(path, "old")
+      inside = {name.rstrip("/") for name in files.gfile.listdir(path)}
+      if not inside <= {"old"} or (inside and not is_engine_export(retired)):
+        left.append(entry)
+        continue
       if files.gfile.isdir(retired) and not files.gfile.exists(
           files.join(export_dir, version)):
         files.move_tree(retired, files.join(export_dir, version))
       files.remove_tree(path)
-    else:
+    elif (files.gfile.exists(files.join(path, STAGING_MARKER))
+          or is_engine_export(path) or not files.gfile.listdir(path)):
       files.remove_tree(path)
+    else:
+      left.append(entry)
+  if left:
+    logging.warning("left alone in %s: %s (named like the exporter's "
+                    "temporary entries, but not written by it)", export_dir,
+                    ", ".join(left))
+  return left
 
 
 def is_engine_export(path: str) -> bool:
@@ -248,6 +161,8 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
   unique = uuid.uuid4().hex[:8]
   staging = files.join(export_dir, f".tmp-{version}-{unique}")
   try:
+    files.gfile.makedirs(staging)
+    files.write_atomically(files.join(staging, STAGING_MARKER), "")
     module = ServingModule(float32_model(vae), denoising=denoising)
     signatures = module.signatures()
     tf.saved_model.save(module, staging, signatures=signatures)
@@ -258,6 +173,7 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
     files.write_atomically(files.join(staging, MARKER), json.dumps({
         "written_by": "vae-engine", "version": version, "model": vae.name,
         "signatures": sorted(signatures)}, indent=2))
+    files.gfile.remove(files.join(staging, STAGING_MARKER))
     if files.gfile.exists(final):
       retired = files.join(export_dir, f".old-{version}-{unique}")
       files.move_tree(final, files.join(retired, "old"))

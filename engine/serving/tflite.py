@@ -8,9 +8,13 @@ Each signature of a SavedModel is converted on its own with
 quantization). The interpreter is LiteRT's (`ai-edge-litert`, the `serving`
 extra), the maintained successor of `tf.lite.Interpreter`.
 
-What LiteRT does differently from TensorFlow: it has no assertion ops, so a
-conditional model's label outside [0, classes) is not refused there; it
-decodes as no class at all (an all-zero one-hot). Check labels in the app.
+What LiteRT does differently from TensorFlow: it has no assertion ops, and
+the converter drops the signatures' checks of their inputs
+(`engine.serving.checks`; select TF ops keep none of them either), so LiteRT
+refuses nothing: a NaN or Inf input comes out as non-finite outputs, a
+conditional model's label outside [0, classes) decodes as no class at all
+(an all-zero one-hot), and a wrong shape fails in the interpreter or gives
+outputs of another shape. Check inputs in the app.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ never imports the engine: TF2's loader (the reference), the session loader of
 TF Serving and `saved_model_cli run` (with the export's warm-up requests and
 the README's REST requests), and LiteRT."""
 
-import io
 import json
 import os
 import shutil
@@ -13,127 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from engine.io import run_dir
-from engine.run import runner
 from engine.serving import warmup
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from engine.data import sources
 from tests.conftest import REPO_ROOT
-from tests.engine.test_colour import photo_patches
+from tests.engine.serving.exports import KINDS, TOLERANCE
 
-# One worker builds the module's exports (its fixture) once, not each.
+# One worker builds the exports (the `served` fixture, tests/engine/
+# conftest.py) once for every module of this group, not each.
 pytestmark = pytest.mark.xdist_group("serving")
-
-RUNTIMES_SCRIPT = os.path.join(os.path.dirname(__file__), "serving_runtimes.py")
-# Each kind of export the issue names: (model config, data).
-KINDS = {
-    "conv": (ModelConfig(name="conv", latent_dim=2), "mnist"),
-    "dense": (ModelConfig(name="dense", latent_dim=2), "mnist"),
-    "conditional": (ModelConfig(name="conv", latent_dim=2, conditional=True),
-                    "mnist"),
-    "denoising": (ModelConfig(name="denoising", latent_dim=40), "mnist"),
-    "colour": (ModelConfig(name="conv", latent_dim=2,
-                           reconstruction_loss="discretized_logistic"),
-               "patches"),
-}
-# float32 agreement: images (in [0, 1]) to 1e-5 absolute; unbounded outputs
-# (logits, log-variances) to 1e-5 of their magnitude, where runtimes that
-# sum in another order (XNNPACK, oneDNN) differ in the last bits.
-TOLERANCE = dict(rtol=1e-5, atol=1e-5)
-
-
-def fresh_process(*args, cwd):
-  """A Python process with neither the repository nor PYTHONPATH on its path."""
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  return subprocess.run([sys.executable, *args], capture_output=True,
-                        text=True, cwd=str(cwd), env=env, timeout=900)
-
-
-def readme_rest_requests():
-  """The README's REST bodies, one per signature (`IMAGE` stands for one
-  image as nested lists; a conditional model's carry `"label"`)."""
-  with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
-    readme = f.read()
-  block = readme.split("<!-- rest-requests -->", 1)[1].split("```json", 1)[1]
-  block = block.split("```", 1)[0]
-  return [line for line in block.splitlines() if line.startswith("{")]
-
-
-def rest_bodies(images, label=None):
-  """The README's bodies with a real image filled in (and, for a
-  conditional model, `"label"` added to every row, as the README says)."""
-  bodies = []
-  for line in readme_rest_requests():
-    body = json.loads(line.replace("IMAGE", json.dumps(images[0].tolist())))
-    if label is not None:
-      for row in body.get("instances") or [body["inputs"]]:
-        row["label"] = label
-    bodies.append(body)
-  return bodies
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, small_mnist_dir):
-  """A briefly trained export of each kind, its feeds, and every runtime's
-  outputs on them."""
-  root = tmp_path_factory.mktemp("serving")
-  patches = root / "patches"
-  patches.mkdir()
-  photo_patches(str(patches))
-  data_dirs = {"mnist": small_mnist_dir, "patches": str(patches)}
-  exports, vaes, feeds_dir, out_dir = {}, {}, root / "feeds", root / "out"
-  feeds_dir.mkdir()
-  out_dir.mkdir()
-  rng = np.random.default_rng(0)
-  for name, (model, data) in KINDS.items():
-    data_config = DataConfig(data_dir=data_dirs[data],
-                             noise_factor=0.2 if name == "denoising" else 0)
-    result = runner.run(RunConfig(
-        data=data_config, model=model,
-        train=TrainConfig(model_dir=str(root / name), batch_size=32,
-                          train_steps=60, steps_per_loop=30, log_every=30,
-                          checkpoint_every=0, figures=False,
-                          learning_rate=3e-3,
-                          export_dir=str(root / name / "export"))),
-                        io.StringIO())
-    exports[name] = result.export_path
-    vaes[name] = run_dir.load_trained_model(str(root / name)).vae
-    dataset = sources.load(data_config)
-    images = dataset.test_images[:6].astype(np.float32) / 255.0
-    labels = dataset.test_labels[:6].astype(np.int32)
-    latent = vaes[name].latent_dim
-    signature_feeds = {"encode": {"images": images},
-                       "reconstruct": {"images": images},
-                       "serving_default": {"images": images},
-                       "decode": {"z": rng.normal(size=(6, latent)).astype(
-                           np.float32) * 1.5},
-                       "sample": {"num": np.array(5, np.int32)}}
-    if name == "denoising":
-      signature_feeds["denoise"] = {"images": images}
-    if model.conditional:
-      for signature, inputs in signature_feeds.items():
-        inputs["label"] = (np.array(3, np.int32) if signature == "sample"
-                           else labels)
-    np.savez(feeds_dir / f"{name}.npz", **{
-        f"{signature}/{key}": value
-        for signature, inputs in signature_feeds.items()
-        for key, value in inputs.items()})
-    if latent == 2:  # The README's decode bodies are for a latent of 2.
-      (feeds_dir / f"{name}.rest.json").write_text(json.dumps(
-          rest_bodies(images, int(labels[0]) if model.conditional else None)))
-  outputs, reports = {}, {}
-  # The reference last: it also decodes the other runtimes' sample draws.
-  for runtime in ("session", "litert", "tf2"):
-    ran = fresh_process(RUNTIMES_SCRIPT, runtime, json.dumps(exports),
-                        str(feeds_dir), str(out_dir), cwd=root)
-    assert ran.returncode == 0, (runtime, ran.stderr[-4000:])
-    for name in KINDS:
-      with np.load(out_dir / f"{name}.{runtime}.npz") as archive:
-        outputs[name, runtime] = dict(archive)
-      reports[name, runtime] = json.loads(
-          (out_dir / f"{name}.{runtime}.json").read_text())
-  return dict(exports=exports, vaes=vaes, outputs=outputs, reports=reports,
-              feeds_dir=feeds_dir, root=root)
 
 
 def _signatures(outputs):
