@@ -15,13 +15,15 @@ import importlib.resources
 import math
 import os
 import re
+import sys
 from typing import Iterable
 
 from absl import flags
 
 from engine import config as config_lib
 from engine.config import settings
-from engine.errors import fail, quoted
+from engine.errors import fail, one_line, quoted
+from flags import command_line
 
 _defined = False
 
@@ -41,8 +43,9 @@ def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     return
   flags.DEFINE_string(
       "preset", None, "A flagfile shipped with vae-engine, by name: "
-      f"{', '.join(presets())} (read where it stands, as --flagfile is; "
-      "later flags override it).", flag_values=flag_values)
+      f"{', '.join(presets())} (read as --flagfile is: a flag given on the "
+      "command line wins over the preset's, wherever it stands).",
+      flag_values=flag_values)
   for declared in config_lib.all_settings():
     define_setting(declared, flag_values)
   for names, predicate, message in config_lib.CROSS_CHECKS:
@@ -81,6 +84,12 @@ def define_setting(declared: settings.Setting, fv: flags.FlagValues,
     flags.DEFINE_list(name, default, text, flag_values=fv)
   else:
     flags.DEFINE_string(name, default, text, flag_values=fv)
+    # flags.txt, the run's saved command line, holds one flag per line.
+    flags.register_validator(
+        name, lambda v: v is None or v.isprintable(), message=(
+            f"--{name} must not hold a newline or another control "
+            "character (the run's flags.txt could not replay it)"),
+        flag_values=fv)
   if declared.type in (int, float):
     # Every number a run takes fits the tensors and seeds it becomes; a
     # float is finite (--learning_rate=inf would pass "positive").
@@ -114,14 +123,17 @@ def parse(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> list[str]:
   """Parses the command line; a bad flag (or flagfile) is one `error:` line
   and exit status 2, not absl's usage text."""
   try:
-    return fv(_expand_presets(argv))
+    return fv(command_line.arrange(_expand_presets(argv), fv, _note))
   except flags.CantOpenFlagFileError as e:
     fail(f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})")
   except flags.Error as e:
     # absl shows a list flag's value as a Python list: show it as typed.
+    text = str(e).strip()
+    # A value with a newline in it is shown escaped, on the one line.
+    text = one_line(text) if "control character" in text else (
+        text.splitlines()[0])
     fail(re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]:", lambda m: "=" + ",".join(
-        re.findall(r"'([^']*)'", m.group(1))) + ":",
-                str(e).strip().splitlines()[0]))
+        re.findall(r"'([^']*)'", m.group(1))) + ":", text))
   except OSError as e:  # --flagfile that cannot be read.
     fail(f"--flagfile={quoted(e.filename)}: cannot read it "
          f"({e.strerror or e})")
@@ -130,6 +142,10 @@ def parse(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> list[str]:
          f"(byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
          "UTF-8")
   return []
+
+
+def _note(line: str) -> None:
+  print(f"note: {line}", file=sys.stderr, flush=True)
 
 
 def _expand_presets(argv: list[str]) -> list[str]:

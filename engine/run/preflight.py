@@ -19,6 +19,7 @@ line (`errors.UserError`), instead of after hours of training:
 from __future__ import annotations
 
 import os
+import socket
 import shutil
 from typing import Optional
 
@@ -85,6 +86,52 @@ def _size(count: int) -> str:
   return f"{count} bytes"
 
 
+def _longest_run_files(last_step: int) -> tuple[str, ...]:
+  """The longest names a run writes under its model directory."""
+  return (f"train/events.out.tfevents.{'9' * 10}.{socket.gethostname()}."
+          f"{os.getpid()}.{'9' * 8}.v2",
+          f"best/ckpt-{last_step}_temp/part-00000-of-00001.data-00000-of-"
+          "00001",
+          f"ckpt-{last_step}_temp/part-00000-of-00001.data-00000-of-00001",
+          f"eval-{last_step}-k5000.json.vae-engine-tmp-0123abcd")
+
+
+def check_path_room(flag: str, path: str, names: tuple[str, ...]) -> None:
+  """Raises a UserError if a file the run will write under `path` would
+  have a name longer than the file system allows (PATH_MAX for the whole
+  path, NAME_MAX for each part), which would otherwise fail only when it is
+  first written, possibly after training."""
+  if not files.is_local(path):
+    return
+  path = os.path.abspath(path)
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  try:
+    path_max = os.pathconf(existing, "PC_PATH_MAX")
+    name_max = os.pathconf(existing, "PC_NAME_MAX")
+  except (OSError, ValueError):
+    path_max, name_max = 4096, 255
+  # TensorFlow writes its files under temporary names a little longer
+  # still (`<name>.tempstate<20 digits>`).
+  names = tuple(name + ".tempstate" + "9" * 20 for name in names)
+  longest = max((os.path.join(path, name) for name in names),
+                key=lambda p: len(os.fsencode(p)))
+  too_long_part = next((part for part in longest.split(os.sep)
+                        if len(os.fsencode(part)) > name_max), None)
+  if too_long_part is not None:
+    raise UserError(
+        f"--{flag}: a part of the path is {len(os.fsencode(too_long_part))} "
+        f"bytes long, over the file system's {name_max}; pass a shorter "
+        "path")
+  if len(os.fsencode(longest)) >= path_max:
+    raise UserError(
+        f"--{flag}: {len(os.fsencode(path))} bytes long, and the run writes "
+        f"files {len(os.fsencode(longest)) - len(os.fsencode(path))} bytes "
+        f"deeper (e.g. {names[0].split('/')[0]}/...): over the file system's "
+        f"limit of {path_max - 1} bytes for a path; pass a shorter --{flag}")
+
+
 def check_run(config: RunConfig, create, data, strategy, is_chief: bool,
               last_step: int) -> None:
   """What can be known to fail before the first step (`engine.run.preflight`):
@@ -111,8 +158,14 @@ def check_run(config: RunConfig, create, data, strategy, is_chief: bool,
                examples=len(data.train_labels) + len(data.test_labels),
                data_in_memory=in_memory)
   check_free_space("model_dir", train.model_dir,
-                             footprint.checkpoint_bytes(slots), "a checkpoint")
+                   footprint.checkpoint_bytes(slots), "a checkpoint")
+  check_path_room("model_dir", train.model_dir, _longest_run_files(last_step))
   if train.export_dir and is_chief:
     check_free_space("export_dir", train.export_dir,
-                               footprint.export_bytes(), "the export")
+                     footprint.export_bytes(), "the export")
+    check_path_room("export_dir", train.export_dir, (
+        f".tmp-{last_step}-0123abcd/variables/"
+        "variables.data-00000-of-00001",
+        f"best/.tmp-{last_step}-0123abcd/assets.extra/"
+        "tf_serving_warmup_requests.vae-engine-tmp-0123abcd"))
     export.check_replaceable(train.export_dir, last_step)
