@@ -89,6 +89,32 @@ def resolve_config(fv):
   return config
 
 
+def _check_output_writable() -> None:
+  """Before the evaluation: where the results will be written can be
+  written (a run directory on a read-only mount cannot)."""
+  import os
+
+  from engine.errors import UserError
+  from engine.run import preflight
+
+  if FLAGS.output_json:
+    flag, directory = "output_json", os.path.dirname(
+        os.path.abspath(FLAGS.output_json))
+  elif FLAGS.saved_model:
+    flag, directory = "saved_model", os.path.dirname(
+        os.path.normpath(os.path.abspath(FLAGS.saved_model)))
+  else:
+    flag, directory = "model_dir", FLAGS.model_dir
+  try:
+    preflight.writable_directory(flag, directory)
+  except UserError as e:
+    if flag == "output_json":
+      raise
+    raise UserError(f"{str(e).split('; pass')[0]}: the results are written "
+                    "there; pass --output_json=PATH to write them "
+                    "elsewhere") from None
+
+
 def main(argv):
   del argv
   import json
@@ -110,6 +136,7 @@ def main(argv):
 
   started = time.perf_counter()
   config = resolve_config(FLAGS)
+  _check_output_writable()
   if config.train.eval_nll_samples < 1:
     raise UserError("--eval_nll_samples must be positive for evaluation")
   strategies.configure_devices(config.distribution)

@@ -53,6 +53,7 @@ def main(argv):
 
   from engine.run import parts
   from engine.io import run_dir
+  from engine.io import run_lock
   from engine.serving import export
   from engine.io import files
   from engine.serving import tflite
@@ -64,6 +65,10 @@ def main(argv):
                                              FLAGS.checkpoint)
   export_dir = (FLAGS.export_dir or trained.config.train.export_dir
                 or os.path.join(FLAGS.model_dir, "export"))
+  # Inside the run directory the run itself may be exporting the same
+  # version: one writer at a time.
+  lock = run_lock.acquire_if_inside(  # noqa: F841
+      FLAGS.model_dir, export_dir, "model_dir", "vae-engine export")
   variants = (("float32", *FLAGS.tflite_quantize)
               if FLAGS.tflite or FLAGS.tflite_quantize else ())
   path = export.export(trained.vae, export_dir, trained.step,

@@ -41,13 +41,22 @@ def main(argv):
   from engine.io import run_dir
   from engine.io import summaries
   from engine.run import evaluation
+  from engine.io import run_lock
   from engine.run import parts
+  from engine.run import preflight
   from engine.serving.loaded import Exported
   from engine.viz import figure_set
 
   if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
     raise UserError("pass exactly one of --model_dir or --saved_model")
   data_config, metrics = DataConfig(), {}
+  output_dir = FLAGS.output_dir or (
+      f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
+  # Before any work: where the figures go must be writable, and inside a
+  # run directory the run must not be writing too (its own figures).
+  preflight.writable_directory("output_dir", output_dir)
+  lock = FLAGS.model_dir and run_lock.acquire_if_inside(  # noqa: F841
+      FLAGS.model_dir, output_dir, "model_dir", "vae-engine plot")
   if FLAGS.model_dir:
     trained = run_dir.load_trained_model(FLAGS.model_dir,
                                                FLAGS.checkpoint)
@@ -83,8 +92,6 @@ def main(argv):
       pipeline.as_tensor(data.test_images),
       pipeline.as_tensor(data.test_labels), options))))
   parts.check_test_labels(num_classes, test["labels"], data.source)
-  output_dir = FLAGS.output_dir or (
-      f"{FLAGS.model_dir}/figures" if FLAGS.model_dir else "figures")
   kl_per_unit = None  # What each latent unit carries: from a checkpoint.
   if FLAGS.model_dir:
     functions = evaluator_lib.model_functions(

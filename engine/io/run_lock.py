@@ -117,3 +117,17 @@ def acquire(directory: str, flag: str = "model_dir",
   os.ftruncate(descriptor, 0)
   os.pwrite(descriptor, about.encode(), 0)
   return RunLock(directory, descriptor)
+
+
+def acquire_if_inside(run_directory: str, output: str, flag: str,
+                      what: str) -> Optional[RunLock]:
+  """A tool's lock on a run directory it writes into: taken when `output`
+  (a directory) lies inside `run_directory` (where it could clash with
+  what the run writes), none when it goes elsewhere (a reader)."""
+  if not (files.is_local(run_directory) and files.is_local(output)):
+    return None
+  run = os.path.realpath(run_directory)
+  target = os.path.realpath(output)
+  if target != run and not target.startswith(run + os.sep):
+    return None
+  return acquire(run_directory, flag, what)
