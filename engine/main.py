@@ -7,20 +7,42 @@
 Trains a VAE (`vae-engine` is the same command; `--flagfile=FILE`).
 Re-running resumes from the latest checkpoint. The only reader of the
 flags: flags -> config -> build -> train -> evaluate -> figures -> export
-(`engine.run.runner`). Exit statuses: 2 bad input (one `error:` line), 3
-non-finite loss, 1 a failed peer, 143 SIGTERM (checkpoint saved).
+(`engine.run.runner`). Exit statuses, each with one `error:` line: 2 bad
+input (also a cluster task whose TF_CONFIG port is taken: a duplicate task
+index), 3 non-finite loss, 1 a multi-worker peer that failed, stopped
+answering, or never connected within --peer_wait_timeout (the line names
+it), 143 SIGTERM (checkpoint saved; no `error:`), and 137 only if the
+cluster did not assemble and TensorFlow did not time out by itself either
+(a watchdog's SIGKILL, 30 s after --peer_wait_timeout).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import signal
 import sys
 
 # First: TensorFlow's import, without the start-up chatter that would bury
 # the engine's first line (--verbosity shows it).
 from engine import startup  # noqa: I001
 
+
+def _cluster_worker_quietly() -> None:
+  """A cluster worker's peer faults are one `error:` line; TensorFlow's C++
+  logs each at error level too (collective aborts, gRPC, the coordination
+  service), so below FATAL they are off for a worker, unless the user set
+  TF_CPP_MIN_LOG_LEVEL or asks for --verbosity. Read before TensorFlow
+  starts, hence from the environment and the command line."""
+  verbose = any(a.split("=")[0] in ("-v", "--v", "--verbosity", "-verbosity")
+                for a in sys.argv[1:])
+  if "TF_CONFIG" in os.environ and not startup.USER_SET_LOG_LEVEL and (
+      not verbose):
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+
+_cluster_worker_quietly()
 _HELD_BACK = startup.import_tensorflow_quietly()
 
 from absl import app  # noqa: E402
@@ -28,6 +50,8 @@ from absl import flags as absl_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import flags  # noqa: E402
+from engine.devices import strategies  # noqa: E402
+from engine.devices.cluster import ClusterFailure  # noqa: E402
 from engine.run import runner  # noqa: E402
 from engine.errors import TrainingDiverged, UserError, fail  # noqa: E402
 
@@ -51,12 +75,40 @@ def _exit_statuses():
   except runner.Preempted as e:
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)
+  except ClusterFailure as e:  # The cluster did not assemble.
+    fail(str(e), EXIT_CLUSTER_FAILURE)
   except _PEER_FAILURES as e:
     # A peer died or stopped answering: end now so the job can be restarted
     # from its last checkpoint, instead of hanging on a collective.
-    fail(f"training stopped: a worker failed or became unreachable "
-         f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); restart "
-         "the job to resume from the last checkpoint", EXIT_CLUSTER_FAILURE)
+    fail("training stopped: a worker failed or became unreachable: "
+         f"{strategies.describe_peer_failure(e)}; restart the job to resume "
+         "from the last checkpoint", EXIT_CLUSTER_FAILURE)
+
+
+def _sigterm_exits_at_once(model_dir: str) -> None:
+  """SIGTERM outside the training loop (while the run is built, at the
+  final save, evaluation, figures or export) ends the process at once with
+  the `preempted` line and 143. Raising from the handler instead would be
+  swallowed by library code that catches broadly (AutoGraph, Keras); an
+  immediate exit is what a `kill -9` does, which every write survives: a
+  half-written save or export is the engine's own temporary file, removed
+  by the next run, and the last checkpoint is intact. Inside the loop
+  `actions.PreemptionAction` takes the signal over and saves first."""
+
+  def handle(signum, frame):
+    del signum, frame
+    try:
+      latest = tf.train.latest_checkpoint(model_dir)
+    except Exception:  # pylint: disable=broad-except
+      latest = None
+    kept = (f"the last checkpoint, {latest}, is intact" if latest
+            else "no checkpoint had been written")
+    sys.stdout.flush()
+    print(f"preempted (SIGTERM) before the run finished: {kept}; re-run "
+          "the same command to resume", file=sys.stderr, flush=True)
+    os._exit(EXIT_PREEMPTED)  # pylint: disable=protected-access
+
+  signal.signal(signal.SIGTERM, handle)
 
 
 def main(argv: list[str]) -> None:
@@ -65,6 +117,7 @@ def main(argv: list[str]) -> None:
   # absl's app.run sets INFO itself, so an explicit flag is looked for.
   startup.quiet_logs(FLAGS["verbosity"].present, _HELD_BACK)
   config = flags.to_config(FLAGS)
+  _sigterm_exits_at_once(config.train.model_dir)
   with _exit_statuses():
     runner.run(config)
 

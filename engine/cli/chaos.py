@@ -15,10 +15,11 @@ killed `--kills` times. Kill moments cycle through three targets:
   export      the instant the SavedModel export is being written (`.tmp-*`).
 
 With `--workers=N` (N > 1) every launch is an N-worker
-`multi_worker_mirrored` job on 127.0.0.1 (`launch_local`), the reference
-too, and each kill SIGKILLs one worker chosen at random, while steps run or
-while the chief writes a checkpoint; the others must then exit by
-themselves within `--survivor_timeout` seconds (the job is relaunched).
+`multi_worker_mirrored` job on 127.0.0.1 in a private network namespace
+(`launch_local`: its gRPC servers are reachable only from inside it), the
+reference too, and each kill SIGKILLs one worker chosen at random, while
+steps run or while the chief writes a checkpoint; the others must then exit
+by themselves within `--survivor_timeout` seconds (the job is relaunched).
 
 After every kill, every checkpoint left in the model directory must restore
 and every export version must load and serve. At the end, the interrupted

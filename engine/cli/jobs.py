@@ -1,6 +1,8 @@
 """A launch of the engine that a tool watches and can kill: one process, or
-the workers of a local `multi_worker_mirrored` job (`launch_local`), each
-read line by line; and waiting for the moment to kill it (while steps run,
+the workers of a local `multi_worker_mirrored` job (`launch_local`: in a
+private network namespace where only loopback exists, else with its
+one-line warning; each worker is still a direct child), each read line by
+line; and waiting for the moment to kill it (while steps run,
 while a checkpoint or an export is being written)."""
 
 from __future__ import annotations

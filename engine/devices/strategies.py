@@ -3,7 +3,9 @@
 Supported: `default` (no distribution), `one_device`, `mirrored` (local GPUs,
 or logical CPU devices with `--cpu_devices`, a testing aid), and
 `multi_worker_mirrored` (a cluster described by `TF_CONFIG`). `tpu` and
-`parameter_server` fail with a clear message instead of hanging.
+`parameter_server` fail with a clear message instead of hanging. A
+cluster's faults (a taken port, a peer that never connects or fails) are
+told by `engine.devices.cluster`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import dataclasses
 import functools
 import json
 import os
-import subprocess
-import sys
 
 import tensorflow as tf
 
 from engine.config import DistributionConfig
+from engine.devices import cluster
 from engine.errors import UserError
 
 
@@ -62,45 +63,46 @@ def _cluster_spec_from_env() -> dict:
     raise UserError(f"TF_CONFIG: not valid JSON ({e})") from None
 
 
-_WATCHDOG = """
-import os, signal, sys, time
-deadline = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < deadline:
-  if os.getppid() != int(sys.argv[2]):
-    sys.exit(0)  # The parent is gone.
-  time.sleep(0.2)
-print(sys.argv[3], file=sys.stderr, flush=True)
-os.kill(int(sys.argv[2]), signal.SIGKILL)
-"""
+# How long after --peer_wait_timeout the watchdog kills a worker whose
+# TensorFlow did not time out by itself.
+_WATCHDOG_MARGIN_S = 30.0
 
 
-class _PeerWatchdog:
-  """Ends the process if the cluster does not assemble in time.
+def _multi_worker(config: DistributionConfig) -> tf.distribute.Strategy:
+  """A MultiWorkerMirroredStrategy for the cluster in TF_CONFIG.
 
-  MultiWorkerMirroredStrategy's constructor blocks in C++, holding the GIL,
-  until every worker has connected; a peer that never starts would hang the
-  job forever, and no Python thread or signal handler of this process could
-  run. So the watchdog is a separate process that reports and kills us unless
-  it is dismissed first.
+  Raises:
+    UserError: For a TF_CONFIG this task cannot start from (its port taken).
+    cluster.ClusterFailure: If a peer did not connect in time.
   """
+  spec = _cluster_spec_from_env()
+  if not spec.get("cluster") or not spec.get("task"):
+    raise UserError("--strategy=multi_worker_mirrored: TF_CONFIG must "
+                    "describe the cluster and this task (see README, "
+                    "'Cluster jobs'); for one machine use "
+                    "--strategy=mirrored")
+  cluster.check_own_port(spec)
+  cluster.configure_coordination(spec, config.peer_wait_timeout_s)
+  options = tf.distribute.experimental.CommunicationOptions(
+      timeout_seconds=config.collective_timeout_s)
+  with cluster.PeerWatchdog(config.peer_wait_timeout_s + _WATCHDOG_MARGIN_S,
+                            config.peer_wait_timeout_s, spec):
+    try:
+      return tf.distribute.MultiWorkerMirroredStrategy(
+          communication_options=options)
+    except tf.errors.UnknownError as e:
+      if "Could not start gRPC server" in str(e):  # Taken since the check.
+        raise cluster.port_in_use(spec) from None
+      raise
+    except (tf.errors.DeadlineExceededError,
+            tf.errors.UnavailableError) as e:
+      raise cluster.never_connected(e, spec, config.peer_wait_timeout_s
+                                    ) from None
 
-  def __init__(self, timeout_s: float, cluster: dict):
-    workers = json.dumps(cluster.get("cluster", {}))
-    self._message = (f"error: --peer_wait_timeout={timeout_s:g}: the cluster "
-                     f"in TF_CONFIG ({workers}) did not assemble; a peer never "
-                     "started or cannot be reached")
-    self._timeout_s = timeout_s
-    self._process = None
 
-  def __enter__(self):
-    self._process = subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(self._timeout_s),
-         str(os.getpid()), self._message])
-    return self
-
-  def __exit__(self, *exc):
-    self._process.kill()
-    self._process.wait()
+def describe_peer_failure(error: Exception) -> str:
+  """A peer's failure during training, in words (for one line)."""
+  return cluster.describe_peer_failure(error, _cluster_spec_from_env())
 
 
 @functools.lru_cache(maxsize=None)
@@ -121,17 +123,7 @@ def make_strategy(config: DistributionConfig) -> tf.distribute.Strategy:
   if name == "mirrored":
     return tf.distribute.MirroredStrategy(_local_devices(config))
   if name == "multi_worker_mirrored":
-    cluster = _cluster_spec_from_env()
-    if not cluster.get("cluster") or not cluster.get("task"):
-      raise UserError("--strategy=multi_worker_mirrored: TF_CONFIG must "
-                      "describe the cluster and this task (see README, "
-                      "'Cluster jobs'); for one machine use "
-                      "--strategy=mirrored")
-    options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=config.collective_timeout_s)
-    with _PeerWatchdog(config.peer_wait_timeout_s, cluster):
-      return tf.distribute.MultiWorkerMirroredStrategy(
-          communication_options=options)
+    return _multi_worker(config)
   if name == "tpu":
     try:
       resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
