@@ -43,6 +43,7 @@ from absl import flags
 
 from engine.cli import tool
 
+from engine.cli import jobs
 from engine.cli.jobs import Job, listing, wait_for_target
 
 TARGETS = ("step", "checkpoint", "export")
@@ -139,7 +140,7 @@ def run(engine_args: list[str], kills: int, work_dir: str, seed: int = 0,
 
   log = log or open(os.devnull, "w")
   rng = random.Random(seed)
-  shutil.rmtree(work_dir, ignore_errors=True)
+  jobs.fresh_work_dir(work_dir)
   reference_dir = os.path.join(work_dir, "reference")
   job = Job(engine_args, reference_dir, os.path.join(reference_dir, "export"),
             workers, log)

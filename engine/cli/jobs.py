@@ -8,6 +8,7 @@ while a checkpoint or an export is being written)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,30 @@ def listing(directory: str) -> list[str]:
     return os.listdir(directory)
   except FileNotFoundError:
     return []
+
+
+# Written into every work directory chaos makes: one it may clear.
+WORK_DIR_MARKER = ".vae-engine-chaos"
+
+
+def fresh_work_dir(work_dir: str) -> None:
+  """Empties a work directory this tool made before (its marker proves it);
+  a directory that is not empty and not the tool's is refused, never
+  deleted."""
+  from engine.errors import UserError, quoted
+
+  if os.path.isdir(work_dir) and os.listdir(work_dir):
+    if not os.path.exists(os.path.join(work_dir, WORK_DIR_MARKER)):
+      raise UserError(
+          f"--work_dir={quoted(work_dir)}: not empty and not a work "
+          f"directory of chaos (no {WORK_DIR_MARKER}); pass a new or empty "
+          "directory (chaos deletes its work directory's contents)")
+    for name in os.listdir(work_dir):
+      path = os.path.join(work_dir, name)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
+  os.makedirs(work_dir, exist_ok=True)
+  with open(os.path.join(work_dir, WORK_DIR_MARKER), "w") as f:
+    f.write("made by vae-engine chaos\n")

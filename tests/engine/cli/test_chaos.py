@@ -89,3 +89,19 @@ def test_a_two_worker_job_survives_kills_of_either_worker(small_mnist_dir,
 
 def test_a_multi_worker_plan_has_no_export_kills():
   assert chaos.kill_plan(4, workers=2) == ["step", "checkpoint"] * 2
+
+
+def test_a_users_work_dir_is_refused_not_deleted(tmp_path):
+  from engine.cli import jobs
+  from engine.errors import UserError
+  (tmp_path / "thesis.tex").write_text("keep me")
+  with pytest.raises(UserError, match="not empty and not a work directory "
+                     "of chaos"):
+    chaos.run(["--model=dense"], 1, str(tmp_path))
+  assert (tmp_path / "thesis.tex").read_text() == "keep me"
+  # Its own work directory, marked, is cleared and reused.
+  own = tmp_path / "own"
+  jobs.fresh_work_dir(str(own))
+  (own / "reference").mkdir()
+  jobs.fresh_work_dir(str(own))
+  assert os.listdir(own) == [jobs.WORK_DIR_MARKER]
