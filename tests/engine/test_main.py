@@ -80,7 +80,8 @@ def test_model_dir_of_another_model(tmp_path, small_mnist_dir):
   first = run_cli("--model=dense", *common)
   assert first.returncode == 0, first.stderr
   assert_one_line_error(run_cli("--model=conv", *common), "--model_dir",
-                        "another model", "model=dense")
+                        "holds a run trained with other settings",
+                        "--model=dense there, conv here")
 
 
 def test_flagfile_and_resume_from_the_command_line(tmp_path, small_mnist_dir):
