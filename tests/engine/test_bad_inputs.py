@@ -19,9 +19,14 @@ from tests.engine.test_runner import _config
 
 
 def _run(data_dir, model_dir, *flags):
+  """The engine on small settings; `flags` replace the defaults they name
+  (a flag may be given once on the command line)."""
+  named = {flag.split("=", 1)[0] for flag in flags}
+  defaults = [flag for flag in ("--model=dense", "--train_steps=4",
+                                "--batch_size=32", "--nofigures")
+              if flag.split("=", 1)[0] not in named]
   return run_cli(f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                 "--model=dense", "--train_steps=4", "--batch_size=32",
-                 "--nofigures", *flags)
+                 *defaults, *flags)
 
 
 def _report(case, line):
