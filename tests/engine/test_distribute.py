@@ -18,7 +18,7 @@ import models
 from engine.run import runner
 from engine.io import summaries
 from tests.conftest import REPO_ROOT, write_idx
-from tests.engine.test_main import assert_one_line_error, run_cli
+from tests.engine.test_main import assert_one_line_error, last_wins, run_cli
 
 from engine.cli import launch_local  # noqa: E402
 
@@ -202,9 +202,9 @@ def test_strategies_that_cannot_start_say_why(tmp_path, strategy, fragment):
 
 
 def _worker_args(data_dir, model_dir, *extra):
-  return [f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-          "--model=dense", "--batch_size=64", "--steps_per_loop=10",
-          "--log_every=50", "--nofigures", *extra]
+  return last_wins(f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                   "--model=dense", "--batch_size=64", "--steps_per_loop=10",
+                   "--log_every=50", "--nofigures", *extra)
 
 
 def _wait_all(processes, timeout):

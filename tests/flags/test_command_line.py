@@ -20,7 +20,8 @@ from tests.engine.test_main import assert_one_line_error, run_cli
      "--figures)"),
 ])
 def test_a_flag_given_twice_is_refused(args, culprit):
-  assert_one_line_error(run_cli(*args), culprit, "give it once")
+  assert_one_line_error(run_cli(*args, as_given=True), culprit,
+                        "give it once")
 
 
 def test_the_command_line_wins_over_a_preset_wherever_it_stands(
