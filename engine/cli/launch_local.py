@@ -202,7 +202,8 @@ def start_workers(num_workers: int, engine_args: list[str], stdout=None,
       processes.append(subprocess.Popen(
           [*(network.prefix + ["--"] if network else []),
            sys.executable, "-m", "engine.main", *engine_args,
-           "--strategy=multi_worker_mirrored"],
+           *([] if "--strategy=multi_worker_mirrored" in engine_args
+             else ["--strategy=multi_worker_mirrored"])],
           env=env, stdout=stdout, stderr=subprocess.STDOUT,
           text=True))
     if network:

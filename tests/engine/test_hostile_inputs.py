@@ -13,16 +13,16 @@ import tensorflow as tf
 import models
 from engine.serving import export
 from tests.conftest import REPO_ROOT, write_idx
-from tests.engine.test_main import assert_one_line_error, run_cli
+from tests.engine.test_main import assert_one_line_error, last_wins, run_cli
 from tests.mounts import needs_mounts, run_with_mounts
 
 ENGINE = [sys.executable, "-m", "engine.main"]
 
 
 def _flags(model_dir, *extra, model="dense"):
-  return [f"--model={model}", "--train_steps=10", "--steps_per_loop=5",
-          "--batch_size=32", "--nofigures", f"--model_dir={model_dir}",
-          *extra]
+  return last_wins(f"--model={model}", "--train_steps=10",
+                   "--steps_per_loop=5", "--batch_size=32", "--nofigures",
+                   f"--model_dir={model_dir}", *extra)
 
 
 def _report(case, line):

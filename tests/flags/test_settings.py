@@ -52,6 +52,7 @@ def test_a_non_default_value_of_every_setting_survives_flags_json_flagfile(
       "--keep_best=nll",
       "--seed=9", "--eval_every=11", "--checkpoint_every=13",
       "--log_every=17", "--keep_checkpoints=4", f"--export_dir={tmp_path}/e",
+      f"--init_from={tmp_path}/source",
       "--mixed_precision=mixed_bfloat16", "--jit_compile", "--nofigures",
       "--sample_quality",
       "--eval_nll_samples=50", "--nan_policy=skip", "--max_skipped_steps=4",
