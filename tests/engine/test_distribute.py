@@ -53,14 +53,19 @@ for name, optimizer in ([(n, "adam") for n in models.names()]
   mirrored_result = runner.train_evaluate_export(mirrored, io.StringIO())
   single = build.build(config("default", f"{root}/{key}_s"))
   single_result = runner.train_evaluate_export(single, io.StringIO())
-  worst, replicas_equal, finite = 0.0, True, True
+  worst, replicas_equal, finite, far, count = 0.0, True, True, 0, 0
   for m, s in zip(mirrored.vae.trainable_variables,
                   single.vae.trainable_variables):
     copies = [v.numpy() for v in m.value.values]  # Keras wraps the tf variable.
     replicas_equal &= len(copies) == 2 and all(np.array_equal(copies[0], c) for c in copies[1:])
     finite &= bool(np.isfinite(copies[0]).all() and np.isfinite(s.numpy()).all())
-    worst = max(worst, float(np.max(np.abs(copies[0] - s.numpy()))))
+    difference = np.abs(copies[0] - s.numpy())
+    worst = max(worst, float(np.max(difference)))
+    far += int(np.sum(difference > 5e-5))
+    count += difference.size
   report[key] = {
+      "fraction_over_5e-5": far / count, "learning_rate": float(
+          config("default", "").train.learning_rate), "steps": 10,
       "replicas": mirrored.trainer.strategy.num_replicas_in_sync,
       "replicas_equal": bool(replicas_equal), "max_abs_diff": worst,
       "finite": finite,
@@ -85,11 +90,23 @@ def test_mirrored_on_two_cpus_matches_one_device_for_every_model(
     assert row["replicas"] == 2, name
     assert row["finite"] and row["replicas_equal"], name
     # SGD: the only difference is the all-reduce's float32 summation order.
-    # Adam divides each update by sqrt(v), which amplifies that rounding for
-    # parameters with tiny gradients (conv reaches ~1.5e-5 after 10 steps).
-    tolerance = 1e-5 if name.endswith("sgd") else 5e-5
-    assert row["max_abs_diff"] < tolerance, (name, row)
-    assert abs(row["elbo"][0] - row["elbo"][1]) < 1e-3, (name, row)
+    if name.endswith("sgd"):
+      assert row["max_abs_diff"] < 1e-5, (name, row)
+      assert abs(row["elbo"][0] - row["elbo"][1]) < 1e-3, (name, row)
+      continue
+    # Adam divides each update by sqrt(v): for a parameter whose gradient is
+    # near zero that rounding can flip the update's sign, a difference of up
+    # to the learning rate a step. How often depends on the CPU's kernels:
+    # on a Zen 4 every model stays within 1.5e-5; on a Zen 3 (AVX2 kernels,
+    # other blocking for the half batch) mlp and denoising reach 4e-3, with
+    # 3.8% and 1.8% of their parameters beyond 5e-5. So: most parameters
+    # agree to 5e-5, none by more than the steps' rate, and the test ELBO
+    # to 1e-4 of itself (1.1e-5 measured).
+    assert row["fraction_over_5e-5"] < 0.1, (name, row)
+    assert row["max_abs_diff"] <= row["learning_rate"] * row["steps"], (
+        name, row)
+    assert abs(row["elbo"][0] - row["elbo"][1]) < 1e-4 * abs(
+        row["elbo"][1]), (name, row)
 
 
 _EVAL_UNDER_STRATEGIES = r"""
