@@ -25,8 +25,10 @@ PREFIX = "ckpt"
 CORRUPT_DIR = "corrupt"
 # The saves under way in a directory: the temporary directory of each.
 SAVE_JOURNAL = ".vae-engine-saving"
-# What TensorFlow writes into a save's temporary directory.
-_SHARD_FILE = re.compile(r"part-\d+-of-\d+\.(index|data-\d+-of-\d+)")
+# What TensorFlow writes into a save's temporary directory: each shard file,
+# first under a `.tempstate<N>` name that a kill mid-write leaves behind.
+_SHARD_FILE = re.compile(
+    r"part-\d+-of-\d+\.(index|data-\d+-of-\d+)(\.tempstate\d+)?")
 # A line of the `checkpoint` state file (a CheckpointState text proto).
 _STATE_LINE = re.compile(
     r'(model_checkpoint_path|all_model_checkpoint_paths): "[^"\n]*"|'

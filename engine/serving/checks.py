@@ -12,8 +12,11 @@ The checks are `Assert` ops that the outputs depend on: they change no
 output's value. The TFLite converter removes them (with or without select TF
 ops), so LiteRT runs unchecked.
 
-Each check runs only once the one before it passed, so an input that fails
-several gets the first one's message: shape, then finiteness, then range.
+Each check is computed only once the one before it passed, so an input that
+fails several gets the first one's message: shape, then finiteness, then
+range. That order holds in the session loader too, which runs independent
+ops in any order and feeds a tensor of any shape to a placeholder; the
+reductions also flatten first, so no input shape makes one fail.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ import tensorflow as tf
 def _has_shape(x, dims: Sequence) -> tf.Tensor:
   """Whether `x` has `len(dims)` dimensions equal to `dims` (None: any);
   computed so that any shape of `x` gives True or False, never an error."""
-  shape = tf.shape(x, out_type=tf.int32)
+  # The signature's static shape may be a lie (TF Serving's C++ session
+  # feeds a tensor of any shape), so the shape is taken where nothing
+  # static is known: `tf.size` of a static-length shape, or Grappler, would
+  # fold the rank to the signature's.
+  shape = tf.shape(tf.compat.v1.placeholder_with_default(x, shape=None),
+                   out_type=tf.int32)
   rank = len(dims)
   padded = tf.concat([shape, tf.fill([rank], -1)], 0)[:rank]
   conditions = [tf.equal(tf.size(shape), rank)]
@@ -39,14 +47,21 @@ def _dims(dims: Sequence) -> str:
   return "[" + ", ".join("N" if d is None else str(d) for d in dims) + "]"
 
 
+def _flat(x):
+  return tf.reshape(x, [-1])
+
+
 class _Chain:
   """Asserts run one after another; `done(x)` is `x` once all passed."""
 
   def __init__(self):
     self._last = []
 
-  def require(self, condition, message) -> None:
+  def require(self, check) -> None:
+    """Adds the Assert that `check()` builds, as (condition, message), after
+    the previous one passed."""
     with tf.control_dependencies(self._last):
+      condition, message = check()
       self._last = [tf.debugging.Assert(condition, [message], summarize=8)]
 
   def done(self, x):
@@ -59,16 +74,16 @@ def _shape(chain: _Chain, name: str, x, dims: Sequence, what: str,
   """Requires `x`'s shape to be `dims`; a None first dimension is `rows`
   when given (the batch of the signature's other input)."""
   if rows is None:
-    chain.require(_has_shape(x, dims), tf.strings.format(
-        f"{name}: shape {{}}, expected {_dims(dims)} ({what})", tf.shape(x)))
+    chain.require(lambda: (_has_shape(x, dims), tf.strings.format(
+        f"{name}: shape {{}}, expected {_dims(dims)} ({what})", tf.shape(x))))
   else:
-    chain.require(_has_shape(x, [rows, *dims[1:]]), tf.strings.format(
-        f"{name}: shape {{}}, expected [{{}}] ({what})", (tf.shape(x), rows)))
+    chain.require(lambda: (_has_shape(x, [rows, *dims[1:]]), tf.strings.format(
+        f"{name}: shape {{}}, expected [{{}}] ({what})", (tf.shape(x), rows))))
 
 
 def _finite(chain: _Chain, name: str, x, hint: str) -> None:
-  chain.require(tf.reduce_all(tf.math.is_finite(x)),
-                f"{name}: holds NaN or Inf values; send {hint}")
+  chain.require(lambda: (tf.reduce_all(tf.math.is_finite(_flat(x))),
+                         f"{name}: holds NaN or Inf values; send {hint}"))
 
 
 def images(x, image_shape: Sequence[int]):
@@ -77,13 +92,15 @@ def images(x, image_shape: Sequence[int]):
   _shape(chain, "images", x, [None, *image_shape],
          "N images of " + "x".join(str(d) for d in image_shape))
   _finite(chain, "images", x, "finite pixel values in [0, 1]")
-  # An empty batch: min +inf, max -inf, refused by neither.
-  low, high = tf.reduce_min(x), tf.reduce_max(x)
-  chain.require(
-      tf.logical_and(low >= 0.0, high <= 1.0),
-      tf.strings.format("images: values from {} to {}, outside [0, 1]; send "
-                        "pixel values in [0, 1] (8-bit pixels / 255)",
-                        (low, high)))
+
+  def in_range():
+    # An empty batch: min +inf, max -inf, refused by neither.
+    low, high = tf.reduce_min(_flat(x)), tf.reduce_max(_flat(x))
+    return tf.logical_and(low >= 0.0, high <= 1.0), tf.strings.format(
+        "images: values from {} to {}, outside [0, 1]; send pixel values in "
+        "[0, 1] (8-bit pixels / 255)", (low, high))
+
+  chain.require(in_range)
   return chain.done(x)
 
 
@@ -100,9 +117,10 @@ def decoded(logits):
   """The decoder's logits, once known finite: a finite `z` so large that
   the decoder overflows is named as `z`'s fault."""
   chain = _Chain()
-  chain.require(tf.reduce_all(tf.math.is_finite(logits)),
-                "z: too large, the decoder's logits overflow to NaN or Inf; "
-                "send latents of the prior's scale (N(0, I))")
+  chain.require(lambda: (
+      tf.reduce_all(tf.math.is_finite(_flat(logits))),
+      "z: too large, the decoder's logits overflow to NaN or Inf; send "
+      "latents of the prior's scale (N(0, I))"))
   return chain.done(logits)
 
 
@@ -115,16 +133,16 @@ def labels(x, num_classes: int, rows=None):
   else:
     _shape(chain, "label", x, [None], "one class per row of the batch",
            rows=rows)
-  chain.require(tf.reduce_all(tf.logical_and(x >= 0, x < num_classes)),
-                tf.strings.format(
-                    f"label: {{}}, expected classes in [0, {num_classes})", x,
-                    summarize=8))
+  chain.require(lambda: (
+      tf.reduce_all(_flat(tf.logical_and(x >= 0, x < num_classes))),
+      tf.strings.format(f"label: {{}}, expected classes in [0, {num_classes})",
+                        x, summarize=8)))
   return chain.done(x)
 
 
 def count(num):
   """`sample`'s number of draws: >= 0."""
   chain = _Chain()
-  chain.require(num >= 0, tf.strings.format(
-      "num: {}, expected a number of samples >= 0", num))
+  chain.require(lambda: (num >= 0, tf.strings.format(
+      "num: {}, expected a number of samples >= 0", num)))
   return chain.done(num)

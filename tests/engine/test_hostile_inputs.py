@@ -396,7 +396,8 @@ def test_another_reconstruction_loss_names_the_flag(tmp_path,
       run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}",
                       "--reconstruction_loss=discretized_logistic",
                       "--train_steps=20")),
-      "--model_dir", "learned_scale", "--reconstruction_loss")
+      "--model_dir", "--reconstruction_loss=bernoulli there",
+      "discretized_logistic here", "--init_from")
   assert "not bound" not in line
   _report("same model, another --reconstruction_loss", line)
 

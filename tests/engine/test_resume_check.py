@@ -182,6 +182,8 @@ def test_cleanup_removes_only_what_the_engine_was_writing(tmp_path):
   killed.mkdir()
   (killed / shard).write_bytes(b"x")
   (killed / "part-00000-of-00001.index").write_bytes(b"x")
+  # A kill while TensorFlow writes a shard leaves it under its in-flight name.
+  (killed / (shard + ".tempstate9663203536476563917")).write_bytes(b"x")
   notes = tmp_path / "ckpt-my-notes_temp"
   notes.mkdir()
   (notes / "important.txt").write_text("keep me")

@@ -148,3 +148,38 @@ def test_select_tf_ops_keep_no_check_either(served):
   assert not np.isfinite(outputs["logits"]).all()
   assert len(flatbuffer) <= served["reports"]["conv", "litert"]["sizes"][
       "decode"] + 64  # No op added for the checks.
+
+
+def test_the_server_names_the_shape_whatever_order_ops_run_in(tmp_path):
+  """The session loader runs ops that do not depend on each other in any
+  order: a later check's reduction must neither fail on a wrong-rank input
+  (it used to, with `Invalid reduction dimension`, when it ran before the
+  shape check) nor be reached before the shape check passed."""
+
+  class Checked(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 4, 1], tf.float32)])
+    def images(self, x):
+      return {"out": checks.images(x, [4, 4, 1]) * 2.0}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32)])
+    def labels(self, x):
+      return {"out": checks.labels(x, 3, rows=tf.shape(x)[0]) + 0}
+
+  module = Checked()
+  path = str(tmp_path / "checked")
+  tf.saved_model.save(module, path, signatures={
+      "images": module.images, "labels": module.labels})
+  from tests.engine.serving_runtimes import Session
+  server = Session(path, unshaped=True)
+  for _ in range(25):
+    for shape in [(), (2,), (2, 16), (2, 4, 4), (2, 4, 4, 1, 1), (0, 5)]:
+      with pytest.raises(tf.errors.InvalidArgumentError,
+                         match=r"images: shape \[") as refused:
+        server.run("images", {"x": np.full(shape, np.nan, np.float32)})
+      assert "reduction" not in refused.value.message
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"label: shape"):
+      server.run("labels", {"x": np.full((2, 2), 7, np.int32)})
+  np.testing.assert_array_equal(
+      server.run("images", {"x": np.ones((1, 4, 4, 1), np.float32)})["out"],
+      np.full((1, 4, 4, 1), 2.0, np.float32))
