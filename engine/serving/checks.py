@@ -141,8 +141,9 @@ def labels(x, num_classes: int, rows=None):
 
 
 def count(num):
-  """`sample`'s number of draws: >= 0."""
+  """`sample`'s number of draws: one number, >= 0."""
   chain = _Chain()
+  _shape(chain, "num", num, [], "one number of samples")
   chain.require(lambda: (num >= 0, tf.strings.format(
       "num: {}, expected a number of samples >= 0", num)))
   return chain.done(num)

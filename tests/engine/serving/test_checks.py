@@ -166,10 +166,15 @@ def test_the_server_names_the_shape_whatever_order_ops_run_in(tmp_path):
     def labels(self, x):
       return {"out": checks.labels(x, 3, rows=tf.shape(x)[0]) + 0}
 
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
+    def count(self, num):
+      return {"out": tf.zeros([checks.count(num)])}
+
   module = Checked()
   path = str(tmp_path / "checked")
   tf.saved_model.save(module, path, signatures={
-      "images": module.images, "labels": module.labels})
+      "images": module.images, "labels": module.labels,
+      "count": module.count})
   from tests.engine.serving_runtimes import Session
   server = Session(path, unshaped=True)
   for _ in range(25):
@@ -180,6 +185,8 @@ def test_the_server_names_the_shape_whatever_order_ops_run_in(tmp_path):
       assert "reduction" not in refused.value.message
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"label: shape"):
       server.run("labels", {"x": np.full((2, 2), 7, np.int32)})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"num: shape"):
+      server.run("count", {"num": np.array([1, 2], np.int32)})
   np.testing.assert_array_equal(
       server.run("images", {"x": np.ones((1, 4, 4, 1), np.float32)})["out"],
       np.full((1, 4, 4, 1), 2.0, np.float32))
