@@ -1,5 +1,6 @@
 """Usage: python -m engine.main --model=conv --data_dir=D --model_dir=M
        vae-engine --preset=iwae_vae --data_dir=D --model_dir=M
+       vae-engine --list_models   (the models --model can name)
        vae-engine <tool> --help   (tools: evaluate, sample, plot, export,
          chaos, launch_local, benchmark, throughput, device_check,
          profile_summary)
@@ -116,9 +117,9 @@ def main(argv: list[str]) -> None:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   # absl's app.run sets INFO itself, so an explicit flag is looked for.
   startup.quiet_logs(FLAGS["verbosity"].present, _HELD_BACK)
-  config = flags.to_config(FLAGS)
-  _sigterm_exits_at_once(config.train.model_dir)
   with _exit_statuses():
+    config = flags.to_config(FLAGS)  # A model without a default latent size.
+    _sigterm_exits_at_once(config.train.model_dir)
     runner.run(config)
 
 
@@ -128,8 +129,28 @@ TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
          "benchmark", "throughput", "device_check", "profile_summary")
 
 
+def list_models() -> None:
+  """Prints every model `--model` can name without a reference: the engine's
+  and the installed packages' (`vae_engine.models`), with descriptions."""
+  import models  # pylint: disable=g-import-not-at-top  (after TensorFlow)
+  from models import plugins  # pylint: disable=g-import-not-at-top
+  own = set(models.names())
+  described = models.registry.described()
+  width = max(len(name) for name, _ in described)
+  for name, text in described:
+    origin = "engine" if name in own else "installed"
+    print(f"{name:<{width}}  {origin:<9}  {text}")
+  print(f"\nAny other builder: --model=package.module:function (importable "
+        f"from the Python path); packages add theirs in the "
+        f"{plugins.ENTRY_POINT_GROUP!r} entry-point group.")
+
+
 def run() -> None:
-  """Console-script entry point: training, or a tool by its name."""
+  """Console-script entry point: training, a tool by its name, or the list
+  of models."""
+  if sys.argv[1:] == ["--list_models"]:
+    list_models()
+    return
   if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
     name = sys.argv.pop(1)
     sys.argv[0] = f"vae-engine {name}"

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import math
 import os
 import re
 import sys
-from typing import Iterable
+from typing import Iterable, Optional
 
 from absl import flags
 
 from engine import config as config_lib
 from engine.config import settings
-from engine.errors import fail, one_line, quoted
+from engine.errors import UserError, fail, one_line, quoted
 from flags import command_line
 
 _defined = False
@@ -73,75 +72,100 @@ def define_setting(declared: settings.Setting, fv: flags.FlagValues,
                else declared.default)
   name, text = declared.flag, declared.help + help_suffix
   if declared.choices:
-    flags.DEFINE_enum(name, default, declared.choices, text, flag_values=fv)
-  elif declared.type is bool:
-    flags.DEFINE_boolean(name, default, text, flag_values=fv)
-  elif declared.type is int:
-    flags.DEFINE_integer(name, default, text, flag_values=fv)
-  elif declared.type is float:
-    flags.DEFINE_float(name, default, text, flag_values=fv)
-  elif declared.type is tuple:
-    flags.DEFINE_list(name, default, text, flag_values=fv)
-  else:
-    flags.DEFINE_string(name, default, text, flag_values=fv)
-    # flags.txt, the run's saved command line, holds one flag per line.
-    flags.register_validator(
-        name, lambda v: v is None or v.isprintable(), message=(
-            f"--{name} must not hold a newline or another control "
-            "character (the run's flags.txt could not replay it)"),
-        flag_values=fv)
-  if declared.type in (int, float):
-    # Every number a run takes fits the tensors and seeds it becomes; a
-    # float is finite (--learning_rate=inf would pass "positive").
-    flags.register_validator(name, _representable, message=(
-        f"--{name} must be a finite number" if declared.type is float else
-        f"--{name} must be smaller than {_INT_LIMIT:,} in magnitude"),
-        flag_values=fv)
-  if declared.check:
-    predicate, message = declared.check
+    # A string flag, not absl's enum, so a bad value gets the same words
+    # from the flag as from a config made in code (`settings.problem`).
+    text += f" One of: {', '.join(declared.choices)}."
+  define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
+            float: flags.DEFINE_float, tuple: flags.DEFINE_list}.get(
+                declared.type, flags.DEFINE_string)
+  define(name, default, text, flag_values=fv)
 
-    def valid(value, predicate=predicate, declared=declared):
-      if declared.type is tuple:
-        if not value:
-          return True
-        value = declared.parse(value)
-        return value is not None and predicate(value)
-      return predicate(value)
+  def valid(value, declared=declared):
+    if value is None or (declared.type is tuple and not value):
+      return True
+    if declared.type is tuple:
+      parsed = declared.parse(value)
+      if parsed is None:
+        raise flags.ValidationError(
+            f"--{declared.flag}={','.join(value)}: "
+            + (declared.check[1] if declared.check else "not a valid list"))
+      value = parsed
+    message = settings.problem(declared, value)
+    if message:
+      raise flags.ValidationError(message)
+    return True
 
-    flags.register_validator(name, valid, message=f"--{name} {message}",
-                             flag_values=fv)
-
-
-_INT_LIMIT = 2**31
-
-
-def _representable(value) -> bool:
-  return value is None or (math.isfinite(value) and abs(value) < _INT_LIMIT)
+  flags.register_validator(name, valid, flag_values=fv)
 
 
 def parse(argv: list[str], fv: flags.FlagValues = flags.FLAGS) -> list[str]:
   """Parses the command line; a bad flag (or flagfile) is one `error:` line
   and exit status 2, not absl's usage text."""
   try:
+    return _parse(argv, fv)
+  except UserError as e:
+    fail(str(e))
+  return []
+
+
+def config_from_argv(argv: list[str]) -> config_lib.RunConfig:
+  """The config a command line makes (`["--model=dense", "--preset=..."]`,
+  flagfiles too), parsed as `vae-engine` parses it, on flags of its own.
+
+  Raises:
+    UserError: With the line `vae-engine` would print for the same flags.
+  """
+  fv = flags.FlagValues()
+  define(fv)
+  rest = _parse(["vae-engine", *argv], fv)
+  if len(rest) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(rest[1:])}")
+  return to_config(fv)
+
+
+def _parse(argv: list[str], fv: flags.FlagValues) -> list[str]:
+  try:
     return fv(command_line.arrange(_expand_presets(argv), fv, _note))
   except flags.CantOpenFlagFileError as e:
-    fail(f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})")
+    raise UserError(
+        f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})") from None
   except flags.Error as e:
     # absl shows a list flag's value as a Python list: show it as typed.
     text = str(e).strip()
     # A value with a newline in it is shown escaped, on the one line.
     text = one_line(text) if "control character" in text else (
         text.splitlines()[0])
-    fail(re.sub(r"=\[((?:'[^']*'(?:, )?)*)\]:", lambda m: "=" + ",".join(
-        re.findall(r"'([^']*)'", m.group(1))) + ":", text))
+    # A setting's validator says `--flag=value: what is wrong` itself (as a
+    # config made in code does); absl puts the flags' values before it.
+    text = re.sub(r"^flags? (--)?\w+=.*?: (?=--\w)", "", text)
+    text = _unparsable(text) or text
+    raise UserError(re.sub(
+        r"=\[((?:'[^']*'(?:, )?)*)\]:", lambda m: "=" + ",".join(
+            re.findall(r"'([^']*)'", m.group(1))) + ":", text)) from None
   except OSError as e:  # --flagfile that cannot be read.
-    fail(f"--flagfile={quoted(e.filename)}: cannot read it "
-         f"({e.strerror or e})")
+    raise UserError(f"--flagfile={quoted(e.filename)}: cannot read it "
+                    f"({e.strerror or e})") from None
   except UnicodeDecodeError as e:
-    fail(f"--flagfile={quoted(_undecodable_flagfile(argv))}: not UTF-8 text "
-         f"(byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
-         "UTF-8")
-  return []
+    raise UserError(
+        f"--flagfile={quoted(_undecodable_flagfile(argv))}: not UTF-8 text "
+        f"(byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
+        "UTF-8") from None
+
+
+# absl's words for a value its parser cannot read, and the settings' own.
+_PARSER_WORDS = (("invalid literal for int()", "must be an integer"),
+                 ("could not convert string to float", "must be a number"),
+                 ("Non-boolean argument", "must be true or false"))
+
+
+def _unparsable(text: str) -> Optional[str]:
+  """`flag --batch_size=12.5: invalid literal for int() ...` said as a
+  config made in code says it: `--batch_size=12.5: must be an integer`."""
+  match = re.match(r"^flag --(\w+=.*?): (.*)$", text)
+  for words, ours in _PARSER_WORDS:
+    if match and words in match.group(2):
+      return f"--{match.group(1)}: {ours}"
+  return None
 
 
 def _note(line: str) -> None:
@@ -162,8 +186,8 @@ def _expand_presets(argv: list[str]) -> list[str]:
     elif name in known:
       expanded.append(f"--flagfile={known[name]}")
     else:
-      fail(f"--preset={quoted(name)}: no such preset; one of "
-           f"{', '.join(known)}, or pass your own --flagfile")
+      raise UserError(f"--preset={quoted(name)}: no such preset; one of "
+                      f"{', '.join(known)}, or pass your own --flagfile")
   return expanded
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 from engine.config import settings
@@ -43,15 +44,17 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
             "distribution": DistributionConfig}
 
 
-def all_settings() -> list[settings.Setting]:
-  """Every declared setting, section by section."""
+def all_settings(with_help: bool = True) -> list[settings.Setting]:
+  """Every declared setting, section by section (`with_help=False`: their
+  help left empty, which spares listing the installed models)."""
   return [s for name, cls in SECTIONS.items()
-          for s in settings.declared(name, cls)]
+          for s in settings.declared(name, cls, with_help)]
 
 
 def flag_name(field: str) -> str:
   """The flag of a config field (most have the field's own name)."""
-  return next((s.flag for s in all_settings() if s.field == field), field)
+  return next((s.flag for s in all_settings(with_help=False)
+               if s.field == field), field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +73,12 @@ class RunConfig:
     data = dataclasses.replace(self.data)
     _resolve_model_defaults(data, "data", self.model.name)
     object.__setattr__(self, "data", data)
+    values = {declared.flag: getattr(getattr(self, declared.section),
+                                     declared.field)
+              for declared in all_settings(with_help=False)}
+    for names, predicate, message in CROSS_CHECKS:
+      if not predicate({name: values[name] for name in names}):
+        raise settings.ConfigError(message)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -79,12 +88,15 @@ class RunConfig:
 
   @classmethod
   def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-    return cls(
-        data=DataConfig(**values["data"]),
-        model=ModelConfig(**values["model"]),
-        train=TrainConfig(**values["train"]),
-        distribution=DistributionConfig(**values.get("distribution", {})),
-    )
+    """The config `to_dict` gave (a saved `config.json`): checked as any
+    config is, except that the files it names need not exist any more."""
+    with settings.reading_saved_config():
+      return cls(
+          data=DataConfig(**values["data"]),
+          model=ModelConfig(**values["model"]),
+          train=TrainConfig(**values["train"]),
+          distribution=DistributionConfig(**values.get("distribution", {})),
+      )
 
   def to_flagfile(self) -> str:
     """Renders the config as absl flags that reproduce it (`--flagfile`)."""
@@ -100,3 +112,38 @@ class RunConfig:
       else:
         lines.append(f"--{declared.flag}={value}")
     return "\n".join(lines) + "\n"
+
+
+def from_settings(**values) -> RunConfig:
+  """A run's config from settings named as their flags are
+  (`from_settings(model="dense", train_steps=200, model_dir="/tmp/m")`),
+  every other setting at its default; checked as the flags are.
+
+  A list setting takes a tuple or its flag's text (`image_size="32,32"`);
+  a path setting is made absolute, as on the command line.
+
+  Raises:
+    ConfigError: For an unknown setting or a value the flag would refuse,
+      with the flag's message.
+  """
+  by_flag = {declared.flag: declared for declared in all_settings(
+      with_help=False)}
+  sections = {name: {} for name in SECTIONS}
+  for flag, value in values.items():
+    declared = by_flag.get(flag)
+    if declared is None:
+      raise settings.ConfigError(
+          f"--{flag}: no such setting; see vae-engine --helpfull for "
+          "the settings a run takes")
+    if declared.type is tuple and isinstance(value, str):
+      parsed = declared.parse(value.split(","))
+      if parsed is None:
+        raise settings.ConfigError(
+            f"--{flag}={value}: " + (declared.check[1] if declared.check
+                                     else "not a valid list"))
+      value = parsed
+    if declared.absolute_path and isinstance(value, str) and value:
+      value = os.path.abspath(value)
+    sections[declared.section][declared.field] = value
+  return RunConfig(**{name: SECTIONS[name](**fields)
+                      for name, fields in sections.items()})

@@ -13,6 +13,7 @@ from typing import Optional
 
 from engine.config import settings
 from engine.config.settings import setting
+from engine.errors import UserError
 from engine.config.training import (  # noqa: F401  (every section here)
     KEEP_BEST, LR_SCHEDULES, NAN_POLICIES, OPTIMIZERS, PRECISION_POLICIES,
     TrainConfig)
@@ -27,15 +28,24 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
 OBJECTIVES = ("elbo", "iwae")
 
 
-def _model_names():
+def _model_problem(name: str) -> Optional[str]:
+  """What is wrong with `--model=name` (None: it names a model)."""
   import models  # pylint: disable=g-import-not-at-top  (the registry)
-  return models.names()
+  try:
+    models.get(name)
+  except KeyError as e:
+    return e.args[0]
+  except UserError as e:  # A user's builder that cannot be loaded.
+    return str(e).split(": ", 1)[-1]
+  return None
 
 
 def _model_help():
   import models  # pylint: disable=g-import-not-at-top
-  return "Which VAE to train. " + "; ".join(
-      f"{name}: {models.get(name).description}" for name in models.names())
+  return ("Which VAE to train: one of the engine's, an installed package's "
+          "(entry-point group vae_engine.models), or any builder as "
+          "package.module:function (see vae-engine --list_models). " + "; ".join(
+              f"{name}: {text}" for name, text in models.registry.described()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +85,7 @@ class DataConfig:
   def __post_init__(self):
     if self.image_size is not None:  # A list when read back from JSON.
       object.__setattr__(self, "image_size", tuple(self.image_size))
+    settings.check_section(self, "data")
   binarize: str = setting(
       "none", "none: grey levels in [0,1]; static: thresholded at 0.5 once; "
       "dynamic: a fresh Bernoulli sample of each image every time it is "
@@ -102,7 +113,7 @@ class ModelConfig:
   """Which VAE to build and the objective it is trained with."""
 
   name: str = setting("conv", _model_help, flag="model",
-                      choices=_model_names)
+                      validate=_model_problem)
   latent_dim: Optional[int] = setting(
       None, "Size of the latent code. Default: the model's (2; 40 for "
       "denoising; 50 for iwae_mlp).", check=settings.POSITIVE,
@@ -142,7 +153,12 @@ class ModelConfig:
       "sample(num, label).")
 
   def __post_init__(self):
+    settings.check_section(self, "model")
     _resolve_model_defaults(self, "model", self.name)
+    if self.latent_dim is None:
+      raise settings.ConfigError(
+          f"--latent_dim: --model={self.name} has no default latent size "
+          "(its builder's latent_dim has no default); pass --latent_dim")
 
   @property
   def learned_scale(self) -> bool:
@@ -175,14 +191,17 @@ class DistributionConfig:
       120.0, "Seconds a worker waits for every TF_CONFIG peer to connect.",
       flag="peer_wait_timeout", check=settings.POSITIVE, resume_safe=True)
   tpu: str = setting("", "TPU name or address for --strategy=tpu.",
-  resume_safe=True)
+                     resume_safe=True)
+
+  def __post_init__(self):
+    settings.check_section(self, "distribution")
 
 
 def _resolve_model_defaults(section, name: str, model: str) -> None:
   """Fills the settings of `section` (a frozen dataclass, named `name`)
   that are None and have a model default, from the model's spec."""
   import models  # pylint: disable=g-import-not-at-top  (the registry)
-  for declared in settings.declared(name, type(section)):
+  for declared in settings.declared(name, type(section), with_help=False):
     if declared.model_default and getattr(section, declared.field) is None:
       object.__setattr__(section, declared.field,
                          declared.model_default(models.get(model)))

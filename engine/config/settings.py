@@ -9,10 +9,15 @@ do), so a setting is written in one place.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import math
 import os
 import typing
 from typing import Any, Callable, Optional, Sequence
+
+from engine.errors import UserError
 
 # (predicate, message); the message follows "--<flag> ".
 Check = tuple[Callable[[Any], bool], str]
@@ -25,6 +30,46 @@ UNIT_INTERVAL: Check = (lambda v: v is None or 0 <= v <= 1,
 NOT_EMPTY: Check = (bool, "must not be empty")
 EXISTING_PATH: Check = (lambda v: v is None or os.path.exists(v),
                         "is not an existing directory or file")
+
+
+# What a number setting may be: it becomes a tensor or a seed.
+INT_LIMIT = 2**31
+
+
+class ConfigError(UserError, ValueError):
+  """A setting's value that its declaration refuses, in a config made in
+  code or read back: the message is the one the flag gives
+  (`--flag=value: what is wrong`), and a run reports it as every
+  `UserError`: one line, exit status 2."""
+
+
+# Off while a saved config is read back: its data may since have moved.
+_CHECK_FILES = contextvars.ContextVar("check_files", default=True)
+
+
+@contextlib.contextmanager
+def reading_saved_config():
+  """Within: sections do not check settings that name files."""
+  token = _CHECK_FILES.set(False)
+  try:
+    yield
+  finally:
+    _CHECK_FILES.reset(token)
+
+
+def check_section(section, name: str) -> None:
+  """Checks every setting of a section (a frozen dataclass of `setting`s)
+  as its flag would be checked.
+
+  Raises:
+    ConfigError: For the first setting whose value is refused.
+  """
+  for declared_setting in declared(name, type(section), with_help=False):
+    message = problem(declared_setting,
+                      getattr(section, declared_setting.field),
+                      files=_CHECK_FILES.get())
+    if message:
+      raise ConfigError(message)
 
 
 def int_list(values) -> Optional[tuple]:
@@ -53,7 +98,8 @@ def setting(default: Any, help: str | Callable[[], str], *, flag: Optional[str] 
             model_default: Optional[Callable[[Any], Any]] = None,
             absolute_path: bool = False,
             parse: Optional[Callable[[list], Any]] = None,
-            resume_safe: bool = False) -> Any:
+            resume_safe: bool = False,
+            validate: Optional[Callable[[Any], Optional[str]]] = None) -> Any:
   """A configuration field declared once.
 
   Args:
@@ -75,11 +121,13 @@ def setting(default: Any, help: str | Callable[[], str], *, flag: Optional[str] 
     resume_safe: May differ when a run resumes (how long, how often, where
       files go, which hardware): it does not change what the run trains.
       Every other setting must equal the run's (`config.json`) to resume.
+    validate: For checks whose message depends on the value (the model
+      registry): value -> what is wrong with it, or None.
   """
   return dataclasses.field(default=default, metadata={
       "help": help, "flag": flag, "choices": choices, "check": check,
       "model_default": model_default, "absolute_path": absolute_path,
-      "parse": parse, "resume_safe": resume_safe})
+      "parse": parse, "resume_safe": resume_safe, "validate": validate})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +147,12 @@ class Setting:
   absolute_path: bool
   parse: Optional[Callable[[list], Any]]
   resume_safe: bool
+  validate: Optional[Callable[[Any], Optional[str]]] = None
 
 
-def declared(section: str, cls) -> list[Setting]:
-  """The settings of one config section (a dataclass of `setting`s)."""
+def declared(section: str, cls, with_help: bool = True) -> list[Setting]:
+  """The settings of one config section (a dataclass of `setting`s);
+  `with_help=False` leaves their help empty (it may list the models)."""
   hints = typing.get_type_hints(cls)
   found = []
   for field in dataclasses.fields(cls):
@@ -118,10 +168,74 @@ def declared(section: str, cls) -> list[Setting]:
         section=section, field=field.name, flag=meta["flag"] or field.name,
         type=typing.get_origin(kind) or kind, optional=optional,
         default=field.default,
-        help=meta["help"]() if callable(meta["help"]) else meta["help"],
+        help=("" if not with_help else meta["help"]() if callable(
+            meta["help"]) else meta["help"]),
         choices=tuple(choices() if callable(choices) else choices)
         if choices else None,
         check=meta["check"], model_default=meta["model_default"],
         absolute_path=meta["absolute_path"], parse=meta["parse"],
-        resume_safe=meta["resume_safe"]))
+        resume_safe=meta["resume_safe"], validate=meta["validate"]))
   return found
+
+
+def shown(value) -> str:
+  """A value as the command line writes it (`--image_size=32,32`)."""
+  if isinstance(value, (tuple, list)):
+    return ",".join(str(v) for v in value)
+  if isinstance(value, str) and not value.isprintable():
+    return repr(value)
+  return str(value)
+
+
+def problem(declared: Setting, value, *, files: bool = True) -> Optional[str]:
+  """What is wrong with `value` for the setting, as the flag says it
+  (`--batch_size=-3: must be a positive number`), or None.
+
+  The one implementation of a setting's rules: the flags' validators and the
+  config's own (`RunConfig` made in code) both call it.
+
+  Args:
+    declared: The setting.
+    value: Its value as the config holds it (a tuple for a list flag).
+    files: Also check what refers to the file system (an existing path);
+      off for a saved `config.json`, whose data may since have moved.
+  """
+  message = _problem(declared, value, files)
+  return message and f"--{declared.flag}={shown(value)}: {message}"
+
+
+def _problem(declared: Setting, value, files: bool) -> Optional[str]:
+  kind = declared.type
+  if value is None:
+    return None if declared.optional else "must be given"
+  if kind is bool:
+    return None if isinstance(value, bool) else "must be true or false"
+  if kind in (int, float):
+    number = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, number):
+      return "must be an integer" if kind is int else "must be a number"
+    if kind is float and not math.isfinite(value):
+      return "must be a finite number"
+    if abs(value) >= INT_LIMIT:
+      return f"must be smaller than {INT_LIMIT:,} in magnitude"
+  elif kind is tuple:
+    if not isinstance(value, (tuple, list)) or declared.parse(
+        [str(v) for v in value]) != tuple(value):
+      return (declared.check[1] if declared.check else
+              "is not a valid list for this setting (see its --help)")
+  elif kind is str:
+    if not isinstance(value, str):
+      return "must be a string"
+    if not value.isprintable():
+      # flags.txt, the run's saved command line, holds one flag per line.
+      return ("must not hold a newline or another control character (the "
+              "run's flags.txt could not replay it)")
+  if declared.choices and value not in declared.choices:
+    return f"must be one of {', '.join(declared.choices)}"
+  if declared.check and (files or declared.check is not EXISTING_PATH):
+    predicate, message = declared.check
+    if not predicate(value):
+      return message
+  if declared.validate:
+    return declared.validate(value)
+  return None

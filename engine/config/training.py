@@ -192,3 +192,4 @@ class TrainConfig:
     for name in ("profile_steps", "lr_boundaries"):
       if getattr(self, name) is not None:  # A list when read from JSON.
         object.__setattr__(self, name, tuple(getattr(self, name)))
+    settings.check_section(self, "train")

@@ -11,6 +11,7 @@ from typing import Optional
 import tensorflow as tf
 
 from engine.config import RunConfig
+from engine.config import settings
 from engine.errors import UserError, quoted, reason
 from engine.io import checkpoints
 from engine.io import files
@@ -39,6 +40,10 @@ def read_run_config(model_dir: str) -> RunConfig:
   except tf.errors.NotFoundError:
     raise UserError(f"--model_dir={quoted(model_dir)}: no {CONFIG_JSON}; "
                     "not a vae-engine run directory") from None
+  except settings.ConfigError as e:
+    raise UserError(f"{quoted(path)}: {e}") from None
+  except UserError:  # Its model cannot be loaded here: that model's line.
+    raise
   except (tf.errors.OpError, ValueError, KeyError, TypeError) as e:
     raise UserError(f"{quoted(path)}: unreadable ({reason(e)})") from None
 

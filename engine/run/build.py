@@ -20,6 +20,7 @@ from typing import Optional
 import keras
 
 import models
+from models import contract
 from engine.config import RunConfig
 from engine.data import pipeline
 from engine.data import sources
@@ -164,6 +165,7 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
   keras.utils.set_random_seed(train.seed)  # The same weights, tuned or not.
   with strategy.scope(), precision.policy_scope(choice.policy):
     vae = create()
+    contract.check_behaviour(vae)  # Before any step: no weight changes.
     recovering = (recovery.RecoveryState() if train.nan_policy == "recover"
                   else None)
     trainer = parts.make_trainer(vae, config, strategy, choice.policy,

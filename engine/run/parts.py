@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import models
+from models import contract
 from engine import config as config_lib
 from engine.config import ModelConfig, RunConfig
 from engine.data import pipeline
@@ -177,6 +178,7 @@ def model_and_trainer(config: RunConfig, image_shape: tuple,
     vae = models.get(config.model.name).create(
         image_shape, config.model.latent_dim,
         learned_scale=config.model.learned_scale)
+    contract.check_behaviour(vae)
     trainer = make_trainer(vae, config, strategy, policy, num_train_examples)
   return vae, trainer
 

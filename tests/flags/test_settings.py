@@ -104,8 +104,13 @@ def test_tool_override_flags_come_from_the_same_declarations():
   flags.definitions.define_overrides(("binarize", "noise_factor"), values)
   declared = {s.field: s for s in config_lib.all_settings()}
   assert values["binarize"].default is None
-  assert tuple(values["binarize"].parser.enum_values) == (
-      declared["binarize"].choices)
+  # A choice is a string flag that lists its choices and refuses others
+  # with the setting's own message.
+  assert values["binarize"].help.endswith(
+      f"One of: {', '.join(declared['binarize'].choices)}.")
+  with pytest.raises(absl_flags.IllegalFlagValueError,
+                     match="--binarize=sometimes: must be one of"):
+    _parse_into(values, ["--binarize=sometimes"])
   assert declared["noise_factor"].help in values["noise_factor"].help
   assert config_lib.flag_name("download_timeout_s") == "download_timeout"
   assert config_lib.flag_name("name") == "model"

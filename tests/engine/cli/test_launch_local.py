@@ -180,4 +180,4 @@ def test_a_refused_namespace_is_one_warning_and_the_job_runs_as_before(
       "--net: Operation not permitted); the workers' gRPC servers listen on "
       f"all interfaces, on ports {processes.ports[0]}, {processes.ports[1]}"]
   for output in outputs:
-    assert output.startswith("error: flag --model=resnet"), output
+    assert output.startswith("error: --model=resnet: unknown model"), output

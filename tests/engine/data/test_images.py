@@ -124,9 +124,9 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding(tmp_path):
 
 
 @pytest.mark.parametrize("flag,fragment", [
-    ("--test_fraction=1.5", "--test_fraction must be between 0 and 1"),
-    ("--test_fraction=0", "--test_fraction must be between 0 and 1"),
-    ("--channels=2", "--channels must be 1 or 3"),
+    ("--test_fraction=1.5", "--test_fraction=1.5: must be between 0 and 1"),
+    ("--test_fraction=0", "--test_fraction=0.0: must be between 0 and 1"),
+    ("--channels=2", "--channels=2: must be 1 or 3"),
     ("--image_size=0", "--image_size"),
 ])
 def test_bad_conversion_flags(flag, fragment):
