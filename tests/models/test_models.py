@@ -95,7 +95,9 @@ def test_conv_rejects_sides_not_divisible_by_four():
 
 
 def test_unknown_model_lists_the_known_ones():
-  with pytest.raises(KeyError, match="known models: conv, denoising, dense, iwae_mlp, lambda, mlp"):
+  with pytest.raises(KeyError, match="one of conv, denoising, dense, "
+                     "iwae_mlp, lambda, mlp, or a builder as "
+                     "package.module:function"):
     models.get("resnet")
 
 
