@@ -14,7 +14,7 @@ from typing import Callable
 
 from absl import flags
 
-from engine.errors import fail
+from engine.errors import UserError
 
 
 def _name(arg: str, fv: flags.FlagValues) -> str | None:
@@ -69,8 +69,8 @@ def arrange(argv: list[str], fv: flags.FlagValues,
   seen: dict[str, str] = {}
   for name, arg in _settings(given, fv):
     if name in seen and name != "flagfile":
-      fail(f"--{name}: given twice on the command line ({seen[name]}, then "
-           f"{arg}); give it once")
+      raise UserError(f"--{name}: given twice on the command line "
+                      f"({seen[name]}, then {arg}); give it once")
     seen[name] = arg
   if files:
     from_files = dict(_settings(fv.read_flags_from_files(

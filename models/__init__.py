@@ -7,4 +7,4 @@ from models import denoising  # noqa: F401
 from models import lambda_sampling  # noqa: F401
 from models import mlp  # noqa: F401
 from models.base import VariationalAutoencoder  # noqa: F401
-from models.registry import get, names  # noqa: F401
+from models.registry import ModelSpec, get, names  # noqa: F401

@@ -86,7 +86,8 @@ def load_installed(name: str) -> ModelSpec:
   entry = entries[0]
   try:
     target = entry.load()
-  except Exception as e:  # pylint: disable=broad-except  (the user's code)
+  # SystemExit too: a plug-in's sys.exit at import must not end the run.
+  except (Exception, SystemExit) as e:  # pylint: disable=broad-except
     raise PluginError(
         f"{where}: cannot load {entry.value} (from "
         f"{_distribution(entry)}): {_reason(e)}; fix or reinstall that "
@@ -112,7 +113,8 @@ def load_reference(reference: str) -> ModelSpec:
           "its package, or add its folder to PYTHONPATH") from None
     raise PluginError(f"{where}: importing {module_name} failed: "
                       f"{_reason(e)}; fix that module") from None
-  except Exception as e:  # pylint: disable=broad-except  (the user's code)
+  # SystemExit too: a plug-in's sys.exit at import must not end the run.
+  except (Exception, SystemExit) as e:  # pylint: disable=broad-except
     raise PluginError(f"{where}: importing {module_name} failed: "
                       f"{_reason(e)}; fix that module") from None
   for part in attribute.split("."):
@@ -174,8 +176,14 @@ def _first_line(target) -> str:
 def describe_installed() -> list[tuple[str, str]]:
   """(name, description) of every installed builder, sorted; a builder that
   cannot be loaded is described by why, so listing never fails."""
+  from models import registry  # pylint: disable=g-import-not-at-top
   described = []
   for name in sorted(installed()):
+    if name in registry.names():
+      described.append((name, "(ignored: the engine has a model of this "
+                        f"name; {_distribution(installed()[name][0])} must "
+                        "rename its entry point)"))
+      continue
     try:
       described.append((name, load_installed(name).description))
     except UserError as e:
@@ -204,3 +212,8 @@ def resolve(name: str) -> Optional[ModelSpec]:
     return load_installed(name)
   except KeyError:
     return None
+
+
+def installed_names() -> list[str]:
+  """The installed builders' names, without importing any of them."""
+  return sorted(installed())

@@ -158,6 +158,5 @@ def described() -> list[tuple[str, str]]:
   """(name, description) of every available model: the engine's, then the
   installed packages' (one that cannot be loaded says why)."""
   from models import plugins  # pylint: disable=g-import-not-at-top  (cycle)
-  return [(name, _REGISTRY[name].description) for name in names()] + [
-      (name, text) for name, text in plugins.describe_installed()
-      if name not in _REGISTRY]
+  return [(name, _REGISTRY[name].description) for name in names()] + (
+      plugins.describe_installed())

@@ -41,6 +41,8 @@ def _model_problem(name: str) -> Optional[str]:
 
 
 def _model_help():
+  # Describing installed builders imports them (a broken one is described
+  # by why it cannot be loaded), as --helpfull and --list_models promise.
   import models  # pylint: disable=g-import-not-at-top
   return ("Which VAE to train: one of the engine's, an installed package's "
           "(entry-point group vae_engine.models), or any builder as "
@@ -83,9 +85,7 @@ class DataConfig:
       check=(lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"))
 
   def __post_init__(self):
-    if self.image_size is not None:  # A list when read back from JSON.
-      object.__setattr__(self, "image_size", tuple(self.image_size))
-    settings.check_section(self, "data")
+    settings.check_section(self, "data")  # (A JSON list becomes a tuple.)
   binarize: str = setting(
       "none", "none: grey levels in [0,1]; static: thresholded at 0.5 once; "
       "dynamic: a fresh Bernoulli sample of each image every time it is "
@@ -203,5 +203,12 @@ def _resolve_model_defaults(section, name: str, model: str) -> None:
   import models  # pylint: disable=g-import-not-at-top  (the registry)
   for declared in settings.declared(name, type(section), with_help=False):
     if declared.model_default and getattr(section, declared.field) is None:
-      object.__setattr__(section, declared.field,
-                         declared.model_default(models.get(model)))
+      value = declared.model_default(models.get(model))
+      plain = settings.normalized(declared, value)
+      message = settings.problem(declared, plain)
+      if message:
+        raise settings.ConfigError(
+            f"--model={model}: its default {declared.flag} is refused "
+            f"({message}); fix the builder's default or pass "
+            f"--{declared.flag}")
+      object.__setattr__(section, declared.field, plain)

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import dataclasses
 import math
+import numbers
 import os
 import typing
 from typing import Any, Callable, Optional, Sequence
@@ -65,11 +66,46 @@ def check_section(section, name: str) -> None:
     ConfigError: For the first setting whose value is refused.
   """
   for declared_setting in declared(name, type(section), with_help=False):
-    message = problem(declared_setting,
-                      getattr(section, declared_setting.field),
-                      files=_CHECK_FILES.get())
+    value = getattr(section, declared_setting.field)
+    plain = normalized(declared_setting, value)
+    if plain is not value:
+      object.__setattr__(section, declared_setting.field, plain)
+    message = problem(declared_setting, plain, files=_CHECK_FILES.get())
     if message:
       raise ConfigError(message)
+
+
+def _plain_number(value, kind):
+  """numpy's (and any other) integers and reals as Python's own, so a config
+  holds what `config.json` can write; anything else as it is."""
+  if isinstance(value, bool):
+    return value
+  if isinstance(value, numbers.Integral) and kind in (int, float):
+    return int(value)
+  if isinstance(value, numbers.Real) and kind is float:
+    return float(value)
+  return value
+
+
+def normalized(declared: Setting, value):
+  """`value` in the config's own types: a list setting's list (JSON's) as a
+  tuple, numbers as Python's `int`/`float`. What cannot be converted is
+  returned unchanged, for `problem` to refuse."""
+  if declared.type is tuple and isinstance(value, list):
+    value = tuple(value)
+  if (declared.type is tuple and isinstance(value, numbers.Integral)
+      and not isinstance(value, bool)):
+    # One number, as `--image_size=32` is one (it may stand for both sides).
+    parsed = declared.parse([str(int(value))])
+    return value if parsed is None else parsed
+  if declared.type is tuple and isinstance(value, tuple):
+    plain = tuple(_plain_number(v, int) for v in value)
+    return value if plain == value and all(
+        type(a) is type(b) for a, b in zip(plain, value)) else plain
+  if declared.type in (int, float):
+    plain = _plain_number(value, declared.type)
+    return value if type(plain) is type(value) else plain
+  return value
 
 
 def int_list(values) -> Optional[tuple]:
@@ -213,11 +249,15 @@ def _problem(declared: Setting, value, files: bool) -> Optional[str]:
   if kind in (int, float):
     number = (int,) if kind is int else (int, float)
     if isinstance(value, bool) or not isinstance(value, number):
-      return "must be an integer" if kind is int else "must be a number"
+      wanted = "an integer" if kind is int else "a number"
+      # Where the value as shown hides its type ("12", [32], True).
+      hidden = isinstance(value, bool) or not isinstance(value, (int, float))
+      return f"must be {wanted}" + (
+          f", not a {type(value).__name__}" if hidden else "")
+    if abs(value) >= INT_LIMIT:  # Before isfinite: 10**400 is no float.
+      return f"must be smaller than {INT_LIMIT:,} in magnitude"
     if kind is float and not math.isfinite(value):
       return "must be a finite number"
-    if abs(value) >= INT_LIMIT:
-      return f"must be smaller than {INT_LIMIT:,} in magnitude"
   elif kind is tuple:
     if not isinstance(value, (tuple, list)) or declared.parse(
         [str(v) for v in value]) != tuple(value):

@@ -189,7 +189,4 @@ class TrainConfig:
              "must be FIRST,LAST with 0 <= FIRST < LAST"), resume_safe=True)
 
   def __post_init__(self):
-    for name in ("profile_steps", "lr_boundaries"):
-      if getattr(self, name) is not None:  # A list when read from JSON.
-        object.__setattr__(self, name, tuple(getattr(self, name)))
-    settings.check_section(self, "train")
+    settings.check_section(self, "train")  # (A JSON list becomes a tuple.)

@@ -19,6 +19,7 @@ line (`errors.UserError`), instead of after hours of training:
 from __future__ import annotations
 
 import os
+import re
 import socket
 import shutil
 from typing import Optional
@@ -27,7 +28,7 @@ import tensorflow as tf
 
 from engine.config import RunConfig
 from engine.data import indexed
-from engine.errors import UserError, quoted, reason
+from engine.errors import UserError, quoted, reason, shorten
 from engine.io import files
 from engine.run import memory
 from engine.run.memory import (Footprint,  # noqa: F401
@@ -146,9 +147,12 @@ def check_run(config: RunConfig, create, data, strategy, is_chief: bool,
   try:
     footprint = model_footprint(create)
   except ValueError as e:
-    raise UserError(f"--model={config.model.name}: cannot take "
+    # The builder's own words (its way to refuse images it cannot take), or
+    # Keras's: either way the reason, without Keras's terminal colours.
+    words = shorten(re.sub(r"\x1b\[[0-9;]*m", "", reason(e)))
+    raise UserError(f"--model={config.model.name}: building it for "
                     f"{quoted(data.source)}'s images of shape "
-                    f"{data.image_shape} ({e})") from None
+                    f"{data.image_shape} failed: {words}") from None
   slots = memory.optimizer_slots(config)
   in_memory = not isinstance(data.train_images, indexed.IndexedImages)
   labels = data.train_labels.nbytes + data.test_labels.nbytes

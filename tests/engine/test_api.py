@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+import textwrap
 
 import numpy as np
 import pytest
@@ -110,3 +111,66 @@ def test_a_saved_config_still_loads_when_its_data_dir_is_gone(
   with pytest.raises(engine.ConfigError, match=r"^--data_dir="):
     engine.configure(model="dense", data_dir=data_dir)
   assert RunConfig.from_dict(json.loads(json.dumps(saved))) == config
+
+
+def test_a_flag_given_twice_raises_instead_of_exiting():
+  with pytest.raises(engine.UserError, match=r"^--model_dir: given twice"):
+    engine.configure_from_flags(["--model_dir=/tmp/a", "--model_dir=/tmp/b"])
+
+
+@pytest.mark.parametrize("values,message", [
+    (dict(learning_rate=10 ** 400), "must be smaller than"),
+    (dict(batch_size=[32]), "must be an integer, not a list"),
+    (dict(batch_size="12"), "must be an integer, not a str"),
+    (dict(learning_rate="0.1"), "must be a number, not a str"),
+    (dict(image_size=0), "must be H or H,W"),
+    (dict(profile_steps=5), "must be FIRST,LAST"),
+])
+def test_values_of_the_wrong_kind_are_refused_in_one_line(values, message):
+  with pytest.raises(engine.ConfigError) as raised:
+    engine.configure(**values)
+  assert message in str(raised.value)
+  assert str(raised.value).startswith(f"--{next(iter(values))}=")
+
+
+def test_numbers_of_any_kind_become_the_configs_own(tmp_path):
+  """numpy's integers and reals are taken as Python's (config.json can
+  write them); one number stands for a list setting's one value."""
+  config = engine.configure(batch_size=np.int64(32),
+                            learning_rate=np.float32(0.5),
+                            image_size=(np.int64(32), 32),
+                            train_steps=np.uint16(7))
+  assert type(config.train.batch_size) is int
+  assert type(config.train.learning_rate) is float
+  assert type(config.train.train_steps) is int
+  assert config.data.image_size == (32, 32)
+  assert all(type(side) is int for side in config.data.image_size)
+  json.dumps(config.to_dict())
+  assert engine.configure(image_size=32).data.image_size == (32, 32)
+
+
+def test_a_builders_bad_defaults_are_the_builders_fault(tmp_path,
+                                                        monkeypatch):
+  (tmp_path / "bad_defaults.py").write_text(textwrap.dedent('''\
+      from models import ModelSpec, registry
+
+      def _build(image_shape, latent_dim):
+        return registry.get("dense").build(image_shape, latent_dim)
+
+      text_latent = ModelSpec("text_latent", _build, "8", "A str default.")
+      negative_noise = ModelSpec("negative_noise", _build, 2, "Noise -1.",
+                                 default_noise_factor=-1.0)
+      '''))
+  monkeypatch.syspath_prepend(str(tmp_path))
+  with pytest.raises(engine.ConfigError,
+                     match=r"^--model=bad_defaults:text_latent: its default "
+                     r"latent_dim is refused \(--latent_dim=8: must be an "
+                     r"integer, not a str\)"):
+    engine.configure(model="bad_defaults:text_latent")
+  with pytest.raises(engine.ConfigError,
+                     match=r"^--model=bad_defaults:negative_noise: its default "
+                     r"noise_factor is refused"):
+    engine.configure(model="bad_defaults:negative_noise")
+  # Given explicitly, the bad defaults are not used.
+  assert engine.configure(model="bad_defaults:negative_noise",
+                          noise_factor=0.0).data.noise_factor == 0.0

@@ -177,3 +177,15 @@ def test_what_is_not_a_builder_is_refused_by_name(target, problem):
   with pytest.raises(plugins.PluginError) as raised:
     plugins.spec_of(target, "m:f", "m:f")
   assert problem in str(raised.value)
+
+
+def test_a_module_that_exits_at_import_is_refused_not_obeyed(tmp_path,
+                                                            monkeypatch):
+  """A plug-in calling sys.exit at import (as scripts do) is a builder that
+  cannot be loaded, not the end of the run."""
+  (tmp_path / "exits_at_import.py").write_text("import sys\nsys.exit(3)\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  with pytest.raises(plugins.PluginError,
+                     match=r"^--model=exits_at_import:build: importing "
+                     r"exits_at_import failed: SystemExit"):
+    plugins.load_reference("exits_at_import:build")
