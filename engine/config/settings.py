@@ -254,10 +254,11 @@ def _problem(declared: Setting, value, files: bool) -> Optional[str]:
       hidden = isinstance(value, bool) or not isinstance(value, (int, float))
       return f"must be {wanted}" + (
           f", not a {type(value).__name__}" if hidden else "")
-    if abs(value) >= INT_LIMIT:  # Before isfinite: 10**400 is no float.
-      return f"must be smaller than {INT_LIMIT:,} in magnitude"
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
       return "must be a finite number"
+    # An int is checked without becoming a float: 10**400 is no float.
+    if abs(value) >= INT_LIMIT:
+      return f"must be smaller than {INT_LIMIT:,} in magnitude"
   elif kind is tuple:
     if not isinstance(value, (tuple, list)) or declared.parse(
         [str(v) for v in value]) != tuple(value):

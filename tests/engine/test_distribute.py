@@ -65,7 +65,7 @@ for name, optimizer in ([(n, "adam") for n in models.names()]
     count += difference.size
   report[key] = {
       "fraction_over_5e-5": far / count, "learning_rate": float(
-          config("default", "").train.learning_rate), "steps": 10,
+          single.config.train.learning_rate), "steps": 10,
       "replicas": mirrored.trainer.strategy.num_replicas_in_sync,
       "replicas_equal": bool(replicas_equal), "max_abs_diff": worst,
       "finite": finite,

@@ -184,7 +184,7 @@ def test_the_estimate_counts_a_moving_average_and_names_the_largest_part():
   strategy = tf.distribute.get_strategy()
 
   def refusal(ema_decay, data_bytes, available):
-    config = RunConfig(data=DataConfig(data_dir="/d"),
+    config = RunConfig(data=DataConfig(data_dir=os.getcwd()),
                        model=ModelConfig(name="dense"),
                        train=TrainConfig(batch_size=4, ema_decay=ema_decay))
     try:
@@ -202,4 +202,5 @@ def test_the_estimate_counts_a_moving_average_and_names_the_largest_part():
   assert line.startswith("--model=dense: ") and "5.0 GiB" in line, line
   assert "their gradients, Adam's 2 slots and a moving average" in line
   line = refusal(0.0, 40 << 30, 45 << 30)
-  assert line.startswith("--data_dir=/d: ") and "the data 40.0 GiB" in line
+  assert line.startswith(f"--data_dir={os.getcwd()}: ") and (
+      "the data 40.0 GiB" in line), line
