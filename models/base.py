@@ -77,8 +77,13 @@ class LearnedScale(keras.layers.Layer):
 def with_learned_scale(vae: "VariationalAutoencoder") -> "VariationalAutoencoder":
   """The same model with a `LearnedScale` after its decoder."""
   z = keras.Input(shape=(vae.latent_dim,), name="z")
-  logits = LearnedScale(name="learned_scale", dtype="float32")(vae.decoder(z))
-  decoder = keras.Model(z, logits, name="decoder_with_scale")
+  outputs = vae.decoder(z)
+  # A hierarchical decoder's prior moments pass by unchanged.
+  rest = list(outputs[1:]) if isinstance(outputs, (list, tuple)) else None
+  logits = LearnedScale(name="learned_scale", dtype="float32")(
+      outputs[0] if rest is not None else outputs)
+  decoder = keras.Model(z, [logits, *rest] if rest is not None else logits,
+                        name="decoder_with_scale")
   return dataclasses.replace(vae, decoder=decoder)
 
 
@@ -111,6 +116,44 @@ class VariationalAutoencoder:
   @property
   def latent_dim(self) -> int:
     return int(self.decoder.inputs[0].shape[-1])
+
+  @property
+  def hierarchical(self) -> bool:
+    """Several latent groups with a learned prior (`models.hierarchy`);
+    False: one group, prior N(0, I), the KL analytic."""
+    return False
+
+  @property
+  def latent_groups(self) -> tuple[int, ...]:
+    """The latent groups' sizes, the top group last (here one group)."""
+    return tuple(getattr(self, "group_sizes", ())) or (self.latent_dim,)
+
+  @property
+  def top_group(self) -> slice:
+    """The top group's columns of z (here all of them)."""
+    return slice(0, self.latent_dim)
+
+  def prior_sample(self, epsilon):
+    """z ~ p(z) from standard noise [N, D], float32: the noise itself."""
+    return ops.cast(epsilon, "float32")
+
+  def complete_from_top(self, z_top):
+    """The whole z for a top-group code: here the code itself."""
+    return ops.cast(z_top, "float32")
+
+  @property
+  def top_dim(self) -> int:
+    """Size of the top group, the code the figures show."""
+    return self.top_group.stop - self.top_group.start
+
+  def top_mean(self, images, labels=None):
+    """The top group's posterior mean, float32 [N, top_dim]."""
+    return self.posterior_mean(images, labels)[:, self.top_group]
+
+  def decode_top(self, z_top, labels=None):
+    """Pixel probabilities for a top-group code (lower groups at their prior
+    means)."""
+    return self.decoder_probabilities(self.complete_from_top(z_top), labels)
 
   @property
   def trainable_variables(self) -> list:

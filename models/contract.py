@@ -83,11 +83,52 @@ def check_structure(vae, name: str, image_shape: tuple,
     raise ContractError(name, f"its decoder takes inputs of shapes {inputs}, "
                         f"not [z {latent}]")
   outputs = [_shape(t) for t in decoder.outputs]
-  if outputs != [images]:
+  if vae.hierarchical:
+    _check_groups(vae, name, latent_dim)
+    if outputs != [images, latent, latent]:
+      raise ContractError(name, f"its decoder returns shapes {outputs}, not "
+                          f"[logits {images}, prior_mean {latent}, "
+                          f"prior_log_var {latent}]", _HIERARCHY)
+  elif outputs != [images]:
     raise ContractError(name, f"its decoder returns shapes {outputs}, not "
                         f"[logits {images}] (the images' shape)")
   if not vae.trainable_variables:
     raise ContractError(name, "it has no trainable weights")
+
+
+_HIERARCHY = "see models/hierarchy.py for the contract"
+
+
+def _check_groups(vae, name: str, latent_dim: int) -> None:
+  sizes = vae.group_sizes
+  if (not isinstance(sizes, tuple) or len(sizes) < 2 or any(
+      not isinstance(size, int) or isinstance(size, bool) or size < 1
+      for size in sizes) or sum(sizes) != latent_dim):
+    raise ContractError(name, f"its group_sizes {sizes!r} are not two or more "
+                        f"positive ints adding up to the latent size "
+                        f"{latent_dim}", _HIERARCHY)
+
+
+def check_prior_order(vae, name: str, noise) -> None:
+  """Each group's prior moments depend on the groups above it only: changing
+  a group and those below leaves them as they were (ancestral sampling and
+  the prior's density need it)."""
+  z = noise[0]
+  moments = [np.asarray(t) for t in vae.prior_moments(z)]
+  for group in vae.group_slices():
+    changed = z.copy()
+    changed[:, :group.stop] = noise[1][:, :group.stop]
+    again = [np.asarray(t) for t in vae.prior_moments(changed)]
+    if any(not np.array_equal(a[:, group], b[:, group])
+           for a, b in zip(moments, again)):
+      raise ContractError(
+          name, f"the prior of its latent columns {group.start}:"
+          f"{group.stop} changes with those columns or the ones before "
+          "them", "make p(z_g | z_>g) a function of the groups above g "
+          "(the top group last)")
+  if not all(np.isfinite(t).all() for t in moments):
+    raise ContractError(name, "its decoder's prior moments are not finite",
+                        _HIERARCHY)
 
 
 def random_ops(vae: VariationalAutoencoder) -> list[str]:
@@ -164,6 +205,9 @@ def check_behaviour(vae: VariationalAutoencoder,
   z = keras.ops.convert_to_tensor(first[2])
   raw = vae.decoder(z if not vae.conditional else [
       z, keras.ops.one_hot(labels, vae.num_classes)])
+  if vae.hierarchical:
+    raw = raw[0]
+    check_prior_order(vae, name, noise)
   if not np.issubdtype(np.asarray(raw).dtype, np.floating) and (
       np.asarray(raw).dtype.name != "bfloat16"):
     raise ContractError(name, f"its decoder returns non-floating logits "

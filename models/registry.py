@@ -69,6 +69,10 @@ class ModelSpec:
     """
     decoder_model = self._build(image_shape, latent_dim + num_classes,
                                 pixel_mean)
+    if num_classes and decoder_model.hierarchical:
+      raise contract.ContractError(
+          self.name, "a hierarchical model cannot be made conditional on "
+          "labels", "drop --conditional")
     if learned_scale:
       decoder_model = base.with_learned_scale(decoder_model)
     if num_classes:

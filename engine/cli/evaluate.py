@@ -155,8 +155,14 @@ def main(argv):
       exported = Exported.load(FLAGS.saved_model)
       data.check_shape(exported.image_shape,
                        f"--saved_model={quoted(FLAGS.saved_model)}")
+      if exported.hierarchical:
+        raise UserError(
+            f"--saved_model={quoted(FLAGS.saved_model)}: the export of a "
+            "hierarchical model has no sampled log-densities to evaluate; "
+            "pass the run's --model_dir instead")
       encode, log_likelihood = evaluator_lib.export_functions(
           exported, objective)
+      sampled, groups = None, ()
       latent_dim, num_classes = exported.latent_dim, exported.num_classes
       source, step = FLAGS.saved_model, os.path.basename(
           os.path.normpath(FLAGS.saved_model))
@@ -174,17 +180,20 @@ def main(argv):
                        f"--model_dir={quoted(FLAGS.model_dir)}")
       encode, log_likelihood = evaluator_lib.model_functions(
           trained.vae, objective)
+      sampled = evaluator_lib.model_sampled_terms(trained.vae, objective)
+      groups = trained.vae.latent_groups
       latent_dim = trained.vae.latent_dim
       num_classes = trained.vae.num_classes
       source, step = trained.checkpoint, trained.step
       decode, cache_dir = trained.vae.decoder_probabilities, FLAGS.model_dir
     elbo_evaluator = evaluator_lib.Evaluator(
         encode, log_likelihood, strategy, latent_dim,
-        conditional=num_classes > 0)
+        conditional=num_classes > 0, sampled=sampled,
+        latent_groups=groups)
     evaluator = likelihood.ImportanceSampledEvaluator(
         encode, log_likelihood, strategy, data.image_shape,
         latent_dim, config.train.eval_nll_samples, batch_size,
-        config.train.seed, conditional=num_classes > 0)
+        config.train.seed, conditional=num_classes > 0, sampled=sampled)
   parts.check_test_labels(num_classes, test_labels, data.source)
 
   eval_data = parts.eval_data(
@@ -215,6 +224,8 @@ def main(argv):
             **result.to_dict(), "elbo": elbo["elbo"],
             "elbo_stderr": elbo["elbo_stderr"],
             "active_units": elbo["active_units"],
+            **{name: value for name, value in elbo.items()
+               if name.startswith("active_units_z")},
             "unit_variances": [float(v) for v in elbo["unit_variances"]],
             **quality}
   rows = [
@@ -227,7 +238,10 @@ def main(argv):
       ("bits/dim", f"{result.bits_per_dim:.4f}"),
       ("active units",
        f"{elbo['active_units']} / {latent_dim} (Cov_x E_q[u|x] > "
-       f"{evaluator_lib.ACTIVE_UNIT_THRESHOLD})"),
+       f"{evaluator_lib.ACTIVE_UNIT_THRESHOLD})" + "".join(
+           f"; z{index} {elbo[f'active_units_z{index}']} / {size}"
+           for index, size in enumerate(groups, start=1)
+           if f"active_units_z{index}" in elbo)),
       *([("sample class entropy",
           f"{quality['sample_class_entropy']:.3f} of "
           f"{quality['max_class_entropy']:.3f} nats (10,000 prior samples)"),

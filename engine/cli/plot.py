@@ -61,18 +61,23 @@ def main(argv):
     trained = run_dir.load_trained_model(FLAGS.model_dir,
                                                FLAGS.checkpoint)
     encode, decode = evaluation.figure_functions(trained.vae)
-    latent_dim = trained.vae.latent_dim
+    latent_dim = trained.vae.top_dim  # A hierarchical model's top group.
     num_classes = trained.vae.num_classes
     data_config = trained.config.data
     metrics = summaries.read_metrics(FLAGS.model_dir)
   else:
     exported = Exported.load(FLAGS.saved_model)
-    latent_dim, num_classes = exported.latent_dim, exported.num_classes
+    num_classes = exported.num_classes
+    latent_dim = exported.group_sizes[-1]  # The top group's figures.
 
     def encode(images, labels):
-      return exported.encode(images, labels)["z_mean"].numpy()
+      return exported.encode(images, labels)["z_mean"].numpy()[
+          :, exported.latent_dim - latent_dim:]
 
     def decode(z, labels):
+      if exported.hierarchical:
+        return exported.loaded.signatures["decode_top"](
+            z_top=tf.constant(z, tf.float32))["images"].numpy()
       return exported.decode(np.asarray(z, np.float32),
                              labels)["images"].numpy()
   overrides = {name: getattr(FLAGS, name)
@@ -94,15 +99,18 @@ def main(argv):
   parts.check_test_labels(num_classes, test["labels"], data.source)
   kl_per_unit = None  # What each latent unit carries: from a checkpoint.
   if FLAGS.model_dir:
-    functions = evaluator_lib.model_functions(
-        trained.vae, parts.objective(trained.config.model).for_evaluation())
+    objective = parts.objective(trained.config.model).for_evaluation()
     kl_per_unit = evaluator_lib.Evaluator(
-        *functions, tf.distribute.get_strategy(), latent_dim,
-        conditional=num_classes > 0).evaluate(pipeline.eval_dataset(
-            pipeline.as_tensor(data.test_images),
-            pipeline.as_tensor(data.test_labels),
-            dataclasses.replace(options, global_batch_size=500)))[
-                "kl_per_unit"]
+        *evaluator_lib.model_functions(trained.vae, objective),
+        tf.distribute.get_strategy(), trained.vae.latent_dim,
+        conditional=num_classes > 0,
+        sampled=evaluator_lib.model_sampled_terms(trained.vae, objective)
+    ).evaluate(pipeline.eval_dataset(
+        pipeline.as_tensor(data.test_images),
+        pipeline.as_tensor(data.test_labels),
+        dataclasses.replace(options, global_batch_size=500,
+                            latent_dim=trained.vae.latent_dim)))[
+                                "kl_per_unit"][trained.vae.top_group]
   paths = figure_set.write_run_figures(
       encode, decode, latent_dim, test["inputs"], test["targets"],
       test["labels"], metrics,

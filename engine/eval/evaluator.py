@@ -18,7 +18,7 @@ checkpoint and a SavedModel are evaluated by the same code.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +33,22 @@ Encode = Callable[..., tuple]
 # (targets [N, ...], z [N, D]) -> log p(targets | z) [N]; conditional:
 # (targets, z, labels [N]) -> log p(targets | z, labels).
 LogLikelihood = Callable[..., tf.Tensor]
+
+
+# (inputs, targets, epsilon [B, K, D] (, labels)) -> (reconstruction NLL
+# [B, K], KL per unit [B, K, D]) from sampled log-densities
+# (`elbo.sampled_terms`), for models with no analytic KL.
+SampledTerms = Callable[..., tuple]
+
+
+def model_sampled_terms(vae, objective: elbo.Objective
+                        ) -> Optional[SampledTerms]:
+  """The sampled terms of a hierarchical model; None for one Gaussian
+  group, whose KL is analytic."""
+  if not vae.hierarchical:
+    return None
+  return lambda inputs, targets, epsilon, labels=None: elbo.sampled_terms(
+      vae, objective, inputs, targets, epsilon, labels)
 
 
 def model_functions(vae, objective: elbo.Objective
@@ -70,12 +86,21 @@ class Evaluator:
     strategy: The tf.distribute strategy the evaluation runs under.
     latent_dim: D.
     conditional: `encode` and `log_likelihood` take the batch's labels.
+    sampled: The model's `SampledTerms`, for one with no analytic KL: the
+      reconstruction and the KL per unit come from them, and `encode` gives
+      only the posterior means (`model_sampled_terms`).
+    latent_groups: The groups' sizes of a hierarchical model: their active
+      units are counted apart too (`active_units_z1`, ...).
   """
 
   def __init__(self, encode: Encode, log_likelihood: LogLikelihood,
                strategy: tf.distribute.Strategy, latent_dim: int,
-               conditional: bool = False):
+               conditional: bool = False,
+               sampled: Optional[SampledTerms] = None,
+               latent_groups: tuple = ()):
     self._encode = encode
+    self._sampled = sampled
+    self._groups = tuple(latent_groups)
     self._log_likelihood = log_likelihood
     self._strategy = strategy
     self._conditional = conditional
@@ -92,10 +117,16 @@ class Evaluator:
     z_mean, z_log_var = self._encode(batch["inputs"], *condition)
     z_mean = tf.cast(z_mean, tf.float32)
     z_log_var = tf.cast(z_log_var, tf.float32)
-    z = z_mean + tf.exp(0.5 * z_log_var) * tf.cast(batch["epsilon"],
-                                                   tf.float32)
-    reconstruction = -self._log_likelihood(batch["targets"], z, *condition)
-    kl_per_unit = elbo.gaussian_kl_per_unit(z_mean, z_log_var)
+    epsilon = tf.cast(batch["epsilon"], tf.float32)
+    if self._sampled is not None:
+      reconstruction, kl_per_unit = self._sampled(
+          batch["inputs"], batch["targets"], epsilon[:, tf.newaxis],
+          *condition)
+      reconstruction, kl_per_unit = reconstruction[:, 0], kl_per_unit[:, 0]
+    else:
+      z = z_mean + tf.exp(0.5 * z_log_var) * epsilon
+      reconstruction = -self._log_likelihood(batch["targets"], z, *condition)
+      kl_per_unit = elbo.gaussian_kl_per_unit(z_mean, z_log_var)
     kl = tf.reduce_sum(kl_per_unit, axis=1)
     return {"elbo": -(reconstruction + kl), "reconstruction": reconstruction,
             "kl": kl, "z_mean": z_mean, "kl_per_unit": kl_per_unit}
@@ -139,8 +170,15 @@ class Evaluator:
     unit_mean = sums["mean"] / max(count, 1.0)
     unit_variances = np.maximum(sums["mean_sq"] / max(count, 1.0)
                                 - unit_mean ** 2, 0.0)
+    active = unit_variances > ACTIVE_UNIT_THRESHOLD
+    per_group, start = {}, 0
+    for index, size in enumerate(self._groups if len(self._groups) > 1
+                                 else (), start=1):
+      per_group[f"active_units_z{index}"] = int(np.sum(
+          active[start:start + size]))
+      start += size
     return {
-        **mean, "loss": -mean["elbo"],
+        **mean, **per_group, "loss": -mean["elbo"],
         "elbo_stderr": (math.sqrt(spread / (count - 1)) if count > 1
                         else 0.0),
         "examples": int(count),

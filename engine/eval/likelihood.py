@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from engine.devices import replica_sums
-from engine.eval.evaluator import Encode, LogLikelihood
+from engine.eval.evaluator import Encode, LogLikelihood, SampledTerms
 from engine.objectives import elbo
 
 _NLL_STREAM = 5
@@ -80,16 +81,20 @@ class ImportanceSampledEvaluator:
     global_batch_size: The evaluation dataset's global batch size.
     seed: Keys the importance-sampling noise.
     rows_per_chunk: Bound on examples x samples decoded at once.
+    sampled: The model's `SampledTerms` (`evaluator.model_sampled_terms`),
+      for one with no analytic KL: the log weights come from them.
   """
 
   def __init__(self, encode: Encode, log_likelihood: LogLikelihood,
                strategy: tf.distribute.Strategy,
                image_shape: tuple, latent_dim: int, num_samples: int, global_batch_size: int,
                seed: int, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK,
-               conditional: bool = False):
+               conditional: bool = False,
+               sampled: Optional[SampledTerms] = None):
     if num_samples < 1:
       raise ValueError(f"num_samples must be positive, got {num_samples}")
     self._encode = encode
+    self._sampled = sampled
     self._log_likelihood = log_likelihood
     self._conditional = conditional
     self._strategy = strategy
@@ -124,9 +129,15 @@ class ImportanceSampledEvaluator:
     z_log_var = tf.cast(z_log_var, tf.float32)
     log_sum = tf.fill([size], tf.constant(-np.inf, tf.float64))
     for chunk_index in tf.range(self.num_samples // self.chunk):
-      log_weights, _, _ = elbo.log_importance_weights(
-          self._log_likelihood, targets, z_mean, z_log_var,
-          self._chunk_noise(batch, chunk_index, size), *condition)
+      noise = self._chunk_noise(batch, chunk_index, size)
+      if self._sampled is not None:
+        reconstruction, kl_per_unit = self._sampled(
+            batch["inputs"], targets, noise, *condition)
+        log_weights = -reconstruction - tf.reduce_sum(kl_per_unit, axis=2)
+      else:
+        log_weights, _, _ = elbo.log_importance_weights(
+            self._log_likelihood, targets, z_mean, z_log_var, noise,
+            *condition)
       log_sum = tf.experimental.numpy.logaddexp(
           log_sum,
           tf.reduce_logsumexp(tf.cast(log_weights, tf.float64), axis=1))

@@ -133,6 +133,58 @@ def log_importance_weights(log_likelihood, targets: tf.Tensor,
   return -reconstruction - kl, reconstruction, kl
 
 
+def gaussian_log_density_per_unit(x, mean, log_var) -> tf.Tensor:
+  """log N(x; mean, exp(log_var)) of each unit, float32, the shapes'."""
+  return -0.5 * (tf.square(x - mean) * tf.exp(-log_var) + log_var + _LOG_2PI)
+
+
+def sampled_terms(vae: VariationalAutoencoder, objective: "Objective",
+                  inputs: tf.Tensor, targets: tf.Tensor, epsilon: tf.Tensor,
+                  labels=None, training: bool = False
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+  """A model's terms from its sampled log-densities, for K samples each.
+
+  What the objectives need from any model, hierarchical ones included
+  (`models.hierarchy`): for z_k = encoder(x, epsilon_k), the reconstruction
+  NLL -log p(x | z_k), and each unit's log q(z_k | x) - log p(z_k), whose sum
+  is the Monte-Carlo KL and whose batch means are the KL per unit. The
+  encoder runs once per sample, since a group's posterior may depend on
+  another group's sample.
+
+  Args:
+    vae: The model.
+    objective: Gives p(x | z).
+    inputs, targets: [B, ...] the encoder's inputs and the examples x.
+    epsilon: float32 [B, K, D] standard-normal noise.
+    labels: int [B] for a conditional model, else None.
+    training: Passed to the Keras models.
+
+  Returns:
+    float32 [B, K] reconstruction NLLs and [B, K, D] KL terms per unit.
+  """
+  batch, samples = tf.shape(epsilon)[0], tf.shape(epsilon)[1]
+  rows = batch * samples
+  noise = tf.reshape(tf.cast(epsilon, tf.float32), [rows, vae.latent_dim])
+  condition = None if labels is None else tf.repeat(labels, samples, axis=0)
+  _, z_log_var, z = vae.encode(tf.repeat(inputs, samples, axis=0), noise,
+                               condition, training)
+  z_log_var, z32 = tf.cast(z_log_var, tf.float32), tf.cast(z, tf.float32)
+  if vae.hierarchical:
+    logits, prior_mean, prior_log_var = vae.decoder_outputs(
+        z, condition, training=training)
+  else:
+    logits = vae.decoder_logits(z, condition, training=training)
+    prior_mean = prior_log_var = tf.zeros_like(z32)
+  reconstruction = objective.reconstruction_nll(
+      tf.repeat(targets, samples, axis=0), logits, vae.log_scale)
+  # log q from the noise: z - mean = std * epsilon exactly.
+  log_posterior = -0.5 * (tf.square(noise) + z_log_var + _LOG_2PI)
+  kl = log_posterior - gaussian_log_density_per_unit(z32, prior_mean,
+                                                     prior_log_var)
+  return (tf.reshape(reconstruction, [batch, samples]),
+          tf.reshape(kl, [batch, samples, vae.latent_dim]))
+
+
 def iwae_bound(log_weights: tf.Tensor) -> tf.Tensor:
   """log (1/K) sum_k exp(log_weights[:, k]), per example, computed stably."""
   samples = tf.cast(tf.shape(log_weights)[1], log_weights.dtype)
@@ -175,6 +227,9 @@ def per_example_terms(vae: VariationalAutoencoder, objective: Objective,
   inputs, targets, epsilon = (tf.convert_to_tensor(batch[key]) for key in
                                ("inputs", "targets", "epsilon"))
   labels = batch.get("labels") if vae.conditional else None
+  if vae.hierarchical:
+    return _sampled_objective(vae, objective, inputs, targets, epsilon,
+                              labels, training, kl_weight)
   if epsilon.shape.rank == 2 and objective.objective == "elbo":
     z_mean, z_log_var, z = vae.encode(inputs, epsilon, labels, training)
     logits = vae.decoder_logits(z, labels, training=training)
@@ -211,3 +266,26 @@ def _elbo_terms(objective, reconstruction, z_mean, z_log_var, kl_weight):
       "kl": kl,
       "elbo": -(reconstruction + kl),
   }
+
+
+def _sampled_objective(vae, objective, inputs, targets, epsilon, labels,
+                       training, kl_weight):
+  """`per_example_terms` from the sampled log-densities (no analytic KL)."""
+  if epsilon.shape.rank == 2:
+    epsilon = epsilon[:, tf.newaxis]
+  reconstruction, kl_per_unit = sampled_terms(
+      vae, objective, inputs, targets, epsilon, labels, training)
+  kl = tf.reduce_sum(kl_per_unit, axis=2)
+  if objective.objective == "elbo":
+    mean_reconstruction = tf.reduce_mean(reconstruction, axis=1)
+    penalty = free_bits_kl(tf.reduce_mean(kl_per_unit, axis=1),
+                           objective.free_bits)
+    mean_kl = tf.reduce_mean(kl, axis=1)
+    return {"loss": mean_reconstruction + kl_weight * penalty,
+            "reconstruction": mean_reconstruction, "kl": mean_kl,
+            "elbo": -(mean_reconstruction + mean_kl)}
+  log_weights = -reconstruction - kl
+  return {"loss": -iwae_bound(log_weights),
+          "reconstruction": tf.reduce_mean(reconstruction, axis=1),
+          "kl": tf.reduce_mean(kl, axis=1),
+          "elbo": tf.reduce_mean(log_weights, axis=1)}

@@ -170,17 +170,20 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
                   else None)
     trainer = parts.make_trainer(vae, config, strategy, choice.policy,
                                  num_train, recovering and recovering.scale)
-    functions = evaluator_lib.model_functions(
-        vae, parts.objective(config.model).for_evaluation())
+    objective = parts.objective(config.model).for_evaluation()
+    functions = evaluator_lib.model_functions(vae, objective)
+    sampled = evaluator_lib.model_sampled_terms(vae, objective)
     evaluator = evaluator_lib.Evaluator(*functions, strategy,
                                         config.model.latent_dim,
-                                        conditional=vae.conditional)
+                                        conditional=vae.conditional,
+                                        sampled=sampled,
+                                        latent_groups=vae.latent_groups)
     nll = None
     if train.eval_nll_samples:
       nll = likelihood.ImportanceSampledEvaluator(
           *functions, strategy, data.image_shape, config.model.latent_dim,
           train.eval_nll_samples, train.batch_size, train.seed,
-          conditional=vae.conditional)
+          conditional=vae.conditional, sampled=sampled)
   checkpointer = checkpoints.Checkpointer(
       workspace.write_dir, encoder=vae.encoder, decoder=vae.decoder,
       optimizer=trainer.base_optimizer, global_step=trainer.global_step,
@@ -248,7 +251,8 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
         vae, export_dir, train.model_dir, config.data.noise_factor > 0,
         console.say))
   eval_actions = [ReportEvaluation(writer, console.say,
-                                   config.model.latent_dim),
+                                   config.model.latent_dim,
+                                   vae.latent_groups),
                   ImageSummaries(vae, test, writer, train.seed)]
   if train.keep_best != "none":
     eval_actions.append(best.KeepBest(

@@ -29,8 +29,9 @@ def figure_functions(vae) -> tuple:
   """(encode: (images, labels) -> z_mean, decode: (z, labels) ->
   probabilities) on numpy arrays, compiled once each, as the figures take
   them. Labels may be None; an unconditional model ignores them."""
-  encode = tf.function(vae.posterior_mean, reduce_retracing=True)
-  decode = tf.function(vae.decoder_probabilities, reduce_retracing=True)
+  # A hierarchical model's figures show its top group.
+  encode = tf.function(vae.top_mean, reduce_retracing=True)
+  decode = tf.function(vae.decode_top, reduce_retracing=True)
 
   def as_labels(labels, count):
     return tf.constant(np.zeros(count) if labels is None
@@ -124,21 +125,27 @@ class ReportEvaluation:
   """Prints an evaluation's lines and logs its scalars and the KL of each
   latent unit (a histogram)."""
 
-  def __init__(self, writer, say: Say, latent_dim: int):
+  def __init__(self, writer, say: Say, latent_dim: int,
+               latent_groups: tuple = ()):
     self.writer = writer
     self.say = say
     self.latent_dim = latent_dim
+    self.latent_groups = latent_groups
 
   def __call__(self, step: int, metrics: dict) -> None:
     bits = (f", {metrics['elbo_bits_per_dim']:.4f} bits/dim"
             if "elbo_bits_per_dim" in metrics else "")
     raw = (f", raw weights {metrics['elbo_raw']:.2f}; the average's:"
            if "elbo_raw" in metrics else "")
+    groups = ", ".join(f"z{index} {metrics[f'active_units_z{index}']}/"
+                       f"{size}" for index, size in enumerate(
+                           self.latent_groups, start=1)
+                       if f"active_units_z{index}" in metrics)
     self.say(f"eval step {step}: test ELBO{raw} {metrics['elbo']:.2f} nats "
              f"(reconstruction {metrics['reconstruction']:.2f}, "
              f"kl {metrics['kl']:.2f}{bits}) over {metrics['examples']} test "
              f"images, {metrics['active_units']}/{self.latent_dim} active "
-             "units")
+             "units" + (f" ({groups})" if groups else ""))
     if "nll" in metrics:
       self.say(f"eval step {step}: test NLL {metrics['nll']:.2f} "
                f"± {metrics['nll_stderr']:.2f} nats "
@@ -160,7 +167,7 @@ class ImageSummaries:
 
   def __init__(self, vae, test: TestSet, writer, seed: int):
     self.encode, self.decode = figure_functions(vae)
-    self.latent_dim, self.num_classes = vae.latent_dim, vae.num_classes
+    self.latent_dim, self.num_classes = vae.top_dim, vae.num_classes
     self.test, self.writer, self.seed = test, writer, seed
 
   def __call__(self, step: int, metrics: dict) -> None:

@@ -85,7 +85,7 @@ class SampleQuality:
         self.model_dir, *self.train, self.test_images, self.test_labels,
         seed=self.seed)
     samples, labels = sample_quality.prior_samples(
-        self.decode, self.vae.latent_dim, self.count, self.seed,
+        self.decode, self.vae.top_dim, self.count, self.seed,
         self.vae.num_classes)
     scores = sample_quality.score(classifier, self.test_images, samples,
                                   labels)
@@ -107,11 +107,16 @@ class Figures:
     encode, decode = figure_functions(self.vae)
     test = self.test.first(self.test.size)
     end.figure_paths = figure_set.write_run_figures(
-        encode, decode, self.vae.latent_dim, test["inputs"], test["targets"],
+        encode, decode, self.vae.top_dim, test["inputs"], test["targets"],
         test["labels"], summaries.read_metrics(self.model_dir),
         files.join(self.model_dir, "figures"), self.seed,
-        denoising=self.denoising, kl_per_unit=self.kl_per_unit(),
+        denoising=self.denoising, kl_per_unit=_top_group(
+            self.kl_per_unit(), self.vae),
         num_classes=self.vae.num_classes)
+
+
+def _top_group(kl_per_unit, vae):
+  return None if kl_per_unit is None else kl_per_unit[vae.top_group]
 
 
 class Export:

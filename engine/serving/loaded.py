@@ -32,6 +32,12 @@ class Exported:
     # Exports older than conditional models have no `num_classes`.
     self.num_classes = (int(loaded.num_classes.numpy())
                         if hasattr(loaded, "num_classes") else 0)
+    # A hierarchical model's groups, the top group last (else one group).
+    self.group_sizes = (tuple(int(size) for size in
+                              loaded.group_sizes.numpy())
+                        if hasattr(loaded, "group_sizes")
+                        else (self.latent_dim,))
+    self.hierarchical = len(self.group_sizes) > 1
 
   @classmethod
   def load(cls, path: str) -> "Exported":

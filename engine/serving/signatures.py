@@ -19,7 +19,10 @@ class ServingModule(tf.Module):
 
   Signatures: `encode(images)`, `decode(z)`, `reconstruct(images)` (also
   `serving_default`), `sample(num)` and, for denoising runs,
-  `denoise(images)`. A conditional model's take the label too:
+  `denoise(images)`. A hierarchical model's `encode` gives each group's
+  moments too (`z1_mean`, `z1_log_var`, ...), `sample` draws top-down, and
+  `decode_top(z_top)` decodes a top-group code with the lower groups at their
+  prior means; `group_sizes` is saved with it. A conditional model's take the label too:
   `encode(images, label)`, `decode(z, label)`, `reconstruct(images, label)`
   with int32 labels [N], and `sample(num, label)` with one int32 label for
   all `num` samples; a label outside [0, num_classes) is an
@@ -62,6 +65,13 @@ class ServingModule(tf.Module):
     self.denoise = (tf.function(self._reconstruct,
                                 input_signature=[image_spec, *labels])
                     if denoising else None)
+    self.decode_top = None
+    if vae.hierarchical:
+      # The groups' sizes, the top group last, for clients and the tools.
+      self.group_sizes = tf.Variable(list(vae.latent_groups),
+                                     trainable=False, name="group_sizes")
+      self.decode_top = tf.function(self._decode_top, input_signature=[
+          tf.TensorSpec([None, vae.top_dim], tf.float32, name="z_top")])
 
   def _checked(self, labels, rows=None):
     """The labels, once checked to be classes of the model, one per row (or
@@ -76,7 +86,17 @@ class ServingModule(tf.Module):
 
   def _encode(self, images, labels=None):
     z_mean, z_log_var = self._vae.posterior(*self._images(images, labels))
-    return {"z_mean": z_mean, "z_log_var": z_log_var}
+    outputs = {"z_mean": z_mean, "z_log_var": z_log_var}
+    if self._vae.hierarchical:  # Each group's, along the posterior means.
+      for index, group in enumerate(self._vae.group_slices(), start=1):
+        outputs[f"z{index}_mean"] = z_mean[:, group]
+        outputs[f"z{index}_log_var"] = z_log_var[:, group]
+    return outputs
+
+  def _decode_top(self, z_top):
+    z_top = checks.latents(z_top, self._vae.top_dim)
+    return self._decoded(self._vae.complete_from_top(z_top), None,
+                         checked=True)
 
   def _decode(self, z, labels=None):
     z = checks.latents(z, self.latent_dim)
@@ -104,7 +124,8 @@ class ServingModule(tf.Module):
   def _sample(self, num, label=None):
     num = checks.count(num)
     labels = None if label is None else tf.fill([num], self._checked(label))
-    z = tf.random.normal([num, self.latent_dim])
+    # Ancestral draws, top group first, for a hierarchical model.
+    z = self._vae.prior_sample(tf.random.normal([num, self.latent_dim]))
     # The draws too: a client can decode them again, keep the codes it
     # liked, and any runtime's samples can be checked against `decode`.
     return {**self._decoded(z, labels), "z": z}
@@ -120,6 +141,8 @@ class ServingModule(tf.Module):
     }
     if self.denoise is not None:
       signatures["denoise"] = self.denoise.get_concrete_function()
+    if self.decode_top is not None:
+      signatures["decode_top"] = self.decode_top.get_concrete_function()
     return signatures
 
 
