@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import models
+from models import contract
 from models import conditional
 
 _IMAGES = np.random.default_rng(0).uniform(size=(4, 28, 28, 1)).astype(
@@ -19,7 +20,18 @@ def _create(name, **kwargs):
                                                         np.float32), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(models.names()))
+_HIERARCHICAL = ("iwae_mlp2",)
+
+
+def test_a_hierarchical_model_is_refused_as_conditional_with_one_line():
+  with pytest.raises(contract.ContractError, match=(
+      r"^--model=iwae_mlp2: a hierarchical model cannot be made conditional "
+      r"on labels; drop --conditional$")):
+    _create("iwae_mlp2", num_classes=10)
+
+
+@pytest.mark.parametrize("name", sorted(set(models.names()) -
+                                        set(_HIERARCHICAL)))
 def test_every_builder_becomes_conditional_on_the_label(name):
   vae = _create(name, num_classes=10)
   assert vae.conditional and vae.num_classes == 10

@@ -15,7 +15,8 @@ from models import plugins
 @pytest.mark.parametrize("name", models.names())
 def test_the_engines_models_keep_the_contract(name):
   spec = models.get(name)
-  for kwargs in ({}, {"num_classes": 3, "learned_scale": True}):
+  labelled = {} if name == "iwae_mlp2" else {"num_classes": 3}
+  for kwargs in ({}, {**labelled, "learned_scale": True}):
     vae = spec.create((28, 28, 1), spec.default_latent_dim, **kwargs)
     assert vae.name == name
     contract.check_behaviour(vae)

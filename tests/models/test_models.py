@@ -16,10 +16,13 @@ EXPECTED = {
     # Burda et al.'s 784-200-200-50: 784*200+200 + 200*200+200 + 2*(200*50+50)
     # and its mirror image.
     "iwae_mlp": (217_300, 207_984),
+    # Two stochastic layers: 784-100-100 -> z1 (100) -> 50-50 -> z2 (50), and
+    # the generative path z2 -> 50-50 -> p(z1 | z2) -> 100-100 -> 784.
+    "iwae_mlp2": (121_500, 114_684),
 }
 
 
-def test_registry_holds_the_five_seed_models_and_the_iwae_network():
+def test_registry_holds_the_five_seed_models_and_the_iwae_networks():
   assert models.names() == sorted(EXPECTED)
 
 
@@ -62,7 +65,7 @@ def test_contract_shapes_and_determinism(name):
                              rtol=1e-5)
   again = vae.encoder([images, epsilon])[2]
   np.testing.assert_array_equal(z, again)  # No hidden randomness.
-  assert vae.decoder(z).shape == (4, 28, 28, 1)
+  assert vae.decoder_logits(z).shape == (4, 28, 28, 1)
   assert vae.image_shape == (28, 28, 1) and vae.latent_dim == 3
 
 
@@ -96,7 +99,7 @@ def test_conv_rejects_sides_not_divisible_by_four():
 
 def test_unknown_model_lists_the_known_ones():
   with pytest.raises(KeyError, match="one of conv, denoising, dense, "
-                     "iwae_mlp, lambda, mlp, or a builder as "
+                     "iwae_mlp, iwae_mlp2, lambda, mlp, or a builder as "
                      "package.module:function"):
     models.get("resnet")
 
