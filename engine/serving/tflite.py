@@ -116,6 +116,8 @@ def reference_inputs(exported, images: np.ndarray,
   with_labels = {"label": labels.astype(np.int32)} if conditional else {}
   z = exported.encode(images, labels)["z_mean"].numpy()
   inputs = {"decode": {"z": z, **with_labels},
+            "decode_top": {"z_top": z[:, exported.latent_dim
+                                      - exported.group_sizes[-1]:]},
             "sample": {"num": np.array(len(images), np.int32),
                        **({"label": np.array(labels[0], np.int32)}
                           if conditional else {})}}

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.xdist_group("serving")
 
 def _signatures(outputs):
   return sorted({key.split("/")[0] for key in outputs
-                 if not key.startswith(("rest", "decode_"))})
+                 if not key.startswith(("rest", "decode_tf2_",
+                                        "decode_session_",
+                                        "decode_litert_"))})
 
 
 @pytest.mark.parametrize("runtime", ["session", "litert"])
@@ -35,6 +37,11 @@ def test_every_signature_gives_tf2s_outputs(served, name, runtime):
   expected = {"encode", "decode", "reconstruct", "sample", "serving_default"}
   if name == "denoising":
     expected.add("denoise")
+  if name == "hierarchical":
+    expected.add("decode_top")
+    assert {"encode/z1_mean", "encode/z2_log_var"} <= set(ours)
+    # Top-down draws: the top group is N(0, I), the lower one p(z1 | z2).
+    assert ours["sample/z"].shape == (5, 6)
   assert set(_signatures(ours)) == expected
   for key, value in ours.items():
     signature, output = key.split("/")

@@ -28,6 +28,9 @@ KINDS = {
     "conditional": (ModelConfig(name="conv", latent_dim=2, conditional=True),
                     "mnist"),
     "denoising": (ModelConfig(name="denoising", latent_dim=40), "mnist"),
+    # Two latent groups (4 + 2): per-group moments, top-down samples and
+    # `decode_top`.
+    "hierarchical": (ModelConfig(name="iwae_mlp2", latent_dim=6), "mnist"),
     "colour": (ModelConfig(name="conv", latent_dim=2,
                            reconstruction_loss="discretized_logistic"),
                "patches"),
@@ -151,6 +154,9 @@ def build(root, small_mnist_dir):
                        "sample": {"num": np.array(5, np.int32)}}
     if name == "denoising":
       signature_feeds["denoise"] = {"images": images}
+    if vaes[name].hierarchical:
+      signature_feeds["decode_top"] = {"z_top": rng.normal(size=(
+          6, vaes[name].top_dim)).astype(np.float32)}
     if model.conditional:
       for signature, inputs in signature_feeds.items():
         inputs["label"] = (np.array(3, np.int32) if signature == "sample"
