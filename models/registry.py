@@ -16,6 +16,7 @@ from typing import Callable, Optional
 from models import base
 from models import conditional
 from models import contract
+from models.learned_scale import with_learned_scale
 from models.base import VariationalAutoencoder
 
 Builder = Callable[[tuple, int], VariationalAutoencoder]
@@ -74,7 +75,7 @@ class ModelSpec:
           self.name, "a hierarchical model cannot be made conditional on "
           "labels", "drop --conditional")
     if learned_scale:
-      decoder_model = base.with_learned_scale(decoder_model)
+      decoder_model = with_learned_scale(decoder_model)
     if num_classes:
       encoder_model = self._build(
           conditional.labelled_image_shape(image_shape, num_classes),

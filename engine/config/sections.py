@@ -21,7 +21,7 @@ from engine.config.training import (  # noqa: F401  (every section here)
 BINARIZE_MODES = ("none", "static", "dynamic")
 RECONSTRUCTION_LOSSES = ("bernoulli", "gaussian", "discretized_logistic",
                          "gaussian_learned")
-# Likelihoods with a learned per-sub-pixel scale (`models.base.LearnedScale`).
+# Likelihoods with a learned per-sub-pixel scale (`models.learned_scale.LearnedScale`).
 LEARNED_SCALE_LOSSES = ("discretized_logistic", "gaussian_learned")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
               "parameter_server", "tpu")

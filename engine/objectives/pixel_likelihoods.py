@@ -7,7 +7,7 @@ summed over an example's sub-pixels (`negative_log_likelihood` picks one):
   learned scale per sub-pixel, below.
 
 The last two take the decoder's logits (the mean is `sigmoid(logits)`, in [0, 1])
-and a learned log-scale (`models.base.LearnedScale`), and return the negative
+and a learned log-scale (`models.learned_scale.LearnedScale`), and return the negative
 log-likelihood summed over an example's sub-pixels, in nats.
 
 - Discretized logistic (Kingma et al. 2016, IAF; Salimans et al. 2017,
@@ -32,7 +32,7 @@ _HALF_BIN = 1.0 / 255.0  # Half a bin's width on [-1, 1].
 
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic",
                "gaussian_learned")
-# The likelihoods whose scale is a learned weight (`models.base.LearnedScale`).
+# The likelihoods whose scale is a learned weight (`models.learned_scale.LearnedScale`).
 LEARNED_SCALE = ("discretized_logistic", "gaussian_learned")
 
 
