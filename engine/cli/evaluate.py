@@ -202,7 +202,9 @@ def main(argv):
       parts.pipeline_options(config, latent_dim=latent_dim,
                              samples_per_example=1))
   elbo = elbo_evaluator.evaluate(eval_data)
-  result = evaluator.evaluate(eval_data)
+  result = evaluator.evaluate(
+      eval_data, total=len(test_images),
+      progress=lambda line: print(line, flush=True))
   quality = {}
   if config.train.sample_quality:
     classifier = sample_quality.load_or_train(

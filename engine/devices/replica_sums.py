@@ -49,6 +49,10 @@ class ReplicaSums:
     for name, value in updates.items():
       self.values[name].assign_add(tf.cast(value, self.dtype))
 
+  def read(self) -> dict[str, np.ndarray]:
+    """The sums over all replicas since the last reset."""
+    return {name: v.read_value().numpy() for name, v in self.values.items()}
+
   def read_and_reset(self) -> dict[str, np.ndarray]:
     """The sums over all replicas since the last reset; then zeroes them."""
     out = {name: v.read_value().numpy() for name, v in self.values.items()}

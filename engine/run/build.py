@@ -227,7 +227,7 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
       evaluator, test, nll,
       math.prod(data.image_shape)
       if config.model.reconstruction_loss == "discretized_logistic"
-      else None, average=trainer.average)
+      else None, average=trainer.average, progress=console.say)
   recover = recovering and recovery.RecoveryAction(
       recovering, trainer.non_finite, checkpointer.restore_latest,
       trainer.restart_batches, train.recover_lr_factor, train.max_recoveries,

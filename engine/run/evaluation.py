@@ -83,12 +83,15 @@ class RunEvaluator:
     average: The weights' moving average, when the model is evaluated with
       it (inside `average.swapped()`, see the controller): the raw weights'
       ELBO is then reported too, as `elbo_raw`.
+    progress: Takes the NLL estimate's progress lines (None: silent).
   """
 
   def __init__(self, evaluator: evaluator_lib.Evaluator, test: TestSet,
                nll: Optional[likelihood.ImportanceSampledEvaluator] = None,
-               bits_per_dim_pixels: Optional[int] = None, average=None):
+               bits_per_dim_pixels: Optional[int] = None, average=None,
+               progress: Optional[Callable[[str], None]] = None):
     self.average = average
+    self.progress = progress
     self.evaluator = evaluator
     self.test = test
     self.nll = nll
@@ -114,7 +117,8 @@ class RunEvaluator:
         metrics["elbo_raw"] = self.evaluator.evaluate(
             self.test.distributed)["elbo"]
     if self.nll is not None:
-      result = self.nll.evaluate(self.test.distributed)
+      result = self.nll.evaluate(self.test.distributed, self.test.size,
+                                 self.progress)
       metrics.update(nll=result.nll, nll_stderr=result.nll_stderr,
                      bits_per_dim=result.bits_per_dim,
                      nll_samples=result.num_samples)

@@ -1,6 +1,7 @@
 """The importance-weighted log-likelihood estimator (engine.eval.likelihood)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -218,7 +219,39 @@ def test_evaluation_counts_every_example_and_reports_active_units(
 
 
 def test_chunk_is_a_divisor_of_k_within_the_row_budget():
-  assert likelihood.samples_per_chunk(5000, 100) == 500
-  assert likelihood.samples_per_chunk(5000, 128) == 250
+  # 4,096 rows: 40 samples of 100 images, 25 of 128 (32 is no divisor).
+  assert likelihood.samples_per_chunk(5000, 100) == 40
+  assert likelihood.samples_per_chunk(5000, 128) == 25
+  assert likelihood.samples_per_chunk(5000, 100, rows_per_chunk=50_000) == 500
   assert likelihood.samples_per_chunk(7, 10_000) == 1
   assert likelihood.samples_per_chunk(3, 1) == 3
+
+
+def test_progress_lines_count_images_and_show_the_running_estimate():
+  """A long estimate says how far it is, its running mean and standard error
+  and the time left; the result is the silent one's."""
+  model = LinearGaussian()
+  x = model.sample(80)
+  batches = [_batch(x[:40], 3), _batch(x[40:], 3, seed=1)]
+  batches[1]["batch_index"] = tf.constant(1, tf.int64)
+
+  def evaluate(progress):
+    evaluator = likelihood.ImportanceSampledEvaluator(
+        model.encode, model.log_likelihood, _STRATEGY, (6,), 3,
+        num_samples=50, global_batch_size=40, seed=0)
+    evaluator.progress_seconds = 0.0  # A line after every batch.
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {k: tf.stack([b[k] for b in batches]) for k in batches[0]})
+    return evaluator.evaluate(dataset, total=80, progress=progress)
+
+  lines = []
+  shown = evaluate(lines.append)
+  assert shown == evaluate(None)
+  assert len(lines) == 3, lines
+  assert re.fullmatch(r"NLL \(K=50\): 40/80 test images, NLL so far "
+                      r"\d+\.\d\d ± \d+\.\d\d nats, 0:00:\d\d elapsed, "
+                      r"ETA 0:00:\d\d", lines[0]), lines[0]
+  assert lines[1].startswith("NLL (K=50): 80/80 test images, NLL so far "
+                             f"{shown.nll:.2f} ± {shown.nll_stderr:.2f}")
+  assert "ETA" not in lines[1] and lines[2] == lines[1].replace(
+      lines[1].split(", ")[-1], lines[2].split(", ")[-1])
