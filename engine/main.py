@@ -2,8 +2,8 @@
        vae-engine --preset=iwae_vae --data_dir=D --model_dir=M
        vae-engine --list_models   (the models --model can name)
        vae-engine <tool> --help   (tools: evaluate, sample, plot, export,
-         chaos, launch_local, benchmark, throughput, device_check,
-         profile_summary)
+         convert_dataset, chaos, launch_local, reproduce, benchmark,
+         throughput, device_check, profile_summary)
 
 Trains a VAE (`vae-engine` is the same command; `--flagfile=FILE`).
 Re-running resumes from the latest checkpoint. The only reader of the
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> None:
 
 # `vae-engine <tool> ...` runs the tool of that name (`engine.cli.<tool>`).
 TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
-         "launch_local",
+         "launch_local", "reproduce",
          "benchmark", "throughput", "device_check", "profile_summary")
 
 
