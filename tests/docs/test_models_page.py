@@ -54,7 +54,8 @@ def _run(command, cwd, **kwargs):
 
 def test_the_page_shows_a_builder_a_test_a_package_and_a_python_run():
   assert {"myvaes/resconv.py", "tests/test_resconv.py", "pyproject.toml",
-          "train.py"} <= set(_files())
+          "train.py", "myvaes/ladder.py", "tests/test_ladder.py"} <= set(
+              _files())
   languages = [language for language, _ in _blocks()]
   assert languages.count("sh") == 1
 
@@ -62,9 +63,9 @@ def test_the_page_shows_a_builder_a_test_a_package_and_a_python_run():
 def test_its_contract_test_passes_with_pytest(project):
   result = _run([sys.executable, "-m", "pytest", "-q", "-p",
                  "no:cacheprovider", "--rootdir", str(project),
-                 "tests/test_resconv.py"], project)
+                 "tests/test_resconv.py", "tests/test_ladder.py"], project)
   assert result.returncode == 0, result.stdout + result.stderr
-  assert "1 passed" in result.stdout
+  assert "2 passed" in result.stdout
 
 
 def test_its_pyproject_declares_the_builder_it_shows(project):
@@ -109,3 +110,16 @@ def test_its_python_runs_as_shown(project, small_mnist_dir):
   step, elbo, export = printed[-2].split()
   assert step == "40" and float(elbo) < 0
   assert export.startswith(str(model_dir / "export"))
+
+
+def test_its_hierarchical_builder_trains_on_the_iwae_bound(project,
+                                                           small_mnist_dir):
+  result = _run([sys.executable, "-m", "engine.main",
+                 "--model=myvaes.ladder:build", "--objective=iwae",
+                 "--iw_samples=5", "--binarize=dynamic", "--train_steps=20",
+                 "--checkpoint_every=0", "--nofigures",
+                 f"--data_dir={small_mnist_dir}",
+                 f"--model_dir={project / 'runs' / 'ladder'}"], project)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "done: step 20" in result.stdout
+  assert "active units (z1 " in result.stdout
