@@ -90,7 +90,7 @@ class Evaluator:
       reconstruction and the KL per unit come from them, and `encode` gives
       only the posterior means (`model_sampled_terms`).
     latent_groups: The groups' sizes of a hierarchical model: their active
-      units are counted apart too (`active_units_z1`, ...).
+      units and KL are reported apart too (`active_units_z1`, `kl_z1`, ...).
   """
 
   def __init__(self, encode: Encode, log_likelihood: LogLikelihood,
@@ -176,6 +176,8 @@ class Evaluator:
                                  else (), start=1):
       per_group[f"active_units_z{index}"] = int(np.sum(
           active[start:start + size]))
+      per_group[f"kl_z{index}"] = float(np.sum(
+          sums["kl_per_unit"][start:start + size]) / max(count, 1.0))
       start += size
     return {
         **mean, **per_group, "loss": -mean["elbo"],

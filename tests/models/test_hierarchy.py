@@ -70,6 +70,10 @@ def test_the_iwae_bound_climbs_from_the_elbo_to_the_exact_marginal():
   assert evaluation["kl_per_unit"].shape == (5,)
   assert evaluation["active_units"] == (evaluation["active_units_z1"]
                                         + evaluation["active_units_z2"])
+  assert evaluation["kl"] == pytest.approx(evaluation["kl_z1"]
+                                           + evaluation["kl_z2"])
+  assert evaluation["kl_z2"] == pytest.approx(
+      evaluation["kl_per_unit"][3:].sum())
 
 
 def test_iwae_mlp2_samples_top_down_and_completes_a_top_code():
