@@ -33,9 +33,12 @@ from models import base
 
 @keras.saving.register_keras_serializable(package="vae_engine")
 class NoiseSlice(keras.layers.Layer):
-  """Columns [start, start + size) of the noise: one group's epsilon."""
+  """Columns [start, start + size) of the noise: one group's epsilon (or of
+  z: one group's part). float32 whatever the compute dtype: the objectives
+  take log q from the float32 noise, so z must be made from that noise."""
 
   def __init__(self, start: int, size: int, **kwargs):
+    kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     self.start, self.size = start, size
 
@@ -77,12 +80,16 @@ def gaussian_group(features, epsilon, size: int, index: int):
   """(mean, log_var, z) of group `index` (1-based) from features."""
   mean = keras.layers.Dense(size, name=f"z{index}_mean")(features)
   log_var = keras.layers.Dense(size, name=f"z{index}_log_var")(features)
-  z = base.Reparameterize(name=f"z{index}")([mean, log_var, epsilon])
+  # In float32: under a mixed policy a z rounded to bfloat16 would not be
+  # the z whose density log q is taken from the noise.
+  z = base.Reparameterize(name=f"z{index}", dtype="float32")(
+      [mean, log_var, epsilon])
   return mean, log_var, z
 
 
 def concatenate(tensors, name):
-  return keras.layers.Concatenate(name=name)(list(tensors))
+  """The groups side by side, in float32 (see `gaussian_group`)."""
+  return keras.layers.Concatenate(name=name, dtype="float32")(list(tensors))
 
 
 @dataclasses.dataclass(frozen=True)

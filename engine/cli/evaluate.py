@@ -185,7 +185,10 @@ def main(argv):
       latent_dim = trained.vae.latent_dim
       num_classes = trained.vae.num_classes
       source, step = trained.checkpoint, trained.step
-      decode, cache_dir = trained.vae.decoder_probabilities, FLAGS.model_dir
+      # Ancestral prior draws (for one latent group: the decoder itself).
+      decode = (lambda z, labels: trained.vae.decoder_probabilities(
+          trained.vae.prior_sample(z), labels))
+      cache_dir = FLAGS.model_dir
     elbo_evaluator = evaluator_lib.Evaluator(
         encode, log_likelihood, strategy, latent_dim,
         conditional=num_classes > 0, sampled=sampled,

@@ -61,6 +61,8 @@ def main(argv):
     trained = run_dir.load_trained_model(FLAGS.model_dir,
                                                FLAGS.checkpoint)
     encode, decode = evaluation.figure_functions(trained.vae)
+    reconstruct, sample = evaluation.whole_model_functions(trained.vae)
+    sample_dim = trained.vae.latent_dim
     latent_dim = trained.vae.top_dim  # A hierarchical model's top group.
     num_classes = trained.vae.num_classes
     data_config = trained.config.data
@@ -69,6 +71,17 @@ def main(argv):
     exported = Exported.load(FLAGS.saved_model)
     num_classes = exported.num_classes
     latent_dim = exported.group_sizes[-1]  # The top group's figures.
+    reconstruct = sample = sample_dim = None
+    if exported.hierarchical:  # Through the whole model: its signatures.
+
+      def reconstruct(images, labels):
+        del labels
+        return exported.loaded.signatures["reconstruct"](
+            images=tf.constant(images, tf.float32))["images"].numpy()
+
+      def sample(noise, labels):
+        del labels  # Drawn by the export itself, ancestrally.
+        return exported.sample(len(noise))["images"].numpy()
 
     def encode(images, labels):
       return exported.encode(images, labels)["z_mean"].numpy()[
@@ -115,7 +128,8 @@ def main(argv):
       encode, decode, latent_dim, test["inputs"], test["targets"],
       test["labels"], metrics,
       output_dir, FLAGS.seed, denoising=bool(data_config.noise_factor),
-      kl_per_unit=kl_per_unit, num_classes=num_classes)
+      kl_per_unit=kl_per_unit, num_classes=num_classes,
+      reconstruct=reconstruct, sample=sample, sample_dim=sample_dim)
   for path in paths:
     print(path)
 

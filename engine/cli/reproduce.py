@@ -11,9 +11,11 @@ for 3,280 passes (the presets `iwae_vae`, `iwae_iwae5`, `iwae_iwae50`,
 `iwae2_vae`, `iwae2_iwae5`, `iwae2_iwae50`). Each row trains into
 `<root>/<row>` with its preset, one row after another; the row's model dir
 is its state, so after a kill or any interruption the same command resumes
-every unfinished row where it stopped. A row whose training is done gets its
-test NLL (K=5000, `vae-engine evaluate`, written to
-`<root>/<row>/nll.json`, redone only when the row moved on). Then the table
+every unfinished row where it stopped. A row whose training is done (the
+protocol, or `--train_steps`) gets its test NLL (K=5000, `vae-engine
+evaluate`, written to `<root>/<row>/nll.json`, redone only when the row
+moved on); a child that fails ends the command with its status, and the
+rows after it wait for the next run. Then the table
 is printed and written as `<root>/table.md` and `<root>/table.json`: NLL ±
 standard error, the test ELBO, active units per latent group, passes done,
 training hours (from the run's logged throughput) and the paper's number; a
@@ -111,13 +113,17 @@ def row_state(root: str, row: str, preset: str) -> dict:
   result = _read_json(os.path.join(model_dir, "result.json"))
   if result:
     step = max(step, result["final_step"])
-  protocol = PROTOCOL_PASSES * examples // batch
+  # The engine's own count: full batches per pass (`pipeline.steps_per_epoch`).
+  protocol = PROTOCOL_PASSES * (examples // batch)
   state = {"row": row, "preset": preset, "model_dir": model_dir,
            "step": step, "protocol_steps": protocol,
-           "passes": round(step * batch / examples, 1),
+           "passes": round(step / max(examples // batch, 1), 1),
            "train_hours": round(hours, 2),
            "finished": bool(result) and result["final_step"] >= protocol}
-  latest = (result or {}).get("test_metrics") or (evals[-1] if evals else {})
+  # The newest numbers: result.json's unless an evaluation came after it.
+  latest = (result or {}).get("test_metrics") or {}
+  if evals and (not result or evals[-1]["step"] > result["final_step"]):
+    latest = evals[-1]
   for name in ("elbo", "active_units", "active_units_z1", "active_units_z2"):
     if name in latest:
       state[name] = latest[name]
@@ -160,6 +166,8 @@ def _table(states: list[dict], table: dict) -> str:
 
 
 def main(argv):
+  import tensorflow as tf
+
   from engine.errors import UserError, quoted
   from engine.io import files
   from engine.run import preflight
@@ -206,14 +214,20 @@ def main(argv):
   states = [row_state(root, row, table[row][0]) for row in rows]
   text = _table(states, table)
   print(text, end="")
-  if os.access(root, os.W_OK):  # --status may read a read-only copy.
+  try:
     files.write_atomically(os.path.join(root, "table.md"),
                            f"# {argv[1]}\n\n{text}")
     files.write_atomically(os.path.join(root, "table.json"), json.dumps(
         {"table": argv[1], "protocol_passes": PROTOCOL_PASSES,
          "rows": [{**state, "paper_nll": table[state["row"]][3]}
                   for state in states]}, indent=2))
-    print(f"wrote {os.path.join(root, 'table.md')} and table.json")
+  except (OSError, tf.errors.OpError) as e:
+    if not FLAGS.status:
+      raise UserError(f"--root={quoted(root)}: cannot write the table "
+                      f"({e}); make it writable and run again") from None
+    print(f"(the table was not written: {quoted(root)} is read-only)")
+    return
+  print(f"wrote {os.path.join(root, 'table.md')} and table.json")
 
 
 def cli() -> None:

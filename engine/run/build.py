@@ -227,7 +227,10 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
       evaluator, test, nll,
       math.prod(data.image_shape)
       if config.model.reconstruction_loss == "discretized_logistic"
-      else None, average=trainer.average, progress=console.say)
+      else None, average=trainer.average,
+      # Reading the sums is a collective across workers: a line timed by
+      # each worker's clock would desynchronize them, so one process only.
+      progress=console.say if role.task_type is None else None)
   recover = recovering and recovery.RecoveryAction(
       recovering, trainer.non_finite, checkpointer.restore_latest,
       trainer.restart_batches, train.recover_lr_factor, train.max_recoveries,

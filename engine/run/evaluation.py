@@ -25,23 +25,36 @@ from engine.viz import plots
 Say = Callable[[str], None]
 
 
+def _on_numpy(function):
+  """`function(x, labels)` compiled once, on numpy arrays (labels may be
+  None; an unconditional model ignores them)."""
+  compiled = tf.function(function, reduce_retracing=True)
+
+  def call(x, labels):
+    labels = np.zeros(len(x)) if labels is None else np.asarray(labels)
+    return compiled(tf.constant(x, tf.float32),
+                    tf.constant(labels, tf.int32)).numpy()
+
+  return call
+
+
 def figure_functions(vae) -> tuple:
   """(encode: (images, labels) -> z_mean, decode: (z, labels) ->
-  probabilities) on numpy arrays, compiled once each, as the figures take
-  them. Labels may be None; an unconditional model ignores them."""
-  # A hierarchical model's figures show its top group.
-  encode = tf.function(vae.top_mean, reduce_retracing=True)
-  decode = tf.function(vae.decode_top, reduce_retracing=True)
+  probabilities) on numpy arrays, as the figures of the latent space take
+  them: a hierarchical model's top group (the lower groups decoded at their
+  prior means)."""
+  return _on_numpy(vae.top_mean), _on_numpy(vae.decode_top)
 
-  def as_labels(labels, count):
-    return tf.constant(np.zeros(count) if labels is None
-                       else np.asarray(labels), tf.int32)
 
-  return (lambda images, labels: encode(
-              tf.constant(images, tf.float32),
-              as_labels(labels, len(images))).numpy(),
-          lambda z, labels: decode(tf.constant(z, tf.float32),
-                                   as_labels(labels, len(z))).numpy())
+def whole_model_functions(vae) -> tuple:
+  """(reconstruct: (images, labels) -> probabilities through every latent
+  group's posterior mean, sample: (noise [N, latent_dim], labels) ->
+  probabilities of the ancestral draws z ~ p(z) made from the noise), on
+  numpy arrays. For one latent group: decode(encode(x)) and decode(noise)."""
+  return (_on_numpy(lambda images, labels: vae.decoder_probabilities(
+              vae.posterior_mean(images, labels), labels)),
+          _on_numpy(lambda noise, labels: vae.decoder_probabilities(
+              vae.prior_sample(noise), labels)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,15 +183,14 @@ class ImageSummaries:
   (a conditional model's: each row of 8 shows all classes in turn)."""
 
   def __init__(self, vae, test: TestSet, writer, seed: int):
-    self.encode, self.decode = figure_functions(vae)
-    self.latent_dim, self.num_classes = vae.top_dim, vae.num_classes
+    self.reconstruct, self.sample = whole_model_functions(vae)
+    self.latent_dim, self.num_classes = vae.latent_dim, vae.num_classes
     self.test, self.writer, self.seed = test, writer, seed
 
   def __call__(self, step: int, metrics: dict) -> None:
     del metrics
     test = self.test.first(8)
-    reconstructed = self.decode(self.encode(test["inputs"], test["labels"]),
-                                test["labels"])
+    reconstructed = self.reconstruct(test["inputs"], test["labels"])
     pairs = np.concatenate([test["inputs"], reconstructed], axis=0)
     self.writer.images("eval", step, "inputs_vs_reconstructions",
                        plots.tile(pairs, len(test["inputs"])))
@@ -186,4 +198,4 @@ class ImageSummaries:
                                        seed=[self.seed, 7])
     labels = np.arange(64) % max(self.num_classes, 1)
     self.writer.images("eval", step, "prior_samples",
-                       plots.tile(self.decode(prior.numpy(), labels), 8))
+                       plots.tile(self.sample(prior.numpy(), labels), 8))

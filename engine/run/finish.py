@@ -17,7 +17,8 @@ from engine.errors import UserError, quoted
 from engine.eval import sample_quality
 from engine.io import files
 from engine.io import summaries
-from engine.run.evaluation import TestSet, figure_functions, scalars
+from engine.run.evaluation import (TestSet, figure_functions, scalars,
+                                   whole_model_functions)
 from engine.serving import export as export_lib
 from engine.train.controller import RunEnd
 from engine.viz import figure_set
@@ -78,14 +79,14 @@ class SampleQuality:
     self.train = (train_images, train_labels)
     self.test_images, self.test_labels = test_images, test_labels
     self.seed, self.count = seed, count
-    self.decode = figure_functions(vae)[1]
+    self.decode = whole_model_functions(vae)[1]  # Ancestral draws.
 
   def __call__(self, end: RunEnd) -> None:
     classifier = sample_quality.load_or_train(
         self.model_dir, *self.train, self.test_images, self.test_labels,
         seed=self.seed)
     samples, labels = sample_quality.prior_samples(
-        self.decode, self.vae.top_dim, self.count, self.seed,
+        self.decode, self.vae.latent_dim, self.count, self.seed,
         self.vae.num_classes)
     scores = sample_quality.score(classifier, self.test_images, samples,
                                   labels)
@@ -105,6 +106,7 @@ class Figures:
 
   def __call__(self, end: RunEnd) -> None:
     encode, decode = figure_functions(self.vae)
+    reconstruct, sample = whole_model_functions(self.vae)
     test = self.test.first(self.test.size)
     end.figure_paths = figure_set.write_run_figures(
         encode, decode, self.vae.top_dim, test["inputs"], test["targets"],
@@ -112,7 +114,8 @@ class Figures:
         files.join(self.model_dir, "figures"), self.seed,
         denoising=self.denoising, kl_per_unit=_top_group(
             self.kl_per_unit(), self.vae),
-        num_classes=self.vae.num_classes)
+        num_classes=self.vae.num_classes, reconstruct=reconstruct,
+        sample=sample, sample_dim=self.vae.latent_dim)
 
 
 def _top_group(kl_per_unit, vae):

@@ -81,7 +81,10 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
                       test_labels: np.ndarray, metrics: dict, directory: str,
                       seed: int, denoising: bool,
                       kl_per_unit: np.ndarray | None = None,
-                      num_classes: int = 0) -> list[str]:
+                      num_classes: int = 0,
+                      reconstruct: Decode | None = None,
+                      sample: Decode | None = None,
+                      sample_dim: int | None = None) -> list[str]:
   """Writes every figure into `directory`.
 
   Args:
@@ -102,6 +105,12 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
       samples-per-class and style figures are drawn, prior samples cycle
       through the labels, and the manifold is drawn under the first test
       image's label.
+    reconstruct: (images, labels) -> pixel probabilities through the whole
+      model, where `decode(encode(x))` is not that (a hierarchical model's
+      figures of the latent space show its top group only).
+    sample: (noise [N, sample_dim], labels) -> pixel probabilities of prior
+      draws made from standard noise (default: `decode` of the noise).
+    sample_dim: The width of `sample`'s noise (default: `latent_dim`).
 
   Returns:
     The paths written.
@@ -109,15 +118,17 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
   files.gfile.makedirs(directory)
   test_labels = np.asarray(test_labels)
   z_means = encode_all(encode, test_inputs, test_labels)
-  reconstructions = np.asarray(decode(z_means[:10], test_labels[:10]))
+  reconstructions = np.asarray(
+      reconstruct(test_inputs[:10], test_labels[:10]) if reconstruct
+      else decode(z_means[:10], test_labels[:10]))
   paths = [plots.plot_reconstructions(
       test_targets[:10], reconstructions,
       os.path.join(directory, "reconstructions.png"))]
   prior = np.random.default_rng(seed).standard_normal(
-      (100, latent_dim)).astype(np.float32)
+      (100, sample_dim or latent_dim)).astype(np.float32)
   prior_labels = np.arange(100) % max(num_classes, 1)
   paths.append(plots.plot_grid(
-      np.asarray(decode(prior, prior_labels)),
+      np.asarray((sample or decode)(prior, prior_labels)),
       os.path.join(directory, "samples.png"),
       "samples from the prior" + (" (labels 0, 1, ... in turn)"
                                   if num_classes else "")))

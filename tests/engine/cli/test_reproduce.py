@@ -20,8 +20,8 @@ def test_rows_train_resume_and_print_the_table(small_mnist_dir, tmp_path):
   for row in rows.values():
     assert row["step"] == 30 and not row["finished"]
     assert row["nll_samples"] == 5 and row["nll"] < -row["elbo"] + 1.0
-    # 30 steps of 20 over 2,048 images.
-    assert row["passes"] == round(30 * 20 / 2048, 1)
+    # 30 steps of 20 over 2,048 images: 102 full batches a pass.
+    assert row["passes"] == round(30 / 102, 1)
   assert rows["vae_k1"]["paper_nll"] == 86.76
   assert rows["vae2_k1"]["paper_nll"] == 85.33
   assert "active_units_z2" in rows["vae2_k1"]
@@ -53,3 +53,23 @@ def test_bad_table_or_rows_are_one_line(tmp_path):
   assert_one_line_error(run_cli("reproduce", "iwae_table1",
                                 f"--root={tmp_path}"),
                         "--data_dir: needed to train")
+
+
+def test_a_row_at_the_protocols_last_step_is_done(tmp_path):
+  """Finished means the engine's own last step: 3,280 passes of full
+  batches (2,048 images at batch 20: 102 steps a pass, not 102.4)."""
+  row = tmp_path / "vae_k1"
+  row.mkdir()
+  (row / "config.json").write_text(json.dumps({"train": {"batch_size": 20}}))
+  (row / "data.json").write_text(json.dumps({"train_examples": 2048}))
+  last = 3280 * (2048 // 20)
+  (row / "result.json").write_text(json.dumps({
+      "final_step": last, "test_metrics": {"elbo": -90.0,
+                                           "active_units": 21}}))
+  (row / "nll.json").write_text(json.dumps({
+      "step": last, "nll": 87.01, "nll_stderr": 0.24, "num_samples": 5000}))
+  status = run_cli("reproduce", "iwae_table1", f"--root={tmp_path}",
+                   "--status", "--rows=vae_k1")
+  assert status.returncode == 0, status.stderr[-3000:]
+  assert ("| vae_k1 | 1 | VAE, k=1 | 86.76 | 87.01 ± 0.24 (5000) | -90.00 "
+          "| 21 | 3280 | 0.00 | done |") in status.stdout
