@@ -219,10 +219,9 @@ def test_evaluation_counts_every_example_and_reports_active_units(
 
 
 def test_chunk_is_a_divisor_of_k_within_the_row_budget():
-  # 4,096 rows: 40 samples of 100 images, 25 of 128 (32 is no divisor).
-  assert likelihood.samples_per_chunk(5000, 100) == 40
-  assert likelihood.samples_per_chunk(5000, 128) == 25
-  assert likelihood.samples_per_chunk(5000, 100, rows_per_chunk=50_000) == 500
+  assert likelihood.samples_per_chunk(5000, 100) == 500
+  assert likelihood.samples_per_chunk(5000, 128) == 250
+  assert likelihood.samples_per_chunk(5000, 100, rows_per_chunk=4096) == 40
   assert likelihood.samples_per_chunk(7, 10_000) == 1
   assert likelihood.samples_per_chunk(3, 1) == 3
 
