@@ -15,6 +15,11 @@ z_1, ..., z_L (`group_sizes`, from the one nearest the images to the top):
   it only (the top group's usually 0 and 0: N(0, I)). The contract checker
   (`models.contract`) tests that ordering, which ancestral sampling needs.
 
+The posterior "means" the engine reports per group (active units, the
+export's `encode`, the figures' codes) are the encoder's with zero noise: a
+group above another is given the lower groups at their means, not averaged
+over them.
+
 There is no analytic KL between q and such a prior, so the objectives use the
 sampled log-densities (`engine.objectives.elbo.sampled_terms`): the KL of
 each unit is log q(z_u | .) - log p(z_u | z_>g), its Monte-Carlo estimate.

@@ -230,7 +230,7 @@ def main(argv):
             "elbo_stderr": elbo["elbo_stderr"],
             "active_units": elbo["active_units"],
             **{name: value for name, value in elbo.items()
-               if name.startswith("active_units_z")},
+               if name.startswith(("active_units_z", "kl_z"))},
             "unit_variances": [float(v) for v in elbo["unit_variances"]],
             **quality}
   rows = [

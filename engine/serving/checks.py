@@ -104,12 +104,12 @@ def images(x, image_shape: Sequence[int]):
   return chain.done(x)
 
 
-def latents(z, latent_dim: int):
-  """Latents [N, latent_dim], finite."""
+def latents(z, latent_dim: int, name: str = "z"):
+  """Latents [N, latent_dim], finite (`name`: the input, in messages)."""
   chain = _Chain()
-  _shape(chain, "z", z, [None, latent_dim],
+  _shape(chain, name, z, [None, latent_dim],
          f"N latents of width {latent_dim}")
-  _finite(chain, "z", z, "finite latents (the prior is N(0, I))")
+  _finite(chain, name, z, "finite latents (the prior is N(0, I))")
   return chain.done(z)
 
 

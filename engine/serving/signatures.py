@@ -94,7 +94,7 @@ class ServingModule(tf.Module):
     return outputs
 
   def _decode_top(self, z_top):
-    z_top = checks.latents(z_top, self._vae.top_dim)
+    z_top = checks.latents(z_top, self._vae.top_dim, "z_top")
     return self._decoded(self._vae.complete_from_top(z_top), None,
                          checked=True)
 
