@@ -157,7 +157,8 @@ def _table(states: list[dict], table: dict) -> str:
     if "active_units_z1" in state:
       units += (f" (z1 {state['active_units_z1']:.0f}, "
                 f"z2 {state['active_units_z2']:.0f})")
-    status = ("done" if state["finished"] else
+    status = ("done" if state["finished"] else "not started"
+              if not state["step"] else
               f"partial: {state['passes']:g} of {PROTOCOL_PASSES} passes")
     lines.append(f"| {state['row']} | {layers} | {objective} | {paper:.2f} "
                  f"| {nll} | {elbo} | {units} | {state['passes']:g} | "
