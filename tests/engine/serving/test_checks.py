@@ -73,9 +73,13 @@ def test_litert_runs_bad_inputs_unchecked(served, name):
   nothing is refused by name; a NaN or Inf input comes back as non-finite
   outputs, never as finite ones that look like an answer."""
   outcomes = served["reports"][name, "litert"]["bad"]
+  # tanh saturates: an Inf pixel gives finite outputs (the README says so).
+  saturating = name == "hierarchical"
   for case, (signature, _, _, fragment) in served["bad"][name].items():
     outcome = outcomes[case]
-    if fragment == "holds NaN or Inf values":
+    if saturating and case.endswith("inf"):
+      assert "outputs" in outcome, (case, outcome)
+    elif fragment == "holds NaN or Inf values":
       assert "outputs" in outcome, (case, outcome)
       finite = {output: ok for output, (_, ok) in outcome["outputs"].items()}
       learned = {"log_scale"}  # The model's own, whatever the input.
