@@ -48,8 +48,8 @@ def assert_one_line_error(result, *fragments):
 
 def test_unknown_model():
   assert_one_line_error(run_cli("--model=resnet"), "--model=resnet",
-                        "one of conv, denoising, dense, iwae_mlp, lambda, mlp, "
-                        "or a builder as package.module:function")
+                        "one of conv, denoising, dense, iwae_mlp, iwae_mlp2, "
+                        "lambda, mlp, or a builder as package.module:function")
 
 
 @pytest.mark.parametrize("flag,name", [("--batch_size=0", "--batch_size"),
