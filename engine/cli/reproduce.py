@@ -101,8 +101,9 @@ def row_state(root: str, row: str, preset: str) -> dict:
   data = _read_json(os.path.join(model_dir, "data.json")) or {}
   batch = config.get("train", {}).get("batch_size", 20)
   examples = data.get("train_examples", 60_000)
-  train = [m for m in _metrics(model_dir) if m.get("split") == "train"]
-  evals = [m for m in _metrics(model_dir) if m.get("split") == "eval"]
+  logged = _metrics(model_dir)
+  train = [m for m in logged if m.get("split") == "train"]
+  evals = [m for m in logged if m.get("split") == "eval"]
   step, hours, previous = 0, 0.0, 0
   for line in train:
     if line["step"] > previous and line.get("examples_per_sec"):
