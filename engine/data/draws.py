@@ -94,16 +94,24 @@ def apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
 
   Deterministic arithmetic only, so it may run inside an XLA step.
   """
+  # The arithmetic runs on [B, sub-pixels]: with one channel innermost,
+  # XLA:CPU makes a scalar loop of a 4-D elementwise op, a vectorized one of
+  # a 2-D op. Same values either way.
+  shape = tf.shape(images_uint8)
+  flat = [shape[0], -1]
   targets = tf.gather(tf.constant(_GREY_LEVELS),
-                      tf.cast(images_uint8, tf.int32))
+                      tf.cast(tf.reshape(images_uint8, flat), tf.int32))
   if options.binarize == "static":
     targets = tf.cast(targets >= 0.5, tf.float32)
   elif options.binarize == "dynamic":
-    targets = tf.cast(draws["binarize"] < targets, tf.float32)
+    targets = tf.cast(tf.reshape(draws["binarize"], flat) < targets,
+                      tf.float32)
   inputs = targets
   if options.noise_factor > 0:
     inputs = tf.clip_by_value(
-        targets + options.noise_factor * draws["input_noise"],
+        targets + options.noise_factor * tf.reshape(draws["input_noise"],
+                                                    flat),
         0.0, 1.0)
-  return {"inputs": inputs, "targets": targets,
+  return {"inputs": tf.reshape(inputs, shape),
+          "targets": tf.reshape(targets, shape),
           "epsilon": draws["epsilon"]}
