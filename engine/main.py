@@ -3,7 +3,7 @@
        vae-engine --list_models   (the models --model can name)
        vae-engine <tool> --help   (tools: evaluate, sample, plot, export,
          convert_dataset, chaos, launch_local, reproduce, benchmark,
-         throughput, device_check, profile_summary)
+         throughput, preset_rate, device_check, profile_summary)
 
 Trains a VAE (`vae-engine` is the same command; `--flagfile=FILE`).
 Re-running resumes from the latest checkpoint. The only reader of the
@@ -126,7 +126,8 @@ def main(argv: list[str]) -> None:
 # `vae-engine <tool> ...` runs the tool of that name (`engine.cli.<tool>`).
 TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
          "launch_local", "reproduce",
-         "benchmark", "throughput", "device_check", "profile_summary")
+         "benchmark", "throughput", "preset_rate", "device_check",
+         "profile_summary")
 
 
 def list_models() -> None:

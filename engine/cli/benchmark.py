@@ -154,7 +154,8 @@ def _policy(asked: str, name: str, data) -> str:
   return choice.policy
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+  """The CPU's model name, from /proc/cpuinfo."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
@@ -209,7 +210,7 @@ def main(argv):
         f"{FLAGS.batch_size}; medians of at least {FLAGS.rounds} rounds "
         f"and {FLAGS.min_seconds:.0f} s per model; ratios are medians of "
         f"the rounds' ratios\n")
-  print(f"CPU: {_cpu_model()}; columns: fit (a) Keras defaults, tuned (a') "
+  print(f"CPU: {cpu_model()}; columns: fit (a) Keras defaults, tuned (a') "
         "jit_compile=True + steps_per_execution=100, the engine at "
         "steps_per_loop 1 (b), with its defaults (d), and its best variant "
         "(c); ratios are (d)/(a), (d)/(a'), (d)/(c)")
