@@ -73,3 +73,50 @@ def test_a_row_at_the_protocols_last_step_is_done(tmp_path):
   assert status.returncode == 0, status.stderr[-3000:]
   assert ("| vae_k1 | 1 | VAE, k=1 | 86.76 | 87.01 ± 0.24 (5000) | -90.00 "
           "| 21 | 3280 | 0.00 | done |") in status.stdout
+
+
+def test_iwae_rows_resume_after_a_kill_mid_row(small_mnist_dir, tmp_path):
+  """The IWAE rows of both depths; the first killed (-9, with its child) once
+  its first checkpoint is down, then resumed from it by the same command."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  from tests.conftest import REPO_ROOT
+
+  common = ["reproduce", "iwae_table1", f"--root={tmp_path}",
+            "--rows=iwae_k5,iwae2_k5", f"--data_dir={small_mnist_dir}",
+            "--eval_nll_samples=5", "--eval_batch_size=128",
+            "--train_steps=3500"]  # The presets checkpoint every 3,000.
+  killed = subprocess.Popen(
+      [sys.executable, "-m", "engine.main", *common], cwd=REPO_ROOT,
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT), start_new_session=True,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  first_checkpoint = tmp_path / "iwae_k5" / "ckpt-3000.index"
+  deadline = time.monotonic() + 400
+  while not first_checkpoint.exists():
+    assert killed.poll() is None, killed.stderr.read().decode()[-3000:]
+    assert time.monotonic() < deadline, "no checkpoint at step 3000"
+    time.sleep(0.2)
+  os.killpg(killed.pid, signal.SIGKILL)
+  killed.wait()
+  assert not (tmp_path / "iwae_k5" / "result.json").exists()  # Mid-row.
+
+  resumed = run_cli(*common)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from" in resumed.stdout and "at step 3000" in resumed.stdout
+  assert "--preset=iwae_iwae5" in resumed.stdout
+  assert "--preset=iwae2_iwae5" in resumed.stdout
+  rows = {row["row"]: row for row in json.loads(
+      (tmp_path / "table.json").read_text())["rows"]}
+  for name in ("iwae_k5", "iwae2_k5"):
+    assert rows[name]["step"] == 3500 and not rows[name]["finished"]
+    assert rows[name]["nll_samples"] == 5
+  assert rows["iwae_k5"]["paper_nll"] == 85.54
+  assert rows["iwae2_k5"]["paper_nll"] == 83.89
+  markdown = (tmp_path / "table.md").read_text()
+  assert "| iwae_k5 | 1 | IWAE, k=5 | 85.54 |" in markdown
+  assert "| iwae2_k5 | 2 | IWAE, k=5 | 83.89 |" in markdown
+  assert "partial: 34.3 of 3280 passes" in markdown
