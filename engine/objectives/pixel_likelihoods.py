@@ -71,11 +71,13 @@ def negative_log_likelihood(likelihood: str, targets: tf.Tensor,
   # with one channel innermost, XLA:CPU emits a scalar loop with index
   # divisions for every element of a 4-D shape, and a vectorized one for a
   # 2-D shape. The values, and their per-example sums, are the same.
-  rows = tf.shape(logits)[0]
+  rows, rank = tf.shape(logits)[0], logits.shape.rank
   targets = tf.reshape(targets, [rows, -1])
   logits = tf.reshape(tf.cast(logits, tf.float32), [rows, -1])
   if log_scale is not None:
-    log_scale = tf.reshape(log_scale, [-1])
+    # The model's own [H, W, C], or an export's, one per example.
+    log_scale = tf.reshape(log_scale, [-1] if log_scale.shape.rank < rank
+                           else [tf.shape(log_scale)[0], -1])
   if likelihood == "bernoulli":
     return bernoulli_nll(targets, logits)
   if likelihood == "gaussian":
