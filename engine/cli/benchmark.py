@@ -154,18 +154,6 @@ def _policy(asked: str, name: str, data) -> str:
   return choice.policy
 
 
-def cpu_model() -> str:
-  """The CPU's model name, from /proc/cpuinfo."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return "unknown"
-
-
 def _quiet_cross_trainer_retracing() -> None:
   """Each variant is its own `Trainer`, whose loop traces once; TensorFlow's
   frequent-retracing detector counts the traces of every instance of
@@ -210,8 +198,8 @@ def main(argv):
         f"{FLAGS.batch_size}; medians of at least {FLAGS.rounds} rounds "
         f"and {FLAGS.min_seconds:.0f} s per model; ratios are medians of "
         f"the rounds' ratios\n")
-  print(f"CPU: {cpu_model()}; columns: fit (a) Keras defaults, tuned (a') "
-        "jit_compile=True + steps_per_execution=100, the engine at "
+  print(f"CPU: {roofline.cpu_model()}; columns: fit (a) Keras defaults, "
+        "tuned (a') jit_compile=True + steps_per_execution=100, the engine at "
         "steps_per_loop 1 (b), with its defaults (d), and its best variant "
         "(c); ratios are (d)/(a), (d)/(a'), (d)/(c)")
   print(HEADER)

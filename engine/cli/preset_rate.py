@@ -133,7 +133,6 @@ def flops_per_step(preset_flags: list[str]) -> float:
 def main(argv):
   del argv
   from engine.errors import UserError
-  from engine.cli.benchmark import cpu_model
 
   unknown = [name for name in FLAGS.variants if name not in VARIANTS]
   if unknown:
@@ -153,13 +152,13 @@ def main(argv):
       rates[name].append(marginal_rate(preset_flags, FLAGS.long_steps,
                                        FLAGS.short_steps, *VARIANTS[name]))
   limit = peak / flops
-  print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; --preset="
+  print(f"CPU: {roofline.cpu_model()}, {os.cpu_count()} cores; --preset="
         f"{FLAGS.preset}: {flops / 1e6:.1f} MFLOP per step; float32 matmul "
         f"peak {peak / 1e9:.1f} GFLOP/s, so at most {limit:,.0f} steps/s")
   print(f"marginal steps/s ({FLAGS.long_steps:,} - {FLAGS.short_steps:,} "
         f"steps), median of {FLAGS.rounds} round(s):")
   first = statistics.median(rates[FLAGS.variants[0]])
-  report = {"cpu": cpu_model(), "preset": FLAGS.preset,
+  report = {"cpu": roofline.cpu_model(), "preset": FLAGS.preset,
             "flops_per_step": flops, "matmul_peak_flops": peak,
             "steps_per_sec_limit": limit, "variants": {}}
   for name in FLAGS.variants:

@@ -1,10 +1,33 @@
-"""What a machine can do and what a model asks of it: the matmul peak in
-FLOP/s, measured, and the FLOPs one training example costs, counted from
-the traced gradient graph (for the benchmarks' fraction of peak)."""
+"""What a machine can do and what a model asks of it: the CPU's name, the
+matmul peak in FLOP/s, measured, and the FLOPs one training example costs,
+counted from the traced gradient graph (for the benchmarks' fraction of
+peak)."""
 
 from __future__ import annotations
 
 import time
+
+
+# The instruction sets that decide how fast a CPU runs a model (AMX and
+# AVX512-BF16 for bfloat16, AVX-512 or only AVX2 for float32).
+_NAMED_FEATURES = ("amx_tile", "amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The CPU's model name and the named features it has, from /proc/cpuinfo
+  (e.g. `AMD EPYC (avx512_bf16 avx512f avx2)`)."""
+  name, features = "unknown", set()
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        if line.startswith("model name") and name == "unknown":
+          name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not features:
+          features = set(line.split(":", 1)[1].split())
+  except OSError:
+    pass
+  named = [feature for feature in _NAMED_FEATURES if feature in features]
+  return f"{name} ({' '.join(named)})" if named else name
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 20,

@@ -96,7 +96,7 @@ def apply_draws(images_uint8, options: PipelineOptions, draws: dict) -> dict:
   """
   # The arithmetic runs on [B, sub-pixels]: with one channel innermost,
   # XLA:CPU makes a scalar loop of a 4-D elementwise op, a vectorized one of
-  # a 2-D op. Same values either way.
+  # a 2-D op. Same values either way (compares, casts and one multiply-add).
   shape = tf.shape(images_uint8)
   flat = [shape[0], -1]
   targets = tf.gather(tf.constant(_GREY_LEVELS),

@@ -70,7 +70,7 @@ def negative_log_likelihood(likelihood: str, targets: tf.Tensor,
   # Per sub-pixel arithmetic on [N, sub-pixels] rather than [N, H, W, C]:
   # with one channel innermost, XLA:CPU emits a scalar loop with index
   # divisions for every element of a 4-D shape, and a vectorized one for a
-  # 2-D shape. The values, and their per-example sums, are the same.
+  # 2-D shape. Vector and scalar code round differently in the last bits.
   rows, rank = tf.shape(logits)[0], logits.shape.rank
   targets = tf.reshape(targets, [rows, -1])
   logits = tf.reshape(tf.cast(logits, tf.float32), [rows, -1])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from engine.cli import preset_rate
+from engine.cli import roofline
 from tests.conftest import REPO_ROOT
 
 
@@ -57,3 +58,16 @@ def test_an_unknown_variant_is_one_line():
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
       "error: --variants: unknown fast")
+
+
+def test_the_cpu_is_named_with_the_features_that_decide_its_speed(tmp_path):
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: "
+                     "fpu avx2 avx512f avx512_bf16 sse4_2\n\nprocessor\t: 1\n"
+                     "model name\t: AMD EPYC\nflags\t\t: fpu avx2\n")
+  assert roofline.cpu_model(str(cpuinfo)) == "AMD EPYC (avx512_bf16 avx512f avx2)"
+  cpuinfo.write_text("model name\t: Intel Xeon\nflags\t\t: amx_tile amx_bf16 "
+                     "avx512_bf16 avx512f avx2\n")
+  assert roofline.cpu_model(str(cpuinfo)) == (
+      "Intel Xeon (amx_tile amx_bf16 avx512_bf16 avx512f avx2)")
+  assert roofline.cpu_model(str(tmp_path / "absent")) == "unknown"
