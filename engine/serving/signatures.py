@@ -81,17 +81,23 @@ class ServingModule(tf.Module):
     return checks.labels(labels, self._vae.num_classes, rows)
 
   def _images(self, images, labels):
+    """Checked images and labels, at least one row of each (see
+    `_at_least_one_row`), and the number of rows the client sent."""
     images = checks.images(images, self._vae.image_shape)
-    return images, self._checked(labels, tf.shape(images)[0])
+    rows = tf.shape(images)[0]
+    labels = self._checked(labels, rows)
+    return (_at_least_one_row(images),
+            None if labels is None else _at_least_one_row(labels), rows)
 
   def _encode(self, images, labels=None):
-    z_mean, z_log_var = self._vae.posterior(*self._images(images, labels))
+    images, labels, rows = self._images(images, labels)
+    z_mean, z_log_var = self._vae.posterior(images, labels)
     outputs = {"z_mean": z_mean, "z_log_var": z_log_var}
     if self._vae.hierarchical:  # Each group's, along the posterior means.
       for index, group in enumerate(self._vae.group_slices(), start=1):
         outputs[f"z{index}_mean"] = z_mean[:, group]
         outputs[f"z{index}_log_var"] = z_log_var[:, group]
-    return outputs
+    return _first_rows(outputs, rows)
 
   def _decode_top(self, z_top):
     z_top = checks.latents(z_top, self._vae.top_dim, "z_top")
@@ -118,8 +124,9 @@ class ServingModule(tf.Module):
     return outputs
 
   def _reconstruct(self, images, labels=None):
-    images, labels = self._images(images, labels)
-    return self._decoded(self._vae.posterior_mean(images, labels), labels)
+    images, labels, rows = self._images(images, labels)
+    return _first_rows(self._decoded(
+        self._vae.posterior_mean(images, labels), labels), rows)
 
   def _sample(self, num, label=None):
     num = checks.count(num)
@@ -145,6 +152,26 @@ class ServingModule(tf.Module):
       signatures["decode_top"] = self.decode_top.get_concrete_function()
     return signatures
 
+
+def _at_least_one_row(tensor: tf.Tensor) -> tf.Tensor:
+  """`tensor` with one row of zeros added where it has none.
+
+  An empty batch is a valid request, but oneDNN's convolution (which
+  TensorFlow uses on CPUs with AVX512-VNNI, AVX512-BF16 or AMX, and with
+  TF_ENABLE_ONEDNN_OPTS=1) fails on one ("input depth must be evenly
+  divisible by filter depth"). A batch with rows gets nothing added, so its
+  outputs are what they were.
+  """
+  missing = tf.maximum(1 - tf.shape(tensor)[0], 0)
+  # Rows sliced from a static one keep the tail's static shape, which
+  # converters (LiteRT) need.
+  filler = tf.zeros([1, *tensor.shape[1:]], tensor.dtype)[:missing]
+  return tf.concat([tensor, filler], axis=0)
+
+
+def _first_rows(outputs: dict, rows: tf.Tensor) -> dict:
+  """Each output's first `rows` rows (drops `_at_least_one_row`'s row)."""
+  return {name: value[:rows] for name, value in outputs.items()}
 
 
 def _tf_variables(*keras_models) -> list[tf.Variable]:

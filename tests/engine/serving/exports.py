@@ -43,9 +43,11 @@ TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 NON_FINITE = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}
 
 
-def fresh_process(*args, cwd):
-  """A Python process with neither the repository nor PYTHONPATH on its path."""
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def fresh_process(*args, cwd, env=None):
+  """A Python process with neither the repository nor PYTHONPATH on its path
+  (`env`: variables to set in it)."""
+  env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+         **(env or {})}
   return subprocess.run([sys.executable, *args], capture_output=True,
                         text=True, cwd=str(cwd), env=env, timeout=900)
 
