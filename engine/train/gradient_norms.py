@@ -112,28 +112,3 @@ class GradientNorms:
     sums = self.sums.read_and_reset()
     return (float(sums["norm"] / sums["steps"]) if sums["steps"] > 0
             else None)
-
-
-def apply_if(optimizer, variables, condition, gradients) -> None:
-  """Applies `gradients` only when `condition` (the same on every replica).
-
-  A `LossScaleOptimizer` unscales, and skips a non-finite update itself.
-  """
-
-  def apply(grads):
-    optimizer.apply_gradients(zip(grads, variables))
-
-  if tf.__internal__.distribute.strategy_supports_no_merge_call():
-    tf.cond(condition, lambda: apply(gradients), lambda: None)
-    return
-
-  # Optimizers update through merge_call, which may not sit inside a cond
-  # in replica context: branch in cross-replica context (as Keras's
-  # LossScaleOptimizer does).
-  def cross_replica(distribution, gradients, condition):
-    agreed = distribution.experimental_local_results(condition)[0]
-    tf.cond(agreed, lambda: distribution.extended.call_for_each_replica(
-        apply, args=(gradients,)), lambda: None)
-
-  tf.distribute.get_replica_context().merge_call(
-      cross_replica, args=(gradients, condition))

@@ -25,6 +25,7 @@ from engine.data import step_batches
 from engine.devices import compilation
 from engine.devices import replica_sums
 from engine.objectives import elbo
+from engine.train import conditional_update
 from engine.train import gradient_norms
 from engine.train import weight_average
 from engine.train.loop_state import LoopOutputs, NonFiniteState
@@ -165,8 +166,9 @@ class Trainer:
         gradients, self.optimizer.dynamic_scale if self.loss_scaling
         else None)
     applied = tf.logical_and(finite, tf.logical_not(too_large))
-    gradient_norms.apply_if(self.optimizer, self.vae.trainable_variables,
-                            applied, gradients)
+    conditional_update.apply_if(
+        self.optimizer, self.vae.trainable_variables, applied, gradients,
+        gated=self.whole_step_xla)
     if self.average is not None:
       self.average.update(applied, self.global_step)
     self.metrics.add(terms, keep=applied)
