@@ -1,4 +1,4 @@
-"""A preset's marginal training rate, beside the machine's arithmetic limit.
+r"""A preset's marginal training rate, beside the machine's arithmetic limit.
 
     vae-engine preset_rate --preset=iwae_vae --data_dir=path/to/mnist
     vae-engine preset_rate --preset=iwae_vae --data_dir=path/to/mnist \
@@ -15,7 +15,12 @@ machine slows all of them alike:
   one_thread  one intra-op thread (`TF_NUM_INTRAOP_THREADS=1`), alone;
   two_runs    two one-thread runs at once, each pinned to its own core (as
               two rows of a table would train side by side): their steps
-              per second added up.
+              per second added up;
+  compiled_loop  XLA:CPU's older runtime (`XLA_FLAGS=
+              --xla_cpu_use_thunk_runtime=false`), which compiles the loop's
+              control flow into the program instead of running each op of
+              a step as its own call from a runtime: the same weights,
+              measured here beside the default.
 
 Prints the median steps/s of each variant and its ratio to the first, the
 CPU, and the arithmetic limit: the preset's forward and backward FLOPs per
@@ -46,6 +51,7 @@ VARIANTS = {
     "engine": ({}, 1),
     "one_thread": ({"TF_NUM_INTRAOP_THREADS": "1"}, 1),
     "two_runs": ({"TF_NUM_INTRAOP_THREADS": "1"}, 2),
+    "compiled_loop": ({"XLA_FLAGS": "--xla_cpu_use_thunk_runtime=false"}, 1),
 }
 
 
@@ -82,7 +88,7 @@ def _run_seconds(preset_flags: list[str], steps: int, env: dict,
     core = {cores[index % len(cores)]} if len(model_dirs) > 1 else None
     processes.append(subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, **env},
+        text=True, env=_environment(env),
         preexec_fn=(lambda core=core: os.sched_setaffinity(0, core))
         if core else None))
   failures = []
@@ -96,6 +102,15 @@ def _run_seconds(preset_flags: list[str], steps: int, env: dict,
     raise UserError(f"--preset={FLAGS.preset}: a timed run failed "
                     f"({' '.join(failures[0])}); run it alone to see why")
   return seconds
+
+
+def _environment(variant_env: dict) -> dict:
+  """This process's environment with the variant's (XLA_FLAGS added to the
+  user's own, not in place of them)."""
+  env = {**os.environ, **variant_env}
+  if "XLA_FLAGS" in variant_env and os.environ.get("XLA_FLAGS"):
+    env["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {variant_env['XLA_FLAGS']}"
+  return env
 
 
 def marginal_rate(preset_flags, long_steps, short_steps, env,
