@@ -1,7 +1,7 @@
-"""Draws a run's figures from a checkpoint or from an exported SavedModel.
+r"""Draws a run's figures from a checkpoint or from an exported SavedModel.
 
-    python tools/plot.py --model_dir=/tmp/conv                 # latest checkpoint
-    python tools/plot.py --saved_model=/tmp/conv/export/4680 \
+    vae-engine plot --model_dir=/tmp/conv                      # latest checkpoint
+    vae-engine plot --saved_model=/tmp/conv/export/4680 \
         --data_dir=path/to/mnist --output_dir=/tmp/figs        # an export
 
 Test data comes from --dataset / --data_dir, defaulting to the run's own.
@@ -129,7 +129,8 @@ def main(argv):
       test["labels"], metrics,
       output_dir, FLAGS.seed, denoising=bool(data_config.noise_factor),
       kl_per_unit=kl_per_unit, num_classes=num_classes,
-      reconstruct=reconstruct, sample=sample, sample_dim=sample_dim)
+      reconstruct=reconstruct, sample=sample, sample_dim=sample_dim,
+      class_names=data.class_names)
   for path in paths:
     print(path)
 

@@ -184,7 +184,8 @@ def _decoded(items, conversion, directory, reference, classes):
 def load_folder(directory: str, conversion: Conversion, test_fraction: float,
                 seed: int, max_train_examples: Optional[int] = None,
                 memory_limit_bytes: Optional[int] = None) -> dict:
-  """Reads a folder of images into the arrays of an `ImageDataset`.
+  """Reads a folder of images into the arrays of an `ImageDataset` (and the
+  class names: its sorted class folders' names, or None without any).
 
   Raises:
     DataError: For an empty folder, an unreadable image (named), mixed sizes
@@ -194,7 +195,7 @@ def load_folder(directory: str, conversion: Conversion, test_fraction: float,
       directory, conversion, test_fraction, seed, max_train_examples)
   check_fits_in_memory(directory, sum(map(len, splits.values())),
                        reference[1], memory_limit_bytes)
-  arrays = {}
+  arrays = {"class_names": tuple(classes) or None}
   for split, items in splits.items():
     arrays[f"{split}_images"], arrays[f"{split}_labels"] = _decoded(
         items, conversion, directory, reference, classes)

@@ -36,6 +36,11 @@ IDX_FILES = {
 KNOWN_LOCAL_COPIES = {
     "fashion_mnist": ("/usr/share/datasets/fashion-mnist",),
 }
+# IDX files hold label numbers only; a known copy's names come from here.
+KNOWN_CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +56,9 @@ class ImageDataset:
       `indexed.IndexedImages`).
     test_labels: int64 array [M].
     source: Where it came from, for the log.
+    class_names: The name of each label, where the source has them (TFDS
+      label names, an image folder's class folders, Fashion-MNIST's known
+      copy); None where labels are bare numbers.
   """
 
   train_images: np.ndarray
@@ -58,6 +66,7 @@ class ImageDataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   source: str
+  class_names: tuple[str, ...] | None = None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -114,7 +123,9 @@ def load(config: DataConfig, seed: int = 0) -> ImageDataset:
     local = [d for d in KNOWN_LOCAL_COPIES.get(config.dataset, ())
              if _find_idx_files(d) is not None]
     if local:
-      dataset = load_idx_dir(local[0])
+      dataset = dataclasses.replace(
+          load_idx_dir(local[0]),
+          class_names=KNOWN_CLASS_NAMES.get(config.dataset))
     else:
       dataset = load_tfds(config.dataset, config.download_timeout_s,
                           config.tfds_data_dir,

@@ -40,19 +40,28 @@ def load(name: str, timeout_s: float, data_dir: str | None = None,
       not made of images.
   """
   builder = tfds_builder(name, timeout_s, data_dir)
+  names = label_names(builder)
   if is_indexable(builder):
     train = TfdsImages(builder, "train", name, limit)
     test = TfdsImages(builder, "test", name)
     return dict(train_images=train, train_labels=train.labels,
                 test_images=test, test_labels=test.labels,
                 source=f"tensorflow-datasets:{name} (ArrayRecord, read by "
-                "index)")
-  arrays = {}
+                "index)", class_names=names)
+  arrays = {"class_names": names}
   for split in ("train", "test"):
     images, labels = split_arrays(builder, split, name)
     arrays[f"{split}_images"] = images
     arrays[f"{split}_labels"] = labels
   return dict(source=f"tensorflow-datasets:{name}", **arrays)
+
+
+def label_names(builder) -> tuple[str, ...] | None:
+  """The names of the classes of `builder`'s label feature (None: none)."""
+  features = builder.info.features
+  label = features["label"] if "label" in features else None
+  # A ClassLabel names its classes; other label features do not.
+  return tuple(getattr(label, "names", None) or ()) or None
 
 
 def tfds_builder(name: str, timeout_s: float, data_dir: str | None = None):

@@ -1,21 +1,23 @@
 """A run's figures, from two functions and the test set.
 
-`write_run_figures` computes what the plots of `engine.viz.plots` need from
-`encode` (images and labels to latent means) and `decode` (latents and labels
-to pixel probabilities), so the same figures come from a live model, a
-checkpoint or an exported SavedModel. An unconditional model's functions
+`write_run_figures` computes what the figures of `engine.viz.plots` and
+`engine.viz.grids` need from `encode` (images and labels to latent means) and
+`decode` (latents and labels to pixel probabilities), so the same figures
+come from a live model, a checkpoint or an exported SavedModel. An unconditional model's functions
 ignore the labels; a conditional model's get the ones each figure names.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.viz import plots
 from engine.io import files
+from engine.viz import grids
+from engine.viz import latents
+from engine.viz import plots
 
 # (images [N, ...], labels [N]) -> latent means [N, D]
 Encode = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -84,7 +86,8 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
                       num_classes: int = 0,
                       reconstruct: Decode | None = None,
                       sample: Decode | None = None,
-                      sample_dim: int | None = None) -> list[str]:
+                      sample_dim: int | None = None,
+                      class_names: Sequence[str] | None = None) -> list[str]:
   """Writes every figure into `directory`.
 
   Args:
@@ -111,6 +114,8 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
     sample: (noise [N, sample_dim], labels) -> pixel probabilities of prior
       draws made from standard noise (default: `decode` of the noise).
     sample_dim: The width of `sample`'s noise (default: `latent_dim`).
+    class_names: The name of each label, for the figures that show labels
+      (default: the label numbers).
 
   Returns:
     The paths written.
@@ -132,33 +137,32 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
       os.path.join(directory, "samples.png"),
       "samples from the prior" + (" (labels 0, 1, ... in turn)"
                                   if num_classes else "")))
-  origin, basis, names = plots.latent_plane(z_means)
+  origin, basis, names = latents.latent_plane(z_means)
   projected = (z_means - origin) @ np.linalg.pinv(basis)
   paths.append(_manifold(decode, (origin, basis, names), projected,
-                         test_labels[0] if num_classes else None, directory))
+                         test_labels[0] if num_classes else None,
+                         class_names, directory))
   if np.any(test_labels >= 0):  # Unlabelled images: -1.
     paths.append(plots.plot_latent_scatter(
         projected, test_labels,
-        os.path.join(directory, "latent_scatter.png"), names))
+        os.path.join(directory, "latent_scatter.png"), names, class_names))
   if kl_per_unit is not None:
-    codes, units = plots.traversal_latents(z_means[0], kl_per_unit)
-    paths.append(plots.plot_grid(
+    codes, units = latents.traversal_latents(z_means[0], kl_per_unit)
+    paths.append(grids.plot_traversals(
         np.asarray(decode(codes, np.full(len(codes), test_labels[0]))),
-        os.path.join(directory, "traversals.png"),
-        f"latent traversals (prior 5-95% quantiles) of units {units}, "
-        "most informative (largest mean KL) first",
-        columns=plots.TRAVERSAL_STEPS))
-  pairs = min(plots.INTERPOLATION_PAIRS, len(z_means) // 2)
+        units, latents.traversal_values(),
+        os.path.join(directory, "traversals.png")))
+  pairs = min(latents.INTERPOLATION_PAIRS, len(z_means) // 2)
   if pairs:
-    lines = plots.interpolation_latents(z_means[0:2 * pairs:2],
+    lines = latents.interpolation_latents(z_means[0:2 * pairs:2],
                                           z_means[1:2 * pairs:2])
     # A conditional model's lines keep the first image's label.
-    paths.append(plots.plot_grid(
+    paths.append(grids.plot_interpolations(
+        test_targets[0:2 * pairs:2],
         np.asarray(decode(lines, np.repeat(test_labels[0:2 * pairs:2],
-                                           plots.TRAVERSAL_STEPS))),
-        os.path.join(directory, "interpolations.png"),
-        "interpolations between the latent means of test images "
-        "(ends: their reconstructions)", columns=plots.TRAVERSAL_STEPS))
+                                           latents.TRAVERSAL_STEPS))),
+        test_targets[1:2 * pairs:2],
+        os.path.join(directory, "interpolations.png")))
   if num_classes:
     paths += write_conditional_figures(decode, latent_dim, num_classes,
                                        test_targets, z_means, directory, seed)
@@ -173,19 +177,18 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
 
 
 def _manifold(decode: Decode, plane: tuple, projected: np.ndarray, label,
-              directory: str) -> str:
+              class_names: Sequence[str] | None, directory: str) -> str:
   """The decoded grid over where the test means lie in `plane` (a
-  conditional model's under `label`)."""
+  conditional model's under `label`, named in the title)."""
   origin, basis, names = plane
-  extent = plots.manifold_extent(projected)
-  codes = plots.manifold_latents(origin, basis, extent)
-  low, high = plots.MANIFOLD_PERCENTILES
-  return plots.plot_grid(
+  extent = latents.manifold_extent(projected)
+  codes = latents.manifold_latents(origin, basis, extent)
+  title = "Decoded images across the latent space"
+  if label is not None:
+    title += " (class {})".format(
+        class_names[int(label)] if class_names else int(label))
+  return grids.plot_manifold(
       np.asarray(decode(codes, np.full(len(codes),
                                        0 if label is None else label))),
-      os.path.join(directory, "latent_manifold.png"),
-      f"latent manifold over the test means' {low:g}-{high:g}th percentiles:"
-      f" {names[0]} in [{extent[0][0]:.2f}, {extent[0][1]:.2f}], "
-      f"{names[1]} in [{extent[1][0]:.2f}, {extent[1][1]:.2f}]"
-      + ("" if label is None else f", label {int(label)}"),
-      columns=plots.MANIFOLD_SIZE)
+      extent, os.path.join(directory, "latent_manifold.png"),
+      axis_names=names, title=title)

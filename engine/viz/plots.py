@@ -1,13 +1,13 @@
 """The matplotlib figures people judge a VAE by (PNG, Agg backend).
 
-Pure plotting functions that take numpy arrays, and the latent codes the
-figures decode. `engine.viz.figure_set` puts them together for a run.
+Pure plotting functions that take numpy arrays; `engine.viz.grids` draws
+the grids of decoded images, `engine.viz.latents` makes the latent codes they
+decode, and `engine.viz.figure_set` puts them together for a run.
 """
 
 from __future__ import annotations
 
 import io
-import statistics
 
 import matplotlib
 
@@ -17,12 +17,7 @@ import numpy as np  # noqa: E402
 
 from engine.io import files  # noqa: E402
 
-MANIFOLD_SIZE = 30
-# The manifold spans these percentiles of the test set's latent means along
-# each axis: where the encoder puts the data, not a fixed square that may
-# miss most of it.
-MANIFOLD_PERCENTILES = (1.0, 99.0)
-TRAVERSAL_UNITS, TRAVERSAL_STEPS, INTERPOLATION_PAIRS = 8, 11, 6
+DPI = 100
 
 
 def tile(images: np.ndarray, columns: int) -> np.ndarray:
@@ -56,10 +51,21 @@ def _show(axis, image) -> None:
     axis.imshow(image)
 
 
-def _save(figure, path: str) -> str:
-  """Writes the PNG (on any TensorFlow filesystem) and closes the figure."""
+def save_figure(figure, path: str, tight: bool = True) -> str:
+  """Writes the PNG (on any TensorFlow filesystem) and closes the figure.
+
+  Args:
+    figure: A matplotlib figure.
+    path: Where to write it.
+    tight: Crop the figure to what it draws; False keeps its size (and the
+      axes where the figure put them, to the pixel).
+
+  Returns:
+    `path`.
+  """
   buffer = io.BytesIO()
-  figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+  figure.savefig(buffer, format="png", dpi=DPI,
+                 bbox_inches="tight" if tight else None)
   plt.close(figure)
   files.write_atomically(path, buffer.getvalue())
   return path
@@ -78,7 +84,7 @@ def _image_rows(rows: list[tuple[str, np.ndarray]], path: str) -> str:
       axis.set_xticks([])
       axis.set_yticks([])
     axes[r][0].set_ylabel(title, fontsize=9)
-  return _save(figure, path)
+  return save_figure(figure, path)
 
 
 def plot_reconstructions(originals, reconstructions, path: str) -> str:
@@ -100,114 +106,114 @@ def plot_grid(images, path: str, title: str, columns: int | None = None) -> str:
   _show(plt.gca(), tile(images, columns))
   plt.title(title)
   plt.axis("off")
-  return _save(figure, path)
+  return save_figure(figure, path)
+
+
+# Lighter than tab10's own grey (class 7).
+UNLABELLED = (0.82, 0.82, 0.82, 1.0)
+
+
+def latent_scatter_figure(points: np.ndarray, labels: np.ndarray,
+                          axis_names=("z[0]", "z[1]"), class_names=None):
+  """Test-set latent means in 2-D, coloured by class.
+
+  Args:
+    points: [N, 2] latent means in the plane's coordinates.
+    labels: [N] their labels (-1: none).
+    axis_names: Labels of the x and y axes.
+    class_names: The name of each label (default: the label numbers).
+
+  Returns:
+    The matplotlib figure (800 x 650 pixels).
+  """
+  labels = np.asarray(labels)
+  names = list(class_names or ())
+  count = max(len(names), int(labels.max()) + 1)
+  names += [str(k) for k in range(len(names), count)]  # Unnamed: numbers.
+  figure, axis = plt.subplots(figsize=(8, 6.5), dpi=DPI, layout="constrained")
+  # Up to 20 classes, distinct colours and a legend of names; beyond, a
+  # colour scale.
+  colours = plt.get_cmap("tab10" if count <= 10 else "tab20" if count <= 20
+                         else "viridis")
+  labelled = labels >= 0
+  index = np.where(labelled, labels, 0)
+  # A listed colour map takes whole indices, a continuous one [0, 1].
+  rgba = colours(index if count <= 20 else index / max(count - 1, 1))
+  rgba[~labelled] = UNLABELLED
+  # One scatter in the data's order: no class is drawn over all the others.
+  axis.scatter(points[:, 0], points[:, 1], c=rgba, s=3)
+  if count <= 20:
+    handles = [plt.Line2D([], [], ls="", marker="o", color=colours(k),
+                          label=names[k]) for k in range(count)]
+    if not labelled.all():
+      handles.append(plt.Line2D([], [], ls="", marker="o", color=UNLABELLED,
+                                label="no label"))
+    figure.legend(handles=handles, title="class", loc="outside right upper")
+  else:
+    bar = figure.colorbar(plt.cm.ScalarMappable(
+        plt.Normalize(0, count - 1), colours), ax=axis, label="class")
+    if class_names and count <= 40:
+      bar.set_ticks(range(count), labels=names, fontsize=7)
+  axis.set_xlabel(axis_names[0])
+  axis.set_ylabel(axis_names[1])
+  axis.set_title("Where the encoder puts the test images")
+  return figure
 
 
 def plot_latent_scatter(points: np.ndarray, labels: np.ndarray, path: str,
-                        axis_names=("z[0]", "z[1]")) -> str:
-  """Test-set latent means in 2-D, coloured by label."""
-  figure = plt.figure(figsize=(8, 7))
-  scatter = plt.scatter(points[:, 0], points[:, 1], c=labels, s=2,
-                        cmap="tab10")
-  plt.colorbar(scatter, label="label")
-  plt.xlabel(axis_names[0])
-  plt.ylabel(axis_names[1])
-  plt.title("test-set latent means")
-  return _save(figure, path)
+                        axis_names=("z[0]", "z[1]"), class_names=None) -> str:
+  """Writes `latent_scatter_figure` as a PNG."""
+  return save_figure(latent_scatter_figure(points, labels, axis_names,
+                                           class_names), path, tight=False)
+
+
+# The loss figure's panels: (title, metric). The total loss is the ELBO's
+# negative where a record logs only the ELBO.
+LOSS_PANELS = (("Total loss", "loss"), ("Reconstruction error",
+                                        "reconstruction"),
+               ("KL divergence from the prior", "kl"))
+
+
+def _series(records: dict[int, dict[str, float]], key: str):
+  """(steps, values) of `key` in {step: metrics}, where a step logs it."""
+  values = {step: record[key] if key in record else -record["elbo"]
+            for step, record in records.items()
+            if key in record or (key == "loss" and "elbo" in record)}
+  return sorted(values), [values[step] for step in sorted(values)]
+
+
+def loss_figure(metrics: dict[str, dict[int, dict[str, float]]]):
+  """Panels of the total loss, the reconstruction term and the KL term
+  against the step, training and test where the run logged them.
+
+  Args:
+    metrics: {split: {step: metrics}} (`summaries.read_metrics`).
+
+  Returns:
+    The matplotlib figure.
+  """
+  splits = (("train", "train", "-"), ("eval", "test", "o-"))
+  panels = [(title, key) for title, key in LOSS_PANELS
+            if any(_series(metrics.get(split, {}), key)[0]
+                   for split, _, _ in splits)]
+  figure, axes = plt.subplots(
+      1, max(len(panels), 1), figsize=(4.4 * max(len(panels), 1), 4),
+      dpi=DPI, squeeze=False, layout="constrained")
+  for axis, (title, key) in zip(axes[0], panels):
+    for split, name, style in splits:
+      steps, values = _series(metrics.get(split, {}), key)
+      if steps:
+        axis.plot(steps, values, style, markersize=4, label=name)
+    axis.set_title(title)
+    axis.set_xlabel("training step")
+    axis.set_ylabel("nats per image")
+    axis.grid(alpha=0.3)
+    axis.legend()
+  figure.suptitle("The loss and its two terms during training")
+  return figure
 
 
 def plot_loss_curves(metrics: dict[str, dict[int, dict[str, float]]],
                      path: str) -> str:
-  """Training loss and test negative ELBO against the step."""
-  figure = plt.figure(figsize=(8, 5))
-  train = metrics.get("train", {})
-  if train:
-    steps = sorted(train)
-    plt.plot(steps, [train[s]["loss"] for s in steps], label="train loss")
-  evaluation = {step: values for step, values in metrics.get("eval", {}).items()
-                if "elbo" in values}
-  if evaluation:
-    steps = sorted(evaluation)
-    plt.plot(steps, [-evaluation[s]["elbo"] for s in steps], "o-",
-             label="test -ELBO")
-  plt.xlabel("step")
-  plt.ylabel("nats per example")
-  plt.legend()
-  plt.grid(alpha=0.3)
-  plt.title("loss")
-  return _save(figure, path)
-
-
-def traversal_latents(z_mean: np.ndarray, kl_per_unit: np.ndarray,
-                      units: int = TRAVERSAL_UNITS,
-                      steps: int = TRAVERSAL_STEPS) -> tuple[np.ndarray, list]:
-  """Latent codes of a traversal: for the `units` units with the largest mean
-  KL, one row each, that unit swept across the prior's quantiles (5% to 95%)
-  and the others at `z_mean` (a test image's posterior mean).
-
-  Returns:
-    (codes [rows * steps, D], the units, most informative first).
-  """
-  order = [int(u) for u in np.argsort(-np.asarray(kl_per_unit))[:units]]
-  quantiles = [statistics.NormalDist().inv_cdf(q)
-               for q in np.linspace(0.05, 0.95, steps)]
-  codes = np.repeat(np.asarray(z_mean, np.float32)[np.newaxis],
-                    len(order) * steps, axis=0)
-  for row, unit in enumerate(order):
-    codes[row * steps:(row + 1) * steps, unit] = quantiles
-  return codes, order
-
-
-def interpolation_latents(starts: np.ndarray, ends: np.ndarray,
-                          steps: int = TRAVERSAL_STEPS) -> np.ndarray:
-  """Straight lines between pairs of latent codes, `steps` points each
-  (row-major: one pair per row, its ends included)."""
-  weights = np.linspace(0.0, 1.0, steps)[np.newaxis, :, np.newaxis]
-  lines = (1 - weights) * starts[:, np.newaxis] + weights * ends[:, np.newaxis]
-  return lines.reshape(-1, starts.shape[-1]).astype(np.float32)
-
-
-def latent_plane(z_means: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                               tuple[str, str]]:
-  """The plane the manifold and scatter figures show.
-
-  For a 2-D latent space it is the space itself. Otherwise it is the plane of
-  the latent means' first two principal components through their mean, with
-  each axis in units of the standard deviation along it.
-
-  Returns:
-    (origin [D], basis [2, D], axis names).
-  """
-  latent_dim = z_means.shape[1]
-  if latent_dim == 2:
-    return np.zeros(2), np.eye(2), ("z[0]", "z[1]")
-  origin = z_means.mean(axis=0)
-  _, singular, components = np.linalg.svd(z_means - origin,
-                                          full_matrices=False)
-  scale = singular[:2] / np.sqrt(max(len(z_means) - 1, 1))
-  basis = components[:2] * scale[:, np.newaxis]
-  return origin, basis, ("PC1 (std units)", "PC2 (std units)")
-
-
-def manifold_extent(projected: np.ndarray,
-                    percentiles=MANIFOLD_PERCENTILES) -> np.ndarray:
-  """[[x_low, x_high], [y_low, y_high]]: where the latent means lie.
-
-  Args:
-    projected: [N, 2] latent means in the plane's coordinates.
-    percentiles: (low, high) percentiles taken along each axis.
-  """
-  extent = np.percentile(projected, percentiles, axis=0).T
-  # A degenerate axis (a collapsed unit) still gets a visible span.
-  flat = extent[:, 1] - extent[:, 0] < 1e-6
-  extent[flat] += [[-1.0, 1.0]]
-  return extent
-
-
-def manifold_latents(origin, basis, extent, size=MANIFOLD_SIZE) -> np.ndarray:
-  """Latent points of a size x size grid over `extent` in the plane
-  (row-major, top row = largest second coordinate, as in seed 002)."""
-  xs = np.linspace(extent[0][0], extent[0][1], size)
-  ys = np.linspace(extent[1][0], extent[1][1], size)[::-1]
-  coords = np.array([(x, y) for y in ys for x in xs])
-  return (origin + coords @ basis).astype(np.float32)
+  """Writes `loss_figure` as a PNG."""
+  return save_figure(loss_figure(metrics), path, tight=False)

@@ -95,6 +95,12 @@ def test_an_array_record_tfds_dataset_trains_by_index_to_its_weights(
   assert by_index.test_metrics == in_memory.test_metrics
 
 
+def test_a_tfds_dataset_carries_its_label_names(tfds_dir):
+  data = sources.load(DataConfig(dataset=NAME, tfds_data_dir=tfds_dir))
+  # ClassLabel(num_classes=10) names its classes "0" to "9".
+  assert data.class_names == tuple("0123456789")
+
+
 def test_convert_dataset_streams_a_tfds_dataset_into_shards(tfds_dir,
                                                             tmp_path):
   from engine.cli import convert_dataset
