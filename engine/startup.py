@@ -118,7 +118,11 @@ def describe_main(doc: str) -> None:
   """absl prints the `__main__` module's docstring as the usage text; an
   installed console script's `__main__` is a wrapper without one, and a
   clone's `tools/<tool>.py` a one-line shim, so the command's own is given
-  to it."""
+  to it. `--help` and `--helpfull` print it themselves (`flags.usage`), as
+  written: absl's own paths (`--helpxml`, a `--help` inside a flagfile)
+  are what still read it here. A tool's examples keep their line
+  continuations only if its docstring is raw (`r\"\"\"`): in a plain one,
+  Python joins a line ending in a backslash to the next."""
   main = sys.modules.get("__main__")
   if main is not None and doc:
     main.__doc__ = doc

@@ -1,11 +1,11 @@
-"""Converts a dataset into sharded ArrayRecord files that training reads by
+r"""Converts a dataset into sharded ArrayRecord files that training reads by
 index (`engine.data.shards`), so no process holds the whole dataset.
 
-    python tools/convert_dataset.py --data_dir=../shared/data/mnist \
+    vae-engine convert_dataset --data_dir=../shared/data/mnist \
         --output_dir=/data/mnist-shards
-    python tools/convert_dataset.py --data_dir=arrays/ --output_dir=...
+    vae-engine convert_dataset --data_dir=arrays/ --output_dir=...
         # arrays/: x_train.npy, x_test.npy [, y_train.npy, y_test.npy]
-    python tools/convert_dataset.py --dataset=cifar10 --output_dir=...
+    vae-engine convert_dataset --dataset=cifar10 --output_dir=...
 
 Then `--data_dir=/data/mnist-shards` trains to the same weights as the
 source. Takes every source the engine reads, with the same data flags

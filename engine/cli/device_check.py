@@ -1,7 +1,7 @@
 """One short check of the engine on a GPU: speed against Keras, and correctness.
 
-    python tools/device_check.py --output=device_check.json      # a GPU machine
-    python tools/device_check.py --cpu_mode --output=cpu.json    # what CI runs
+    vae-engine device_check --output=device_check.json      # a GPU machine
+    vae-engine device_check --cpu_mode --output=cpu.json    # what CI runs
 
 Speed: `dense` and `conv` at batch 128 and 1024, our loop under float32,
 mixed_float16 and mixed_bfloat16, XLA off and on, steps_per_loop 1 and 100,

@@ -1,8 +1,8 @@
-"""Test-set ELBO, importance-weighted NLL (nats, bits/dim) and active units.
+r"""Test-set ELBO, importance-weighted NLL (nats, bits/dim) and active units.
 
-    python tools/evaluate.py --model_dir=/tmp/iwae              # latest ckpt
-    python tools/evaluate.py --model_dir=/tmp/iwae --checkpoint=/tmp/iwae/ckpt-30000
-    python tools/evaluate.py --saved_model=/tmp/iwae/export/30000 \
+    vae-engine evaluate --model_dir=/tmp/iwae              # latest ckpt
+    vae-engine evaluate --model_dir=/tmp/iwae --checkpoint=/tmp/iwae/ckpt-30000
+    vae-engine evaluate --saved_model=/tmp/iwae/export/30000 \
         --data_dir=path/to/mnist --binarize=dynamic
 
 Takes the engine's flags. The model, likelihood, dataset and binarization come
@@ -13,8 +13,7 @@ the data settings (--dataset, --data_dir, --binarize, --seed, --batch_size,
 adds the classifier-based sample scores (engine.eval.sample_quality; the run's
 cached classifier when --model_dir is given), with a conditional model's
 conditional accuracy. A conditional model's NLL is -log p(x | y). Prints a
-table,
-and writes it as JSON (--output_json, by default
+table, and writes it as JSON (--output_json, by default
 <model_dir>/eval-<step>-k<K>.json).
 """
 

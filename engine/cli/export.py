@@ -1,6 +1,6 @@
 """Exports a SavedModel (and LiteRT models) from any checkpoint of a run.
 
-    python tools/export.py --model_dir=/tmp/conv [--checkpoint=/tmp/conv/ckpt-400]
+    vae-engine export --model_dir=/tmp/conv [--checkpoint=/tmp/conv/ckpt-400]
         [--export_dir=/tmp/conv/export]
         [--tflite [--tflite_quantize=float16,dynamic_int8]]
 

@@ -1,9 +1,9 @@
-"""Starts an N-worker `multi_worker_mirrored` job as local processes.
+r"""Starts an N-worker `multi_worker_mirrored` job as local processes.
 
-    python tools/launch_local.py --num_workers=2 -- \
+    vae-engine launch_local --num_workers=2 -- \
         --model=conv --data_dir=path/to/mnist --model_dir=/tmp/mw --epochs=1
 
-Each worker is `python -m engine.main <flags after --> \
+Each worker is `python -m engine.main <flags after -->
 --strategy=multi_worker_mirrored` with its own `TF_CONFIG` naming ports on
 127.0.0.1. TensorFlow's gRPC server listens on every interface whatever
 `TF_CONFIG` says, so the workers of one job run inside one private network

@@ -1,7 +1,7 @@
 """Summarizes a profiler trace written by `--profile_steps`.
 
-    python -m engine.main ... --profile_steps=200,400 --model_dir=/tmp/run
-    python tools/profile_summary.py --logdir=/tmp/run [--top=15]
+    vae-engine ... --profile_steps=200,400 --model_dir=/tmp/run
+    vae-engine profile_summary --logdir=/tmp/run [--top=15]
 
 Reads the newest `<logdir>/plugins/profile/*/*.xplane.pb` and prints:
   - the busiest operations (TF kernels and XLA thunks) by total time,

@@ -1,4 +1,4 @@
-"""Reproduces a published table under its protocol, our numbers beside the
+r"""Reproduces a published table under its protocol, our numbers beside the
 paper's.
 
     vae-engine reproduce iwae_table1 --root=~/runs/iwae_table1 \

@@ -1,8 +1,8 @@
-"""Draws samples from an exported SavedModel (no vae-engine model code needed).
+r"""Draws samples from an exported SavedModel (no vae-engine model code needed).
 
-    python tools/sample.py --saved_model=/tmp/conv/export/4680 --num=64 \
+    vae-engine sample --saved_model=/tmp/conv/export/4680 --num=64 \
         --output=/tmp/samples   # writes /tmp/samples.png and /tmp/samples.npy
-    python tools/sample.py --saved_model=/tmp/cvae/export/4680 --label=7
+    vae-engine sample --saved_model=/tmp/cvae/export/4680 --label=7
 
 Samples are drawn in chunks and streamed into the `.npy` (float32 pixel
 means, [num, H, W, C]), so memory does not grow with --num; the disk must

@@ -1,6 +1,6 @@
-"""Training throughput of the engine's loop for several --steps_per_loop values.
+r"""Training throughput of the engine's loop at several --steps_per_loop.
 
-    python tools/throughput.py --data_dir=../shared/data/mnist \
+    vae-engine throughput --data_dir=../shared/data/mnist \
         --models=dense,conv --steps_per_loop=1,100 --batch_size=128
 
 Runs, in one process and in alternating rounds, the engine's compiled loop on

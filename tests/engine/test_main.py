@@ -1,6 +1,7 @@
 """The command line, as a user runs it: one-line errors, real runs."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -120,9 +121,64 @@ def test_flagfile_and_resume_from_the_command_line(tmp_path, small_mnist_dir):
   assert "--train_steps=15" in saved and "--model=dense" in saved
 
 
-def test_helpfull_documents_the_flags():
-  result = run_cli("--helpfull")
-  assert "Usage: python -m engine.main" in result.stdout
+# The engine's tools (engine.main.TOOLS), which its help must name.
+TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
+         "launch_local", "reproduce", "benchmark", "throughput",
+         "preset_rate", "device_check", "profile_summary")
+
+
+@pytest.fixture(scope="module")
+def helpfull():
+  return run_cli("--helpfull")
+
+
+def _flag_groups(text):
+  """--helpfull's headings (`data: ...`) -> the flags listed under each."""
+  groups, current = {}, None
+  for line in text.splitlines():
+    heading = re.match(r"^(\w[\w -]*):( |$)", line)
+    if heading:
+      current = groups.setdefault(heading.group(1), [])
+    flag = re.match(r"^  (?:-\S,)*--(?:\[no\])?(\w+):", line)
+    if flag and current is not None:
+      current.append(flag.group(1))
+  return {name: listed for name, listed in groups.items() if listed}
+
+
+@pytest.mark.parametrize("option", ["--help", "-h"])
+def test_help_is_short_and_names_the_key_flags_and_the_tools(option):
+  result = run_cli(option)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith("Usage: vae-engine --model=conv")
+  assert "Try --helpfull" not in result.stdout
+  text = " ".join(result.stdout.split())
+  for flag, default in (("model", "'conv'"), ("dataset", "'mnist'"),
+                        ("data_dir", None),
+                        ("model_dir", "'/tmp/vae_engine'"),
+                        ("epochs", "'10'"), ("train_steps", None),
+                        ("batch_size", "'128'"), ("strategy", "'default'"),
+                        ("mixed_precision", "'float32'"),
+                        ("jit_compile", None), ("export_dir", None),
+                        ("preset", None), ("flagfile", None)):
+    entry = re.search(rf"^  --(\[no\])?{flag}: .*?(?=^  -|^$)",
+                      result.stdout, re.M | re.S)
+    assert entry, flag
+    if default:
+      assert entry.group(0).rstrip().endswith(f"(default: {default})"), (
+          entry.group(0))
+  assert "--model_dir: Directory for checkpoints, TensorBoard logs" in text
+  for tool in TOOLS:
+    assert re.search(rf"^  {tool} +[A-Z]", result.stdout, re.M), tool
+  assert "vae-engine --helpfull lists every flag" in text
+  # Short: the key flags only.
+  assert "--latent_dim" not in text and "--tpu" not in text
+  assert len(result.stdout.splitlines()) < 100
+
+
+def test_helpfull_documents_the_flags(helpfull):
+  result = helpfull
+  assert result.returncode == 0, result.stderr
+  assert "Usage: vae-engine" in result.stdout
   for flag in ("--model", "--dataset", "--data_dir", "--model_dir",
                "--latent_dim", "--batch_size", "--epochs", "--train_steps",
                "--steps_per_loop", "--learning_rate", "--seed",
@@ -133,16 +189,73 @@ def test_helpfull_documents_the_flags():
     assert flag + ":" in result.stdout, flag
 
 
-@pytest.mark.slow
-def test_acceptance_conv_one_epoch(tmp_path, mnist_dir):
-  """The issue's acceptance command, on all of MNIST."""
-  result = run_cli("--model=conv", "--dataset=mnist",
-                   f"--data_dir={mnist_dir}", "--epochs=1",
-                   f"--model_dir={tmp_path}/m", f"--export_dir={tmp_path}/e")
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert "test ELBO" in result.stdout
-  model_dir = tmp_path / "m"
-  assert (model_dir / "ckpt-468.index").exists()
-  assert os.listdir(model_dir / "train") and os.listdir(model_dir / "eval")
-  assert len(os.listdir(model_dir / "figures")) >= 5
-  assert (tmp_path / "e" / "468" / "saved_model.pb").exists()
+def test_helpfull_groups_the_engines_flags_and_leaves_out_foreign_ones(
+    helpfull):
+  groups = _flag_groups(helpfull.stdout)
+  assert list(groups) == ["data", "model", "train", "distribution",
+                          "general"], list(groups)
+  assert {"dataset", "data_dir", "binarize"} <= set(groups["data"])
+  assert {"model", "latent_dim", "objective"} <= set(groups["model"])
+  assert {"model_dir", "batch_size", "mixed_precision", "jit_compile",
+          "export_dir"} <= set(groups["train"])
+  assert {"strategy", "cpu_devices"} <= set(groups["distribution"])
+  assert groups["general"] == ["flagfile", "preset", "verbosity", "help",
+                               "helpfull"]
+  assert "  -v,--verbosity:" in helpfull.stdout
+  assert "  -?,-h,--help:" in helpfull.stdout
+  for foreign in ("tensor_tracer", "tt_check_filter", "delta_threshold",
+                  "test_srcdir", "test_tmpdir", "pfor",
+                  "op_conversion_fallback_to_while_loop", "hbm_oom_exit",
+                  "absl.", "logtostderr", "run_with_pdb", "undefok"):
+    assert foreign not in helpfull.stdout, foreign
+  assert "tools (vae-engine <tool> --help for one): evaluate" in (
+      helpfull.stdout)
+
+
+@pytest.mark.parametrize("word,suggestion", [("evalute", "evaluate"),
+                                             ("expor", "export"),
+                                             ("reprodcue", "reproduce")])
+def test_a_mistyped_tool_is_one_line_with_the_closest_tool(word, suggestion):
+  result = run_cli(word)
+  assert result.returncode == 2, result.stderr
+  line = assert_one_line_error(result)
+  assert line.startswith(f"error: {word}: not a tool or flag; did you mean "
+                         f"'{suggestion}'? tools: evaluate, sample, "), line
+  assert all(tool in line for tool in TOOLS), line
+  assert result.stdout == ""
+
+
+def test_a_word_close_to_no_tool_still_lists_the_tools():
+  result = run_cli("xyzzy", "--model=conv")
+  assert result.returncode == 2, result.stderr
+  line = assert_one_line_error(result)
+  assert line.startswith("error: xyzzy: not a tool or flag; tools: "), line
+  assert "did you mean" not in line
+  assert all(tool in line for tool in TOOLS), line
+
+
+def test_a_mistyped_flag_gets_a_suggestion():
+  result = run_cli("--modle=conv")
+  assert result.returncode == 2
+  assert_one_line_error(result, "'modle'", "Did you mean: model")
+
+
+@pytest.mark.parametrize("tool,example,own_flag", [
+    ("evaluate", "    vae-engine evaluate --saved_model=/tmp/iwae/export/30000"
+                 " \\\n        --data_dir=path/to/mnist --binarize=dynamic\n",
+     "--checkpoint: Checkpoint path"),
+    ("chaos", "    vae-engine chaos --kills=12 --work_dir=/tmp/chaos -- \\\n"
+              "        --model=dense --data_dir=path/to/mnist",
+     "--kills: How many times to SIGKILL the run.")])
+def test_a_tools_help_exits_0_with_vae_engine_examples(tool, example,
+                                                       own_flag):
+  result = run_cli(tool, "--help")
+  assert result.returncode == 0, result.stderr
+  # Its docstring as written: examples to copy, continuations kept.
+  assert example in result.stdout
+  assert "python tools/" not in result.stdout
+  assert "Try --helpfull" not in result.stdout
+  # Then its own flags, with their help.
+  assert re.search(r"^flags:\n  --", result.stdout, re.M)
+  assert own_flag in result.stdout
+  assert f"vae-engine {tool} --helpfull" in " ".join(result.stdout.split())
