@@ -1,26 +1,27 @@
-"""Usage: python -m engine.main --model=conv --data_dir=D --model_dir=M
+"""Usage: vae-engine --model=conv --data_dir=D --model_dir=M
        vae-engine --preset=iwae_vae --data_dir=D --model_dir=M
        vae-engine --list_models   (the models --model can name)
-       vae-engine <tool> --help   (tools: evaluate, sample, plot, export,
-         convert_dataset, chaos, launch_local, reproduce, benchmark,
-         throughput, preset_rate, device_check, profile_summary)
+       vae-engine <tool> --help   (a tool's own help; the tools are below)
 
-Trains a VAE (`vae-engine` is the same command; `--flagfile=FILE`).
-Re-running resumes from the latest checkpoint. The only reader of the
-flags: flags -> config -> build -> train -> evaluate -> figures -> export
-(`engine.run.runner`). Exit statuses, each with one `error:` line: 2 bad
-input (also a cluster task whose TF_CONFIG port is taken: a duplicate task
-index), 3 non-finite loss, 1 a multi-worker peer that failed, stopped
-answering, or never connected within --peer_wait_timeout (the line names
-it), 143 SIGTERM (checkpoint saved; no `error:`), and 137 only if the
-cluster did not assemble and TensorFlow did not time out by itself either
-(a watchdog's SIGKILL, 30 s after --peer_wait_timeout).
+Trains a VAE (`python -m engine.main` is the same command;
+`--flagfile=FILE`). Re-running resumes from the latest checkpoint. The only
+reader of the flags: flags -> config -> build -> train -> evaluate ->
+figures -> export (`engine.run.runner`). Exit statuses, each with one
+`error:` line: 2 bad input (also a cluster task whose TF_CONFIG port is
+taken: a duplicate task index), 3 non-finite loss, 1 a multi-worker peer
+that failed, stopped answering, or never connected within
+--peer_wait_timeout (the line names it), 143 SIGTERM (checkpoint saved; no
+`error:`), and 137 only if the cluster did not assemble and TensorFlow did
+not time out by itself either (a watchdog's SIGKILL, 30 s after
+--peer_wait_timeout).
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -51,9 +52,11 @@ from absl import flags as absl_flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import flags  # noqa: E402
+from flags import usage  # noqa: E402
 from engine.devices import strategies  # noqa: E402
 from engine.devices.cluster import ClusterFailure  # noqa: E402
 from engine.run import runner  # noqa: E402
+from engine.train.actions import Preempted  # noqa: E402
 from engine.errors import TrainingDiverged, UserError, fail  # noqa: E402
 
 FLAGS = absl_flags.FLAGS
@@ -73,7 +76,7 @@ def _exit_statuses():
     fail(str(e))
   except TrainingDiverged as e:
     fail(str(e), EXIT_DIVERGED)
-  except runner.Preempted as e:
+  except Preempted as e:
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)
   except ClusterFailure as e:  # The cluster did not assemble.
@@ -128,6 +131,21 @@ TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
          "launch_local", "reproduce",
          "benchmark", "throughput", "preset_rate", "device_check",
          "profile_summary")
+# What `vae-engine --help` shows of the flags (--helpfull shows them all).
+KEY_FLAGS = ("model", "dataset", "data_dir", "model_dir", "epochs",
+             "train_steps", "batch_size", "strategy", "mixed_precision",
+             "jit_compile", "export_dir", "preset", "flagfile")
+
+
+def tool_docs() -> dict[str, str]:
+  """Each tool's module docstring, read from its source: importing a tool
+  would define its flags beside the engine's."""
+  docs = {}
+  for name in TOOLS:
+    with open(importlib.util.find_spec(f"engine.cli.{name}").origin,
+              encoding="utf-8") as f:
+      docs[name] = ast.get_docstring(ast.parse(f.read())) or ""
+  return docs
 
 
 def list_models() -> None:
@@ -159,6 +177,13 @@ def run() -> None:
     return
   startup.describe_main(__doc__)
   flags.define()
+  if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+    # Not a tool: the engine itself takes no bare words (`vae-engine evalute`).
+    fail(usage.unknown_word(sys.argv[1], TOOLS, FLAGS))
+  wanted = usage.requested(sys.argv)
+  if wanted:
+    usage.show(wanted, FLAGS, __doc__, command="vae-engine",
+               key_flags=KEY_FLAGS, tools=tool_docs())
   app.run(main, flags_parser=flags.parse)
 
 

@@ -27,8 +27,6 @@ from keras import ops
 
 from models.learned_scale import LearnedScale
 
-IMAGE_SHAPE = (28, 28, 1)
-
 
 def reparameterize(inputs):
   """z = mean + exp(log_var / 2) * epsilon, the reparameterization trick.

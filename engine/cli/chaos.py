@@ -1,10 +1,10 @@
-"""Kill loop: SIGKILLs a training run at random moments, restarts it with the
+r"""Kill loop: SIGKILLs a training run at random moments, restarts it with the
 same command each time, and checks that nothing was lost or corrupted.
 
-    python tools/chaos.py --kills=12 --work_dir=/tmp/chaos -- \
+    vae-engine chaos --kills=12 --work_dir=/tmp/chaos -- \
         --model=dense --data_dir=path/to/mnist --train_steps=400 \
         --checkpoint_every=20 --steps_per_loop=5 --batch_size=64
-    python tools/chaos.py --workers=2 --kills=4 -- <the same flags>
+    vae-engine chaos --workers=2 --kills=4 -- <the same flags>
 
 The engine flags after `--` are run twice: once uninterrupted (the
 reference, in <work_dir>/reference), and once under fire (<work_dir>/chaos),
@@ -68,10 +68,10 @@ def _final_result(model_dir: str):
   or None if no run has finished there."""
   import tensorflow as tf
 
-  from engine.run import runner
+  from engine.run import finish
 
   try:
-    result = runner.read_result(model_dir)
+    result = finish.read_result(model_dir)
   except tf.errors.NotFoundError:
     return None
   return (result.final_step, result.test_metrics["elbo"],

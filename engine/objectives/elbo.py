@@ -70,11 +70,6 @@ def gaussian_kl_per_unit(z_mean: tf.Tensor,
   return 0.5 * (tf.exp(z_log_var) + tf.square(z_mean) - 1.0 - z_log_var)
 
 
-def gaussian_kl(z_mean: tf.Tensor, z_log_var: tf.Tensor) -> tf.Tensor:
-  """KL(N(z_mean, exp(z_log_var)) || N(0, I)), summed over latents [B]."""
-  return tf.reduce_sum(gaussian_kl_per_unit(z_mean, z_log_var), axis=1)
-
-
 def free_bits_kl(kl_per_unit: tf.Tensor, free_bits: float) -> tf.Tensor:
   """The KL penalty with "free bits" (Kingma et al., 2016), per example [B].
 

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 from engine.io import checkpoints
 from engine.io import files
-from engine.run.evaluation import Say
+from engine.train.actions import Say
 
 BEST_JSON = "best.json"
 # What each metric's better value is.

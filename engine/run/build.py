@@ -246,7 +246,7 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
   if train.figures and role.is_chief:
     end_actions.append(finish.Figures(
         vae, test, train.model_dir, train.seed, config.data.noise_factor > 0,
-        lambda: run_evaluator.kl_per_unit))
+        lambda: run_evaluator.kl_per_unit, data.class_names))
   export_dir = (train.export_dir if role.is_chief or not train.export_dir
                 else finish.scratch_export_dir(workspace.write_dir))
   if export_dir:

@@ -20,9 +20,8 @@ import tensorflow as tf
 from engine.data import pipeline
 from engine.eval import evaluator as evaluator_lib
 from engine.eval import likelihood
+from engine.train.actions import Say
 from engine.viz import plots
-
-Say = Callable[[str], None]
 
 
 def _on_numpy(function):

@@ -20,11 +20,11 @@ from engine.io import summaries
 from engine.run.evaluation import (TestSet, figure_functions, scalars,
                                    whole_model_functions)
 from engine.serving import export as export_lib
+from engine.train.actions import Say
 from engine.train.controller import RunEnd
 from engine.viz import figure_set
 
 RESULT_JSON = "result.json"
-Say = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +100,11 @@ class Figures:
   """Every figure of the run, into `<model_dir>/figures`."""
 
   def __init__(self, vae, test: TestSet, model_dir: str, seed: int,
-               denoising: bool, kl_per_unit: Callable[[], object]):
+               denoising: bool, kl_per_unit: Callable[[], object],
+               class_names: Optional[tuple[str, ...]] = None):
     self.vae, self.test, self.model_dir = vae, test, model_dir
     self.seed, self.denoising, self.kl_per_unit = seed, denoising, kl_per_unit
+    self.class_names = class_names
 
   def __call__(self, end: RunEnd) -> None:
     encode, decode = figure_functions(self.vae)
@@ -115,7 +117,8 @@ class Figures:
         denoising=self.denoising, kl_per_unit=_top_group(
             self.kl_per_unit(), self.vae),
         num_classes=self.vae.num_classes, reconstruct=reconstruct,
-        sample=sample, sample_dim=self.vae.latent_dim)
+        sample=sample, sample_dim=self.vae.latent_dim,
+        class_names=self.class_names)
 
 
 def _top_group(kl_per_unit, vae):

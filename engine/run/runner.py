@@ -15,10 +15,7 @@ from typing import TextIO
 from engine.config import RunConfig
 from engine.run import build as build_lib
 from engine.run.build import Run
-from engine.run.finish import RESULT_JSON, RunResult, read_result  # noqa: F401
-from engine.train import actions
-
-Preempted = actions.Preempted
+from engine.run.finish import RunResult
 
 
 def train_evaluate_export(run: Run, stream: TextIO,

@@ -166,9 +166,8 @@ class Trainer:
         gradients, self.optimizer.dynamic_scale if self.loss_scaling
         else None)
     applied = tf.logical_and(finite, tf.logical_not(too_large))
-    conditional_update.apply_if(
-        self.optimizer, self.vae.trainable_variables, applied, gradients,
-        gated=self.whole_step_xla)
+    conditional_update.apply_if(self.optimizer, self.vae.trainable_variables,
+                                applied, gradients, gated=self.whole_step_xla)
     if self.average is not None:
       self.average.update(applied, self.global_step)
     self.metrics.add(terms, keep=applied)

@@ -15,7 +15,7 @@ import pytest
 
 import models
 
-from engine.run import runner
+from engine.run import finish
 from engine.io import summaries
 from tests.conftest import REPO_ROOT, write_idx
 from tests.engine.test_main import assert_one_line_error, last_wins, run_cli
@@ -369,4 +369,4 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_continues(small_mnist_dir,
                                 "--checkpoint_every=0"))
   assert rerun.returncode == 0, rerun.stderr
   assert f"resumed from {tmp_path}/ckpt-{step} at step {step}" in rerun.stdout
-  assert runner.read_result(str(tmp_path)).final_step == step + 30
+  assert finish.read_result(str(tmp_path)).final_step == step + 30

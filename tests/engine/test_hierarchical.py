@@ -4,7 +4,7 @@ the tools."""
 
 import json
 
-from engine.run import runner
+from engine.run import finish
 from tests.engine.test_main import assert_one_line_error, run_cli
 
 _COMMON = ("--model=iwae_mlp2", "--latent_dim=6", "--binarize=dynamic",
@@ -26,8 +26,8 @@ def test_iwae_mlp2_resumes_bit_exactly_and_reports_each_group(
                     f"--model_dir={split}", f"--export_dir={split}/export")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from" in resumed.stdout
-  ours = runner.read_result(str(split))
-  assert ours.weights_fingerprint == runner.read_result(
+  ours = finish.read_result(str(split))
+  assert ours.weights_fingerprint == finish.read_result(
       str(tmp_path / "straight")).weights_fingerprint
   # The evaluation counts each group's active units and estimates the NLL
   # from the sampled log-densities.

@@ -2,7 +2,7 @@
 
 import os
 
-from engine.run import runner
+from engine.run import finish
 from tests.conftest import REPO_ROOT
 from tests.engine.test_main import run_cli
 
@@ -12,7 +12,7 @@ _IWAE_PRESET = os.path.join(REPO_ROOT, "flags", "presets", "iwae_vae.flags")
 def _weights(result, model_dir):
   """(final step, weights fingerprint) from the run's result.json."""
   assert result.returncode == 0, result.stderr
-  written = runner.read_result(str(model_dir))
+  written = finish.read_result(str(model_dir))
   return written.final_step, written.weights_fingerprint
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from engine.cli import launch_local
-from engine.run import runner
+from engine.run import finish
 from tests.conftest import REPO_ROOT
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp{,6}.
@@ -123,7 +123,7 @@ def test_a_local_job_listens_only_inside_its_private_namespace(
   assert len(workers) == 2 and all(len(p) == 2 for p in workers.values())
   # Their servers did listen, on their ports, inside the namespace.
   assert seen_inside == set(next(iter(workers.values()))), seen_inside
-  assert runner.read_result(str(model_dir)).final_step == 60
+  assert finish.read_result(str(model_dir)).final_step == 60
   assert re.search(r"\[worker 0\] done: step 60", out), out[-3000:]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.run import runner
+from engine.run import finish
 from engine.config import DataConfig
 from engine.data import images
 from engine.data import sources
@@ -40,6 +40,19 @@ def test_a_png_folder_reads_as_the_idx_files_do(png_mnist_dir, mnist):
                                 mnist.train_labels[:2048])
   np.testing.assert_array_equal(loaded.test_images, mnist.test_images[:512])
   np.testing.assert_array_equal(loaded.test_labels, mnist.test_labels[:512])
+  assert loaded.class_names == tuple("0123456789")  # The class folders.
+
+
+def test_class_names_come_with_the_sources_that_have_them(
+    small_mnist_dir, monkeypatch):
+  """IDX files hold bare label numbers; Fashion-MNIST's known copy (IDX
+  files too) gets its ten names."""
+  assert sources.load(DataConfig(data_dir=small_mnist_dir)).class_names is None
+  monkeypatch.setitem(sources.KNOWN_LOCAL_COPIES, "fashion_mnist",
+                      (small_mnist_dir,))
+  names = sources.load(DataConfig(dataset="fashion_mnist")).class_names
+  assert len(names) == 10 and names[0] == "T-shirt/top"
+  assert names[9] == "Ankle boot"
 
 
 def test_png_folder_trains_to_the_idx_runs_weights_bit_for_bit(
@@ -50,8 +63,8 @@ def test_png_folder_trains_to_the_idx_runs_weights_bit_for_bit(
     result = run_cli(*common, f"--data_dir={data_dir}",
                      f"--model_dir={tmp_path / name}")
     assert result.returncode == 0, result.stderr
-  assert (runner.read_result(str(tmp_path / "idx")).weights_fingerprint
-          == runner.read_result(str(tmp_path / "png")).weights_fingerprint)
+  assert (finish.read_result(str(tmp_path / "idx")).weights_fingerprint
+          == finish.read_result(str(tmp_path / "png")).weights_fingerprint)
 
 
 def test_an_npz_reads_as_keras_mnist_npz(tmp_path, mnist):
