@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, write_idx
+from tests.flags.test_usage import flag_groups
 
 
 def last_wins(*args):
@@ -132,19 +133,6 @@ def helpfull():
   return run_cli("--helpfull")
 
 
-def _flag_groups(text):
-  """--helpfull's headings (`data: ...`) -> the flags listed under each."""
-  groups, current = {}, None
-  for line in text.splitlines():
-    heading = re.match(r"^(\w[\w -]*):( |$)", line)
-    if heading:
-      current = groups.setdefault(heading.group(1), [])
-    flag = re.match(r"^  (?:-\S,)*--(?:\[no\])?(\w+):", line)
-    if flag and current is not None:
-      current.append(flag.group(1))
-  return {name: listed for name, listed in groups.items() if listed}
-
-
 @pytest.mark.parametrize("option", ["--help", "-h"])
 def test_help_is_short_and_names_the_key_flags_and_the_tools(option):
   result = run_cli(option)
@@ -191,7 +179,7 @@ def test_helpfull_documents_the_flags(helpfull):
 
 def test_helpfull_groups_the_engines_flags_and_leaves_out_foreign_ones(
     helpfull):
-  groups = _flag_groups(helpfull.stdout)
+  groups = flag_groups(helpfull.stdout)
   assert list(groups) == ["data", "model", "train", "distribution",
                           "general"], list(groups)
   assert {"dataset", "data_dir", "binarize"} <= set(groups["data"])

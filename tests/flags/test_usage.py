@@ -30,8 +30,9 @@ def _engine_flags():
   return fv
 
 
-def _groups(text):
-  """Heading -> the flags listed under it (`--helpfull`'s layout)."""
+def flag_groups(text):
+  """Heading -> the flags listed under it (`--helpfull`'s layout; also used
+  by tests/engine/test_main.py on the real command's output)."""
   groups, current = {}, None
   for line in text.splitlines():
     heading = re.match(r"^(\w[\w -]*):( |$)", line)
@@ -58,7 +59,7 @@ def test_helpfull_groups_the_engines_flags_by_config_section():
   fv = _engine_flags()
   text = usage.full_help(fv, "Usage: vae-engine ...\n", command="vae-engine",
                          tools={name: "" for name in TOOLS})
-  groups = _groups(text)
+  groups = flag_groups(text)
   assert list(groups) == ["data", "model", "train", "distribution",
                           "general"], list(groups)
   for declared in config_lib.all_settings(with_help=False):
@@ -113,7 +114,7 @@ def test_a_tools_help_lists_its_own_flags_first():
   assert "vae-engine tool --helpfull lists every flag" in short
   full = usage.full_help(fv, "Does a thing.\n", command="vae-engine tool",
                          own_modules=own)
-  groups = _groups(full)
+  groups = flag_groups(full)
   assert list(groups) == ["vae-engine tool", "data", "model", "train",
                           "distribution", "general"], list(groups)
   assert groups["vae-engine tool"] == ["output_json"]
