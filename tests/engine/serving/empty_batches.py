@@ -1,10 +1,12 @@
 """Calls every signature of an export with an empty batch, in TF2 and in the
 session loader, and prints what came back as JSON.
 
-    python empty_batches.py EXPORT
+    python empty_batches.py EXPORTS_JSON
 
 Run by tests/engine/serving/test_empty_batches.py in a fresh process that
 imports only TensorFlow and numpy (the test picks TF_ENABLE_ONEDNN_OPTS).
+EXPORTS_JSON maps a name to an export directory; the report maps each name
+to its `signature/runtime` outcomes.
 """
 
 import json
@@ -29,7 +31,8 @@ def empty_feed(function):
   return feed
 
 
-def main(export):
+def calls(export):
+  """`signature/runtime` -> the outputs' shapes, or the error's last line."""
   loaded = tf.saved_model.load(export)
   session = Session(export)
   report = {}
@@ -46,8 +49,9 @@ def main(export):
             k: list(v.shape) for k, v in outputs.items()}
       except tf.errors.OpError as e:
         report[f"{signature}/{runtime}"] = e.message.splitlines()[-1]
-  print(json.dumps(report))
+  return report
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  print(json.dumps({name: calls(export) for name, export in json.loads(
+      sys.argv[1]).items()}))
