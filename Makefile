@@ -9,7 +9,7 @@ RUN_DIR ?= runs/conv_fashion_mnist
 EPOCHS ?= 3
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv fashion-mnist train test test-fast clean
+.PHONY: venv fashion-mnist train test test-unit test-fast clean
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ train: venv fashion-mnist
 # The whole suite, slow end-to-end tests included.
 test: venv fashion-mnist
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup tests
+
+# The unit tier: in-process tests that train no whole run (tests/conftest.py
+# fails a unit test that starts a process or a run). Run it after each edit.
+test-unit: venv
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m unit tests
 
 # Everything but the tests marked slow.
 test-fast: venv

@@ -1,18 +1,22 @@
-"""Shared fixtures: real MNIST from ../shared/data, and small IDX copies of it."""
+"""Shared fixtures (real MNIST from ../shared/data, and small IDX copies of
+it) and the test tiers.
 
-import gzip
+Tiers: `unit` tests run in this process and never train a whole run (`make
+test-unit`, after each edit); `e2e` tests start processes or run the engine
+end to end; `slow` ones are the longest of those. A test is `unit` unless
+marked `e2e` or `slow`, and the unit tier keeps its promise: a unit test,
+or a fixture it needs, that starts a process or a whole run fails.
+"""
+
+import contextlib
 import os
-import struct
+import subprocess
 import sys
 
 import hypothesis
-import numpy as np
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST_DIR = os.environ.get(
-    "VAE_ENGINE_MNIST_DIR",
-    os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "mnist"))
+from tests.helpers import MNIST_DIR, REPO_ROOT, write_idx
 
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
@@ -28,19 +32,6 @@ hypothesis.settings.register_profile("explore", derandomize=False,
                                      max_examples=3000, print_blob=True)
 hypothesis.settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
-
-
-def write_idx(path, array, magic=None):
-  """Writes a uint8 array as an IDX file (gzip if the name ends in .gz)."""
-  array = np.asarray(array, dtype=np.uint8)
-  if magic is None:
-    magic = 0x00000800 | array.ndim
-  header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I",
-                                                   *array.shape)
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "wb") as f:
-    f.write(header + array.tobytes())
-  return path
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +79,46 @@ def pytest_addoption(parser):
       "--chaos-kills", type=int, default=4,
       help="SIGKILLs in the kill-loop test (4 in CI; 12 or more for the "
       "full run, or use tools/chaos.py directly)")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config  # Unused.
+  for item in items:
+    if item.get_closest_marker("slow"):
+      item.add_marker(pytest.mark.e2e)
+    if not item.get_closest_marker("e2e"):
+      item.add_marker(pytest.mark.unit)
+
+
+@contextlib.contextmanager
+def _in_process_only(item):
+  """Inside a unit test (and the fixtures it sets up), starting a process or
+  a whole run fails the test, naming the tier to move it to."""
+  if item.get_closest_marker("unit") is None:
+    yield
+    return
+  from engine.run import runner  # pylint: disable=g-import-not-at-top
+
+  def refuse(what):
+    def refused(*args, **kwargs):
+      del args, kwargs
+      pytest.fail(f"{item.nodeid} is in the unit tier but {what}: mark it "
+                  "(or its module) `pytest.mark.e2e`", pytrace=False)
+    return refused
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+    patch.setattr(runner, "run", refuse("trains a whole run (runner.run)"))
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+  with _in_process_only(item):
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+  with _in_process_only(item):
+    yield

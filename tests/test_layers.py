@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 # Lowest first. A module may import from its own layer and those below.
 LAYERS = (

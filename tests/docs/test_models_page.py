@@ -10,7 +10,9 @@ import tomllib
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
 
 PAGE = os.path.join(REPO_ROOT, "docs", "models.md")
 

@@ -12,7 +12,7 @@ import pytest
 
 import engine
 from engine.config import RunConfig
-from tests.engine.test_main import run_cli
+from tests.helpers import run_cli
 
 # (keyword settings, the flags they stand for): each must be refused in
 # Python with the very line the CLI prints after "error: ".
@@ -40,6 +40,7 @@ def _cli_line(flags, model_dir):
   return errors[0][len("error: "):]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("values,flags", BAD_SETTINGS,
                          ids=[" ".join(f) for _, f in BAD_SETTINGS])
 def test_a_bad_value_gives_the_clis_line_from_every_way_in(values, flags,
@@ -82,6 +83,7 @@ def test_keywords_and_flags_make_the_same_config(tmp_path):
   assert by_keywords.data.image_size == (28, 28)
 
 
+@pytest.mark.e2e
 def test_fit_trains_and_returns_the_runs_result(small_mnist_dir, tmp_path):
   model_dir = str(tmp_path / "run")
   config = engine.configure(model="dense", data_dir=small_mnist_dir,

@@ -1,51 +1,15 @@
 """The command line, as a user runs it: one-line errors, real runs."""
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, write_idx
+from tests.helpers import write_idx
 from tests.flags.test_usage import flag_groups
+from tests.helpers import assert_one_line_error, run_cli
 
-
-def last_wins(*args):
-  """Flags where a later one replaces an earlier one of the same name (the
-  tests' defaults then their overrides): the engine refuses a flag given
-  twice on its command line."""
-  def name(arg):
-    flag = arg.lstrip("-").split("=", 1)[0]
-    return flag[2:] if flag.startswith("no") else flag
-  kept = {}
-  for arg in args:
-    key = name(arg) if arg.startswith("--") and arg != "--" else id(arg)
-    kept.pop(key, None)
-    kept[key] = arg
-  return list(kept.values())
-
-
-def run_cli(*args, timeout=600, env=None, as_given=False):
-  """The engine's command line; a flag repeated in `args` is given once,
-  its last value (see `last_wins`), unless `as_given`."""
-  args = args if as_given else last_wins(*args)
-  env = dict(env if env is not None else os.environ, PYTHONPATH=REPO_ROOT)
-  return subprocess.run([sys.executable, "-m", "engine.main", *args],
-                        capture_output=True, text=True, cwd=REPO_ROOT,
-                        env=env, timeout=timeout, check=False)
-
-
-def assert_one_line_error(result, *fragments):
-  assert result.returncode != 0
-  assert "Traceback" not in result.stderr, result.stderr
-  errors = [line for line in result.stderr.splitlines()
-            if line.startswith(("error:", "FATAL"))]
-  assert len(errors) == 1, result.stderr
-  for fragment in fragments:
-    assert fragment in errors[0], errors[0]
-  return errors[0]
+pytestmark = pytest.mark.e2e
 
 
 def test_unknown_model():

@@ -4,9 +4,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from engine import startup
-from tests.conftest import REPO_ROOT
-from tests.engine.test_main import run_cli
+from tests.helpers import REPO_ROOT
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.e2e
 
 _WRITE_AT_FD_LEVEL = r"""
 import os, sys

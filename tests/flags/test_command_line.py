@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from tests.engine.test_main import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("args,culprit", [

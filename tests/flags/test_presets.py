@@ -2,9 +2,13 @@
 
 import os
 
+import pytest
+
 from engine.run import finish
-from tests.conftest import REPO_ROOT
-from tests.engine.test_main import run_cli
+from tests.helpers import REPO_ROOT
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.e2e
 
 _IWAE_PRESET = os.path.join(REPO_ROOT, "flags", "presets", "iwae_vae.flags")
 

@@ -11,7 +11,7 @@ import pytest
 import flags
 from engine import config as config_lib
 from flags import usage
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 TOOLS = ("evaluate", "sample", "export", "convert_dataset", "reproduce")
 CLI = pathlib.Path(REPO_ROOT) / "engine" / "cli"

@@ -12,6 +12,7 @@ from models import contract
 from models import plugins
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", models.names())
 def test_the_engines_models_keep_the_contract(name):
   spec = models.get(name)

@@ -18,8 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.engine.serving_runtimes import Session
+from tests.helpers import REPO_ROOT
+from tests.engine.serving.runtimes import Session
 
 _BUILDER = '''\
 """A user's models: not part of vae-engine."""

@@ -11,6 +11,8 @@ import pytest
 
 from engine.cli import chaos  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.mark.slow
 def test_killed_runs_lose_nothing_and_end_identical(small_mnist_dir, tmp_path,
@@ -53,9 +55,11 @@ def test_kill_plan_puts_exports_last():
 def test_verify_directory_reports_a_corrupt_checkpoint(small_mnist_dir,
                                                        tmp_path):
   from engine.run import runner
-  from tests.engine.test_runner import _config
-  runner.run(_config(small_mnist_dir, tmp_path, train_steps=20,
-                     checkpoint_every=10), stream=io.StringIO())
+  from tests import helpers
+  runner.run(helpers.run_config(small_mnist_dir, tmp_path,
+                                **{**helpers.SHORT_RUN, "train_steps": 20,
+                                   "checkpoint_every": 10}),
+             stream=io.StringIO())
   assert chaos.verify_directory(str(tmp_path), str(tmp_path / "none")) == 2
   with open(tmp_path / "ckpt-20.data-00000-of-00001", "r+b") as f:
     f.truncate(100)

@@ -16,7 +16,7 @@ import pytest
 from engine.config import DataConfig
 from engine.data import sources
 from engine.errors import DataError
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def convert_in_process(*argv):
@@ -68,6 +68,7 @@ def _nothing_written(tmp_path):
   assert not [n for n in os.listdir(tmp_path) if ".partial-" in n]
 
 
+@pytest.mark.e2e
 def test_uint64_labels_near_2_to_the_64_are_refused(tmp_path):
   """The case reported: stored as -1 and INT64_MIN, exit 0, before."""
   arrays = _arrays(tmp_path / "arrays",

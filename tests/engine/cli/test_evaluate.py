@@ -8,8 +8,10 @@ import pytest
 
 from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tests.engine.test_main import assert_one_line_error
-from tests.engine.cli.test_tools import run_tool
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_tool
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ import pytest
 
 from engine.cli import launch_local
 from engine.run import finish
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp{,6}.
 

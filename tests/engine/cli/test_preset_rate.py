@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from engine.cli import preset_rate
 from engine.cli import roofline
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
 
 
 def _tool(*args):

@@ -11,6 +11,8 @@ from engine.errors import UserError
 
 from engine.cli import profile_summary  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 
 def test_a_profiled_xla_run_shows_its_ops_and_xla_executions(
     small_mnist_dir, tmp_path):

@@ -3,7 +3,11 @@ one directory, resumed where they stopped, their NLL beside the paper's."""
 
 import json
 
-from tests.engine.test_main import assert_one_line_error, run_cli
+import pytest
+
+from tests.helpers import assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.e2e
 
 
 def test_rows_train_resume_and_print_the_table(small_mnist_dir, tmp_path):
@@ -84,7 +88,7 @@ def test_iwae_rows_resume_after_a_kill_mid_row(small_mnist_dir, tmp_path):
   import sys
   import time
 
-  from tests.conftest import REPO_ROOT
+  from tests.helpers import REPO_ROOT
 
   common = ["reproduce", "iwae_table1", f"--root={tmp_path}",
             "--rows=iwae_k5,iwae2_k5", f"--data_dir={small_mnist_dir}",

@@ -1,9 +1,10 @@
 """tools/throughput.py measures real training steps."""
 
+import pytest
 
+from engine.cli import throughput
 
-
-from engine.cli import throughput  # noqa: E402
+pytestmark = pytest.mark.e2e
 
 
 def test_measures_each_setting(small_mnist_dir):

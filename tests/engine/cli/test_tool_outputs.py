@@ -10,9 +10,11 @@ import sys
 import pytest
 
 from engine.io import run_lock
-from tests.conftest import REPO_ROOT
-from tests.engine.test_main import assert_one_line_error, run_cli
-from tests.mounts import needs_mounts
+from tests.helpers import REPO_ROOT
+from tests.helpers import assert_one_line_error, run_cli
+from tests.engine.io.mounts import needs_mounts
+
+pytestmark = pytest.mark.e2e
 
 
 def _tool(*args, timeout=600):

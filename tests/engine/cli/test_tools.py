@@ -17,13 +17,9 @@ import models
 from engine.serving import export
 from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_tool
 
-
-def run_tool(name, *args):
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools",
-                                                      name), *args],
-                        capture_output=True, text=True, check=False)
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from engine.data import idx
 from engine.errors import DataError
-from tests.conftest import write_idx
+from tests.helpers import write_idx
 
 
 def test_reads_real_mnist(mnist_dir):

@@ -11,20 +11,8 @@ from engine.config import DataConfig
 from engine.data import images
 from engine.data import sources
 from engine.errors import DataError
-from tests.engine.test_main import assert_one_line_error, run_cli
-
-
-def write_png_folder(directory, mnist, train=2048, test=512):
-  """Real MNIST as numbered PNGs in train/ and test/ class sub-folders."""
-  for split, array, labels, count in (
-      ("train", mnist.train_images, mnist.train_labels, train),
-      ("test", mnist.test_images, mnist.test_labels, test)):
-    for i in range(count):
-      folder = os.path.join(directory, split, str(labels[i]))
-      os.makedirs(folder, exist_ok=True)
-      tf.io.write_file(os.path.join(folder, f"{i:06d}.png"),
-                       tf.io.encode_png(array[i]))
-  return str(directory)
+from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import write_png_folder
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +43,7 @@ def test_class_names_come_with_the_sources_that_have_them(
   assert names[9] == "Ankle boot"
 
 
+@pytest.mark.e2e
 def test_png_folder_trains_to_the_idx_runs_weights_bit_for_bit(
     png_mnist_dir, small_mnist_dir, tmp_path):
   common = ["--model=dense", "--batch_size=64", "--train_steps=20",
@@ -142,10 +131,12 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding(tmp_path):
     ("--channels=2", "--channels=2: must be 1 or 3"),
     ("--image_size=0", "--image_size"),
 ])
+@pytest.mark.e2e
 def test_bad_conversion_flags(flag, fragment):
   assert_one_line_error(run_cli(flag), fragment)
 
 
+@pytest.mark.e2e
 def test_an_empty_folder_from_the_command_line(tmp_path):
   assert_one_line_error(run_cli(f"--data_dir={tmp_path}",
                                 f"--model_dir={tmp_path}/m"),

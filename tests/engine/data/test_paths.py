@@ -16,8 +16,8 @@ import pytest
 from engine.config import DataConfig
 from engine.data import sources
 from engine.errors import DataError
-from tests.conftest import REPO_ROOT
-from tests.engine.test_main import assert_one_line_error
+from tests.helpers import REPO_ROOT
+from tests.helpers import assert_one_line_error
 
 _DEADLINE_S = 20
 
@@ -50,6 +50,7 @@ _WHAT = {"fifo": "a FIFO (named pipe)",
          "devzero": "a character device, via a link to /dev/zero"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("tool", ["engine.main", "convert_dataset"])
 @pytest.mark.parametrize("kind", ["fifo", "devzero"])
 def test_a_special_file_named_npz_as_data_dir(tmp_path, kind, tool):

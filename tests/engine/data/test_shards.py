@@ -1,6 +1,7 @@
 """Converted (sharded ArrayRecord) datasets: what is written is what is read,
 training from them gives the source's very weights, and damage is refused."""
 
+import functools
 import io
 import json
 import os
@@ -10,15 +11,18 @@ import sys
 import numpy as np
 import pytest
 
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from engine.config import DataConfig
 from engine.data import pipeline
 from engine.data import shard_writer
 from engine.data import shards
 from engine.data import sources
 from engine.errors import DataError
 from engine.run import runner
-from tests.conftest import REPO_ROOT
-from tests.engine.test_main import assert_one_line_error, run_cli
+from tests.helpers import REPO_ROOT
+from tests.helpers import assert_one_line_error, run_cli
+from tests import helpers
+
+pytestmark = pytest.mark.e2e
 
 
 def _convert(source_dir, output_dir, *flags):
@@ -63,13 +67,10 @@ def test_the_converted_dataset_reads_back_as_the_source(small_mnist_dir,
   assert train.nbytes == 2048 * 8
 
 
-def _config(data_dir, model_dir, model="dense", **train):
-  values = dict(model_dir=str(model_dir), batch_size=32, train_steps=12,
-                steps_per_loop=5, log_every=6, checkpoint_every=0,
-                figures=False)
-  values.update(train)
-  return RunConfig(data=DataConfig(data_dir=data_dir, max_train_examples=1000),
-                   model=ModelConfig(name=model), train=TrainConfig(**values))
+_config = functools.partial(
+    helpers.run_config, data={"max_train_examples": 1000}, batch_size=32,
+    train_steps=12, steps_per_loop=5, log_every=6, checkpoint_every=0)
+
 
 
 @pytest.mark.parametrize("model,flags", [
@@ -317,7 +318,7 @@ def test_a_2gb_dataset_trains_in_the_memory_of_a_50mb_one(tmp_path):
 
 
 def test_a_folder_of_images_converts_to_what_training_reads(tmp_path, mnist):
-  from tests.engine.data.test_images import write_png_folder
+  from tests.helpers import write_png_folder
   folder = write_png_folder(tmp_path / "pngs", mnist, train=300, test=40)
   result = _convert(folder, tmp_path / "out", "--seed=5")
   assert result.returncode == 0, result.stderr[-2000:]

@@ -11,7 +11,7 @@ import pytest
 from engine.config import DataConfig
 from engine.data import sources
 from engine.errors import DataError
-from tests.conftest import write_idx
+from tests.helpers import write_idx
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -91,6 +91,7 @@ def _closed_loopback_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_offline_download_fails_fast_and_says_data_dir(tmp_path, monkeypatch):
   # All HTTP(S) goes to a closed loopback port: the machine looks offline and
   # nothing leaves it.

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from engine.config import DataConfig
 from engine.data import sources
 from engine.data import tfds_source
 from engine.run import runner
-from tests.conftest import write_idx
+from tests.helpers import write_idx
+from tests import helpers
 
 NAME = "vae_engine_small_mnist"
 
@@ -56,16 +57,14 @@ def tfds_dir(mnist, tmp_path_factory):
 
 
 def _config(model_dir, tfds_dir, data_dir=None, **train):
-  values = dict(model_dir=str(model_dir), batch_size=32, train_steps=12,
-                steps_per_loop=5, log_every=6, checkpoint_every=0,
-                figures=False)
-  values.update(train)
-  return RunConfig(data=DataConfig(dataset=NAME, data_dir=data_dir,
-                                   tfds_data_dir=tfds_dir),
-                   model=ModelConfig(name="dense"),
-                   train=TrainConfig(**values))
+  return helpers.run_config(
+      data_dir, model_dir, data={"dataset": NAME, "tfds_data_dir": tfds_dir},
+      **{"batch_size": 32, "train_steps": 12, "steps_per_loop": 5,
+         "log_every": 6, "checkpoint_every": 0, **train})
 
 
+
+@pytest.mark.e2e
 def test_an_array_record_tfds_dataset_trains_by_index_to_its_weights(
     tfds_dir, tmp_path):
   data = sources.load(DataConfig(dataset=NAME, tfds_data_dir=tfds_dir))

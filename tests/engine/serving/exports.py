@@ -1,8 +1,8 @@
 """The suite's serving exports, built once (the `served` fixture of
-tests/engine/conftest.py): a briefly trained export of each kind, the inputs
+tests/engine/serving/conftest.py): a briefly trained export of each kind, the inputs
 each signature is fed (good ones, and bad ones it must refuse), and every
 runtime's outcomes on them, each runtime in a fresh process that never
-imports the engine (tests/engine/serving_runtimes.py)."""
+imports the engine (tests/engine/serving/runtimes.py)."""
 
 import io
 import json
@@ -16,11 +16,9 @@ from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.data import sources
 from engine.io import run_dir
 from engine.run import runner
-from tests.conftest import REPO_ROOT
-from tests.engine.test_colour import photo_patches
+from tests.helpers import REPO_ROOT, photo_patches
 
-RUNTIMES_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                               "serving_runtimes.py")
+RUNTIMES_SCRIPT = os.path.join(os.path.dirname(__file__), "runtimes.py")
 # Each kind of export the issue names: (model config, data).
 KINDS = {
     "conv": (ModelConfig(name="conv", latent_dim=2), "mnist"),

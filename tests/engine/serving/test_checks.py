@@ -15,7 +15,7 @@ import tensorflow as tf
 from engine.serving import checks, signatures
 from tests.engine.serving.exports import KINDS
 
-pytestmark = pytest.mark.xdist_group("serving")
+pytestmark = [pytest.mark.xdist_group("serving"), pytest.mark.e2e]
 
 # Cases whose shape the placeholder does not allow: a Python session
 # (`saved_model_cli run`) refuses them itself, before the graph runs.
@@ -180,7 +180,7 @@ def test_the_server_names_the_shape_whatever_order_ops_run_in(tmp_path):
   tf.saved_model.save(module, path, signatures={
       "images": module.images, "labels": module.labels,
       "count": module.count})
-  from tests.engine.serving_runtimes import Session
+  from tests.engine.serving.runtimes import Session
   server = Session(path, unshaped=True)
   for _ in range(25):
     for shape in [(), (2,), (2, 16), (2, 4, 4), (2, 4, 4, 1, 1), (0, 5)]:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.engine.serving.exports import KINDS, fresh_process
 
-pytestmark = pytest.mark.xdist_group("serving")
+pytestmark = [pytest.mark.xdist_group("serving"), pytest.mark.e2e]
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "empty_batches.py")
 

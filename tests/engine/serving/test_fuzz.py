@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tests.engine.serving.exports import TOLERANCE
-from tests.engine.serving_runtimes import Session
+from tests.engine.serving.runtimes import Session
 
-pytestmark = pytest.mark.xdist_group("serving")
+pytestmark = [pytest.mark.xdist_group("serving"), pytest.mark.e2e]
 
 # The float input of each signature that takes one.
 FLOAT_INPUT = {"encode": "images", "decode": "z", "reconstruct": "images",
