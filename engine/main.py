@@ -26,7 +26,9 @@ import os
 import signal
 import sys
 
-# First: TensorFlow's import, without the start-up chatter that would bury
+# Nothing here imports TensorFlow at start: the flags are checked first, so
+# a bad one is its `error:` line at once, and TensorFlow is then imported its
+# quiet way (`load_tensorflow`), without the start-up chatter that would bury
 # the engine's first line (--verbosity shows it).
 from engine import startup  # noqa: I001
 
@@ -45,31 +47,44 @@ def _cluster_worker_quietly() -> None:
 
 
 _cluster_worker_quietly()
-_HELD_BACK = startup.import_tensorflow_quietly()
 
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import flags  # noqa: E402
 from flags import usage  # noqa: E402
-from engine.devices import strategies  # noqa: E402
-from engine.devices.cluster import ClusterFailure  # noqa: E402
-from engine.run import runner  # noqa: E402
-from engine.train.actions import Preempted  # noqa: E402
-from engine.errors import TrainingDiverged, UserError, fail  # noqa: E402
+from engine.config import sections  # noqa: E402
+from engine.errors import fail  # noqa: E402
 
 FLAGS = absl_flags.FLAGS
 EXIT_CLUSTER_FAILURE, EXIT_DIVERGED = 1, 3
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a scheduler expects.
-_PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                  tf.errors.AbortedError, tf.errors.CancelledError)
+# TensorFlow's start-up lines, held back by `load_tensorflow`.
+_held_back: list[str] = []
+
+
+def load_tensorflow() -> None:
+  """Imports TensorFlow (once) with its start-up chatter held back."""
+  _held_back.extend(startup.import_tensorflow_quietly())
+
+
+# A check of --model (or a model's default) needs the registry, which
+# imports TensorFlow: quietly, like every other import of it here.
+sections.before_registry = load_tensorflow
 
 
 @contextlib.contextmanager
 def _exit_statuses():
   """Turns how a run ends into one line and the exit status a scheduler
   expects."""
+  # pylint: disable=g-import-not-at-top  (after TensorFlow's quiet import)
+  import tensorflow as tf
+  from engine.devices import strategies
+  from engine.devices.cluster import ClusterFailure
+  from engine.train.actions import Preempted
+  from engine.errors import TrainingDiverged, UserError
+  peer_failures = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                   tf.errors.AbortedError, tf.errors.CancelledError)
   try:
     yield
   except UserError as e:
@@ -81,7 +96,7 @@ def _exit_statuses():
     sys.exit(EXIT_PREEMPTED)
   except ClusterFailure as e:  # The cluster did not assemble.
     fail(str(e), EXIT_CLUSTER_FAILURE)
-  except _PEER_FAILURES as e:
+  except peer_failures as e:
     # A peer died or stopped answering: end now so the job can be restarted
     # from its last checkpoint, instead of hanging on a collective.
     fail("training stopped: a worker failed or became unreachable: "
@@ -98,6 +113,8 @@ def _sigterm_exits_at_once(model_dir: str) -> None:
   half-written save or export is the engine's own temporary file, removed
   by the next run, and the last checkpoint is intact. Inside the loop
   `actions.PreemptionAction` takes the signal over and saves first."""
+
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   def handle(signum, frame):
     del signum, frame
@@ -118,8 +135,10 @@ def _sigterm_exits_at_once(model_dir: str) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  load_tensorflow()
   # absl's app.run sets INFO itself, so an explicit flag is looked for.
-  startup.quiet_logs(FLAGS["verbosity"].present, _HELD_BACK)
+  startup.quiet_logs(FLAGS["verbosity"].present, _held_back)
+  from engine.run import runner  # pylint: disable=g-import-not-at-top
   with _exit_statuses():
     config = flags.to_config(FLAGS)  # A model without a default latent size.
     _sigterm_exits_at_once(config.train.model_dir)
@@ -151,6 +170,7 @@ def tool_docs() -> dict[str, str]:
 def list_models() -> None:
   """Prints every model `--model` can name without a reference: the engine's
   and the installed packages' (`vae_engine.models`), with descriptions."""
+  load_tensorflow()
   import models  # pylint: disable=g-import-not-at-top  (after TensorFlow)
   from models import plugins  # pylint: disable=g-import-not-at-top
   own = set(models.names())
@@ -176,11 +196,15 @@ def run() -> None:
     importlib.import_module(f"engine.cli.{name}").cli()
     return
   startup.describe_main(__doc__)
+  wanted = usage.requested(sys.argv)
+  if wanted:
+    # The help describes every model, installed ones too: the registry.
+    load_tensorflow()
+    importlib.import_module("models")
   flags.define()
   if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
     # Not a tool: the engine itself takes no bare words (`vae-engine evalute`).
     fail(usage.unknown_word(sys.argv[1], TOOLS, FLAGS))
-  wanted = usage.requested(sys.argv)
   if wanted:
     usage.show(wanted, FLAGS, __doc__, command="vae-engine",
                key_flags=KEY_FLAGS, tools=tool_docs())

@@ -83,6 +83,11 @@ def define_setting(declared: settings.Setting, fv: flags.FlagValues,
   def valid(value, declared=declared):
     if value is None or (declared.type is tuple and not value):
       return True
+    if not fv[name].present and value == default:
+      # The declared default (checked by the config built from the flags):
+      # checking it here would load the model registry, and TensorFlow
+      # with it, before a bad flag could be named.
+      return True
     if declared.type is tuple:
       parsed = declared.parse(value)
       if parsed is None:

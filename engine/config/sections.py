@@ -9,7 +9,8 @@ everything below it takes these objects and never reads `absl.flags.FLAGS`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import sys
+from typing import Callable, Optional
 
 from engine.config import settings
 from engine.config.settings import setting
@@ -28,11 +29,33 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
 OBJECTIVES = ("elbo", "iwae")
 
 
+# Runs before the model registry (`models`, which imports TensorFlow and
+# every installed builder) is first loaded for a check or a default. The
+# command line checks its other flags before TensorFlow loads, and sets this
+# to load TensorFlow its quiet way (`engine.startup`) at that point.
+before_registry: Callable[[], None] = lambda: None
+
+
+def _registry():
+  """The model registry, loaded on first use (see `before_registry`)."""
+  if "models" not in sys.modules:
+    before_registry()
+  import models  # pylint: disable=g-import-not-at-top
+  return models
+
+
+# The engine's own models (`models/__init__.py`), known without loading the
+# registry; tests/models/test_models.py keeps the two lists equal.
+ENGINE_MODELS = ("conv", "denoising", "dense", "iwae_mlp", "iwae_mlp2",
+                 "lambda", "mlp")
+
+
 def _model_problem(name: str) -> Optional[str]:
   """What is wrong with `--model=name` (None: it names a model)."""
-  import models  # pylint: disable=g-import-not-at-top  (the registry)
+  if name in ENGINE_MODELS:
+    return None
   try:
-    models.get(name)
+    _registry().get(name)
   except KeyError as e:
     return e.args[0]
   except UserError as e:  # A user's builder that cannot be loaded.
@@ -42,12 +65,16 @@ def _model_problem(name: str) -> Optional[str]:
 
 def _model_help():
   # Describing installed builders imports them (a broken one is described
-  # by why it cannot be loaded), as --helpfull and --list_models promise.
-  import models  # pylint: disable=g-import-not-at-top
-  return ("Which VAE to train: one of the engine's, an installed package's "
+  # by why it cannot be loaded), as --helpfull and --list_models promise;
+  # until the registry is loaded (a command line being checked before
+  # TensorFlow starts), the help points at --list_models instead.
+  text = ("Which VAE to train: one of the engine's, an installed package's "
           "(entry-point group vae_engine.models), or any builder as "
-          "package.module:function (see vae-engine --list_models). " + "; ".join(
-              f"{name}: {text}" for name, text in models.registry.described()))
+          "package.module:function (see vae-engine --list_models).")
+  if "models" not in sys.modules:
+    return text
+  return text + " " + "; ".join(
+      f"{name}: {text}" for name, text in _registry().registry.described())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,10 +227,9 @@ class DistributionConfig:
 def _resolve_model_defaults(section, name: str, model: str) -> None:
   """Fills the settings of `section` (a frozen dataclass, named `name`)
   that are None and have a model default, from the model's spec."""
-  import models  # pylint: disable=g-import-not-at-top  (the registry)
   for declared in settings.declared(name, type(section), with_help=False):
     if declared.model_default and getattr(section, declared.field) is None:
-      value = declared.model_default(models.get(model))
+      value = declared.model_default(_registry().get(model))
       plain = settings.normalized(declared, value)
       message = settings.problem(declared, plain)
       if message:

@@ -1,15 +1,47 @@
 """The command line, as a user runs it: one-line errors, real runs."""
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import write_idx
+from tests.helpers import REPO_ROOT, write_idx
 from tests.flags.test_usage import flag_groups
 from tests.helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.e2e
+
+
+def test_bad_flags_are_named_before_tensorflow_loads(tmp_path):
+  """A mistake in a flag is its line at once: TensorFlow (seconds to
+  import) loads only once the flags are good, or to look a model up."""
+  blocker = tmp_path / "tensorflow"
+  blocker.mkdir()
+  (blocker / "__init__.py").write_text(
+      "raise ImportError('TensorFlow was imported')\n")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path),
+                                                     REPO_ROOT]))
+
+  def run(*args):
+    return subprocess.run([sys.executable, "-m", "engine.main", *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT,
+                          env=env, timeout=120, check=False)
+
+  for args, words in ((["--batch_size=0"], "must be a positive number"),
+                      (["--model=conv", "--latent_dim=-2"],
+                       "--latent_dim=-2"),
+                      ([f"--data_dir={tmp_path}/nope"],
+                       "not an existing directory"),
+                      (["--mixed_precision=half"], "must be one of"),
+                      (["--no_such_flag"], "no_such_flag")):
+    result = run(*args)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, words)
+  # The blocker works: a model the engine does not ship is looked up.
+  assert "TensorFlow was imported" in run("--model=resnet").stderr
 
 
 def test_unknown_model():

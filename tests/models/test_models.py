@@ -26,6 +26,13 @@ def test_registry_holds_the_five_seed_models_and_the_iwae_networks():
   assert models.names() == sorted(EXPECTED)
 
 
+def test_the_flags_know_the_engines_models_without_the_registry():
+  """`--model` is checked before TensorFlow loads: its list of the engine's
+  own models is the registry's."""
+  from engine.config import sections
+  assert sorted(sections.ENGINE_MODELS) == models.names()
+
+
 def test_iwae_mlp_is_tanh_and_starts_its_output_bias_at_the_data_mean():
   spec = models.get("iwae_mlp")
   assert spec.default_latent_dim == 50 and spec.initializes_from_data
