@@ -1,6 +1,6 @@
 """Training speed of the engine against Keras `model.fit`, in one process.
 
-    vae-engine benchmark --data_dir=../shared/data/mnist --models=dense,conv
+    vae-engine benchmark --data_dir=path/to/mnist --models=dense,conv
 
 For each model, on the same real data and batch size, in alternating rounds:
 

@@ -1,7 +1,7 @@
 r"""Converts a dataset into sharded ArrayRecord files that training reads by
 index (`engine.data.shards`), so no process holds the whole dataset.
 
-    vae-engine convert_dataset --data_dir=../shared/data/mnist \
+    vae-engine convert_dataset --data_dir=path/to/mnist \
         --output_dir=/data/mnist-shards
     vae-engine convert_dataset --data_dir=arrays/ --output_dir=...
         # arrays/: x_train.npy, x_test.npy [, y_train.npy, y_test.npy]

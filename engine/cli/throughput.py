@@ -1,6 +1,6 @@
 r"""Training throughput of the engine's loop at several --steps_per_loop.
 
-    vae-engine throughput --data_dir=../shared/data/mnist \
+    vae-engine throughput --data_dir=path/to/mnist \
         --models=dense,conv --steps_per_loop=1,100 --batch_size=128
 
 Runs, in one process and in alternating rounds, the engine's compiled loop on

@@ -133,7 +133,7 @@ class TrainConfig:
       "steps per XLA call unless the model has convolutions and runs on a "
       "CPU); under --strategy the forward and backward pass. Default (auto): "
       "on, except for models with convolutions on a CPU, whose XLA gradients "
-      "are slower there than oneDNN's (tools/benchmark.py measures both); "
+      "are slower there than oneDNN's (vae-engine benchmark measures both); "
       "the start line says which.", resume_safe=True)
   figures: bool = setting(True, "Write matplotlib figures into "
                           "<model_dir>/figures at the end of training.",
@@ -143,7 +143,7 @@ class TrainConfig:
       "with this many importance samples per image (5000 in the IWAE paper; "
       "0: off).", check=settings.NON_NEGATIVE, resume_safe=True)
   sample_quality: bool = setting(
-      False, "At the final evaluation (and in tools/evaluate.py), score "
+      False, "At the final evaluation (and in vae-engine evaluate), score "
       "10,000 prior samples with a classifier trained on the training "
       "split's labels (cached in <model_dir>/classifier): the entropy of "
       "their predicted classes and their Fréchet distance to the test set "
@@ -184,7 +184,7 @@ class TrainConfig:
   profile_steps: Optional[tuple[int, int]] = setting(
       None, "FIRST,LAST: capture a TensorBoard profiler trace of training "
       "steps [FIRST, LAST) into <model_dir>/plugins/profile (summarize it "
-      "with tools/profile_summary.py).", parse=settings.int_tuple,
+      "with vae-engine profile_summary).", parse=settings.int_tuple,
       check=(lambda v: v is None or 0 <= v[0] < v[1],
              "must be FIRST,LAST with 0 <= FIRST < LAST"), resume_safe=True)
 

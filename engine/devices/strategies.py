@@ -78,7 +78,7 @@ def _multi_worker(config: DistributionConfig) -> tf.distribute.Strategy:
   spec = _cluster_spec_from_env()
   if not spec.get("cluster") or not spec.get("task"):
     raise UserError("--strategy=multi_worker_mirrored: TF_CONFIG must "
-                    "describe the cluster and this task (see README, "
+                    "describe the cluster and this task (see docs/cluster.md, "
                     "'Cluster jobs'); for one machine use "
                     "--strategy=mirrored")
   cluster.check_own_port(spec)

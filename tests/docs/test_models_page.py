@@ -90,7 +90,7 @@ def test_its_builder_refuses_images_it_cannot_take_in_one_line(project,
 @pytest.mark.slow
 def test_its_command_trains_and_exports(project, small_mnist_dir):
   (command,) = [text for language, text in _blocks() if language == "sh"]
-  command = command.replace("../shared/data/mnist", small_mnist_dir).replace(
+  command = command.replace("path/to/mnist", small_mnist_dir).replace(
       "/tmp/runs", str(project / "runs")).rstrip()
   result = _run(["bash", "-c", f"{command} --train_steps=30 "
                  "--checkpoint_every=0 --eval_every=0 --figures=false"],

@@ -50,21 +50,26 @@ def fresh_process(*args, cwd, env=None):
                         text=True, cwd=str(cwd), env=env, timeout=900)
 
 
-def readme_rest_requests():
-  """The README's REST bodies, one per signature (`IMAGE` stands for one
-  image as nested lists; a conditional model's carry `"label"`)."""
-  with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
-    readme = f.read()
-  block = readme.split("<!-- rest-requests -->", 1)[1].split("```json", 1)[1]
+# The page that documents the REST requests (its `<!-- rest-requests -->`
+# block).
+SERVING_PAGE = os.path.join(REPO_ROOT, "docs", "serving.md")
+
+
+def documented_rest_requests():
+  """docs/serving.md's REST bodies, one per signature (`IMAGE` stands for
+  one image as nested lists; a conditional model's carry `"label"`)."""
+  with open(SERVING_PAGE, encoding="utf-8") as f:
+    page = f.read()
+  block = page.split("<!-- rest-requests -->", 1)[1].split("```json", 1)[1]
   block = block.split("```", 1)[0]
   return [line for line in block.splitlines() if line.startswith("{")]
 
 
 def rest_bodies(images, label=None):
-  """The README's bodies with a real image filled in (and, for a
-  conditional model, `"label"` added to every row, as the README says)."""
+  """docs/serving.md's bodies with a real image filled in (and, for a
+  conditional model, `"label"` added to every row, as the page says)."""
   bodies = []
-  for line in readme_rest_requests():
+  for line in documented_rest_requests():
     body = json.loads(line.replace("IMAGE", json.dumps(images[0].tolist())))
     if label is not None:
       for row in body.get("instances") or [body["inputs"]]:
@@ -167,7 +172,7 @@ def build(root, small_mnist_dir):
                  {case: inputs for case, (_, inputs, _, _) in bad[name].items()})
     (feeds_dir / f"{name}.bad.json").write_text(json.dumps(
         {case: signature for case, (signature, _, _, _) in bad[name].items()}))
-    if latent == 2:  # The README's decode bodies are for a latent of 2.
+    if latent == 2:  # docs/serving.md's decode bodies are for a latent of 2.
       (feeds_dir / f"{name}.rest.json").write_text(json.dumps(
           rest_bodies(images, int(labels[0]) if model.conditional else None)))
   outputs, reports = {}, {}

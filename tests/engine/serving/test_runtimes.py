@@ -1,7 +1,7 @@
 """Exports in the runtimes users serve from, each in a fresh process that
 never imports the engine: TF2's loader (the reference), the session loader of
 TF Serving and `saved_model_cli run` (with the export's warm-up requests and
-the README's REST requests), and LiteRT."""
+docs/serving.md's REST requests), and LiteRT."""
 
 import json
 import os
@@ -100,10 +100,10 @@ def test_warmup_requests_cover_every_signature_and_replay(served, name):
 
 
 @pytest.mark.parametrize("name", ["conv", "conditional"])
-def test_readme_rest_requests_give_the_signatures_outputs(served, name):
-  """Each README body, decoded as TF Serving decodes REST JSON, fed
-  through the session loader, gives what the signature gives those tensors
-  in TF2."""
+def test_documented_rest_requests_give_the_signatures_outputs(served, name):
+  """Each body docs/serving.md shows, decoded as TF Serving decodes REST
+  JSON, fed through the session loader, gives what the signature gives
+  those tensors in TF2."""
   bodies = json.loads((served["feeds_dir"] / f"{name}.rest.json").read_text())
   assert {body["signature_name"] for body in bodies} == {
       "encode", "decode", "reconstruct", "sample"}
@@ -115,7 +115,7 @@ def test_readme_rest_requests_give_the_signatures_outputs(served, name):
     result = {key.split("/")[1]: value for key, value in outputs.items()
               if key.startswith(f"rest{i}/")}
     if signature in ("encode", "reconstruct"):
-      # The README's body carries the first test image.
+      # The page's body carries the first test image.
       for key, value in result.items():
         np.testing.assert_allclose(value, reference[f"{signature}/{key}"][:1],
                                    **TOLERANCE)
@@ -154,7 +154,7 @@ def test_export_tool_writes_litert_models_within_their_bounds(served,
                                                               tmp_path):
   """`tools/export.py --tflite --tflite_quantize=...` on a trained conv
   run: float32 files agree with the SavedModel; quantized decoders stay
-  within the bounds the README states, on real test images."""
+  within the bounds docs/serving.md states, on real test images."""
   model_dir = served["root"] / "conv"
   report_path = tmp_path / "tflite.json"
   ran = subprocess.run(
@@ -186,7 +186,7 @@ def test_export_tool_writes_litert_models_within_their_bounds(served,
   assert "decode.dynamic_int8.tflite" in ran.stdout
 
 
-# The bounds the README states for a quantized decoder's pixel means (in
+# The bounds docs/serving.md states for a quantized decoder's pixel means (in
 # [0, 1]), max over the test images.
 FLOAT16_IMAGE_BOUND = 2e-3
 INT8_IMAGE_BOUND = 5e-2
