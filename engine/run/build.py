@@ -281,7 +281,9 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
           actions.PreemptionAction(strategy, checkpointer.save),
           actions.ProgressAction(
               train.log_every, last_step, trainer.step, console, writer,
-              console.say, learning_rate=trainer.learning_rate_now)],
+              console.say, learning_rate=trainer.learning_rate_now,
+              steps_per_epoch=pipeline.steps_per_epoch(num_train,
+                                                       train.batch_size))],
       eval_actions=eval_actions,
       end_actions=[*end_actions, result])
   return Run(config=config, workspace=workspace, data=data, vae=vae,

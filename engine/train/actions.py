@@ -45,7 +45,8 @@ def _format_duration(seconds: float) -> str:
 class ProgressAction(Action):
   """The progress line and the training summaries (with the learning rate
   the next step takes), every `every` steps:
-  `step 400/4680 [##---] loss ... | ex/s | ETA`.
+  `step 400/4680 [##---] 8.5% epoch 0.85/10 loss ... | ex/s | ETA` (the
+  epoch, passes over the training set, where `steps_per_epoch` is given).
 
   The rate is the examples trained since the last report over the time the
   training calls took, so an evaluation in between does not inflate it.
@@ -55,9 +56,11 @@ class ProgressAction(Action):
 
   def __init__(self, every: int, last_step: int, start_step: int,
                stream: Optional[TextIO], writer, say: Say,
-               learning_rate: Optional[Callable[[], float]] = None):
+               learning_rate: Optional[Callable[[], float]] = None,
+               steps_per_epoch: Optional[int] = None):
     super().__init__(every)
     self.learning_rate = learning_rate
+    self.steps_per_epoch = steps_per_epoch
     self.last_step = last_step
     self.stream = stream or sys.stdout
     self.writer = writer
@@ -108,8 +111,12 @@ class ProgressAction(Action):
     done = min(step / max(self.last_step, 1), 1.0)
     filled = int(round(done * self._BAR))
     bar = "#" * filled + "-" * (self._BAR - filled)
+    epoch = ""
+    if self.steps_per_epoch:
+      epoch = (f"epoch {step / self.steps_per_epoch:.2f}/"
+               f"{self.last_step / self.steps_per_epoch:.4g} ")
     line = (f"step {step}/{self.last_step} [{bar}] {100 * done:5.1f}% "
-            f"loss {metrics['loss']:.2f} recon {metrics['reconstruction']:.2f} "
+            f"{epoch}loss {metrics['loss']:.2f} recon {metrics['reconstruction']:.2f} "
             f"kl {metrics['kl']:.2f} | {examples_per_sec:,.0f} ex/s "
             f"| ETA {_format_duration(seconds_left)}")
     print(line, file=self.stream, flush=True)

@@ -47,3 +47,24 @@ def test_the_rate_is_the_training_calls_examples_over_their_time():
   assert progress.fires(last)
   progress(last)
   assert writer.records[-1][2]["examples_per_sec"] == 500.0
+
+
+def test_the_line_names_the_epoch_where_steps_per_epoch_is_known():
+  """Passes over the training set done, of the run's: 300 steps of 100 an
+  epoch, of 1,000 steps, is epoch 3.00/10; without the size, no epoch."""
+  stream = io.StringIO()
+  progress = actions.ProgressAction(every=100, last_step=1000, start_step=0,
+                                    stream=stream, writer=_Writer(),
+                                    say=lambda line: None,
+                                    steps_per_epoch=100)
+  line = progress.report(300, {"loss": 1.0, "reconstruction": 1.0,
+                               "kl": 0.0}, 10.0, 5.0)
+  assert line.startswith("step 300/1000 [######--------------]  30.0% "
+                         "epoch 3.00/10 loss 1.00"), line
+  progress.steps_per_epoch = 469
+  line = progress.report(250, {"loss": 1.0, "reconstruction": 1.0,
+                               "kl": 0.0}, 10.0, 5.0)
+  assert " epoch 0.53/2.132 loss" in line, line
+  progress.steps_per_epoch = None
+  assert "epoch" not in progress.report(
+      300, {"loss": 1.0, "reconstruction": 1.0, "kl": 0.0}, 10.0, 5.0)
