@@ -28,7 +28,6 @@ from engine.io import files
 from engine.errors import UserError
 
 VARIANTS = ("float32", "float16", "dynamic_int8")
-QUANTIZED = VARIANTS[1:]
 DIRECTORY = "tflite"
 
 
