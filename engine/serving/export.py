@@ -78,6 +78,8 @@ def recover(export_dir: str) -> list[str]:
     warning line).
   """
   left = []
+  if not files.gfile.isdir(export_dir):
+    return left  # Killed before its first write: nothing to clean up.
   for entry in sorted(files.gfile.listdir(export_dir)):
     entry = entry.rstrip("/")
     path = files.join(export_dir, entry)

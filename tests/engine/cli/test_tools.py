@@ -120,6 +120,7 @@ sys.path.insert(0, sys.argv[2])
 import models
 from engine.serving import export
 vae = models.get("dense").build((28, 28, 1), 2)
+print("exporting", flush=True)
 version = 100
 while True:
   version += 1
@@ -134,14 +135,20 @@ def test_killed_exports_never_leave_a_broken_version(tmp_path):
   for _ in range(4):
     process = subprocess.Popen([sys.executable, "-c", _EXPORT_FOREVER,
                                 export_dir, REPO_ROOT],
-                               stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    time.sleep(7 + rng.uniform(0, 4))
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    # The kill lands at a random moment of the exporting, however long the
+    # child takes to import on a loaded machine: timed from its start line.
+    assert process.stdout.readline() == "exporting\n"
+    time.sleep(rng.uniform(0, 4))
     process.send_signal(signal.SIGKILL)
     process.wait()
+    process.stdout.close()
     export.recover(export_dir)
-    versions = [d for d in os.listdir(export_dir) if not d.startswith(".")]
-    assert not [d for d in os.listdir(export_dir) if d.startswith(".")]
+    # (Killed before the first write, there is no directory yet.)
+    entries = os.listdir(export_dir) if os.path.isdir(export_dir) else []
+    versions = [d for d in entries if not d.startswith(".")]
+    assert not [d for d in entries if d.startswith(".")]
     for version in versions:
       loaded = tf.saved_model.load(os.path.join(export_dir, version))
       assert "reconstruct" in loaded.signatures

@@ -231,3 +231,10 @@ def test_conditional_export_samples_the_asked_class_in_a_fresh_process(
   # Measured 0.99+ on every class; the run's own score agrees.
   assert per_class.mean() >= 0.9 and per_class.min() >= 0.6, per_class
   assert result.test_metrics["conditional_accuracy"] >= 0.9
+
+
+def test_recovering_a_directory_never_written_changes_nothing(tmp_path):
+  """An exporter killed before its first write leaves no directory: there is
+  nothing to recover, and nothing is created."""
+  assert export.recover(str(tmp_path / "exports")) == []
+  assert not (tmp_path / "exports").exists()
