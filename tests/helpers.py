@@ -111,7 +111,7 @@ def checkpointed_state(model_dir):
 
 
 class Killed(Exception):
-  """What `KillAt` raises."""
+  """What the action `kill_at` returns raises."""
 
 
 def kill_at(step):

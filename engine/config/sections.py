@@ -68,12 +68,12 @@ def _model_help():
   # by why it cannot be loaded), as --helpfull and --list_models promise;
   # until the registry is loaded (a command line being checked before
   # TensorFlow starts), the help points at --list_models instead.
-  text = ("Which VAE to train: one of the engine's, an installed package's "
-          "(entry-point group vae_engine.models), or any builder as "
-          "package.module:function (see vae-engine --list_models).")
+  intro = ("Which VAE to train: one of the engine's, an installed package's "
+           "(entry-point group vae_engine.models), or any builder as "
+           "package.module:function (see vae-engine --list_models).")
   if "models" not in sys.modules:
-    return text
-  return text + " " + "; ".join(
+    return intro
+  return intro + " " + "; ".join(
       f"{name}: {text}" for name, text in _registry().registry.described())
 
 
