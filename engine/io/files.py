@@ -53,6 +53,17 @@ def write_atomically(path: str, content: str | bytes) -> None:
       gfile.remove(temporary)
 
 
+def create_marker(path: str) -> None:
+  """Creates an empty file whose existence is all it says.
+
+  Not written through a temporary name: a kill part-way must leave either
+  the marker or nothing, never a stray temporary in the marked directory
+  (which would make the directory look like someone else's).
+  """
+  with gfile.GFile(path, "w") as f:
+    f.write("")  # GFile creates the file on its first write.
+
+
 def append_line(path: str, line: str) -> None:
   """Appends one line; filesystems without append get the file rewritten."""
   try:

@@ -35,8 +35,7 @@ class Workspace:
     if self.is_chief:
       self.lock = run_lock.acquire(model_dir)
     else:
-      files.write_atomically(files.join(self.write_dir, self.SCRATCH_MARKER),
-                             "")
+      files.create_marker(files.join(self.write_dir, self.SCRATCH_MARKER))
 
   def __enter__(self) -> "Workspace":
     return self

@@ -164,7 +164,7 @@ def export(vae: VariationalAutoencoder, export_dir: str, version: int,
   staging = files.join(export_dir, f".tmp-{version}-{unique}")
   try:
     files.gfile.makedirs(staging)
-    files.write_atomically(files.join(staging, STAGING_MARKER), "")
+    files.create_marker(files.join(staging, STAGING_MARKER))
     module = ServingModule(float32_model(vae), denoising=denoising)
     signatures = module.signatures()
     tf.saved_model.save(module, staging, signatures=signatures)

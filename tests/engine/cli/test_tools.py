@@ -3,11 +3,6 @@ and an export killed part-way."""
 
 import io
 import os
-import random
-import signal
-import subprocess
-import sys
-import time
 
 import matplotlib.image
 import numpy as np
@@ -17,7 +12,7 @@ import models
 from engine.serving import export
 from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tests.helpers import REPO_ROOT, run_tool
+from tests.helpers import run_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -112,43 +107,3 @@ def test_sample_tool_bad_path(tmp_path):
   result = run_tool("sample.py", f"--saved_model={tmp_path}/none")
   assert result.returncode == 2 and "--saved_model" in result.stderr
   assert "Traceback" not in result.stderr
-
-
-_EXPORT_FOREVER = """
-import sys
-sys.path.insert(0, sys.argv[2])
-import models
-from engine.serving import export
-vae = models.get("dense").build((28, 28, 1), 2)
-print("exporting", flush=True)
-version = 100
-while True:
-  version += 1
-  export.export(vae, sys.argv[1], version % 3 + 100)  # Replaces versions too.
-"""
-
-
-def test_killed_exports_never_leave_a_broken_version(tmp_path):
-  import tensorflow as tf
-  export_dir = str(tmp_path / "exports")
-  rng = random.Random(0)
-  for _ in range(4):
-    process = subprocess.Popen([sys.executable, "-c", _EXPORT_FOREVER,
-                                export_dir, REPO_ROOT],
-                               stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    # The kill lands at a random moment of the exporting, however long the
-    # child takes to import on a loaded machine: timed from its start line.
-    assert process.stdout.readline() == "exporting\n"
-    time.sleep(rng.uniform(0, 4))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stdout.close()
-    export.recover(export_dir)
-    # (Killed before the first write, there is no directory yet.)
-    entries = os.listdir(export_dir) if os.path.isdir(export_dir) else []
-    versions = [d for d in entries if not d.startswith(".")]
-    assert not [d for d in entries if d.startswith(".")]
-    for version in versions:
-      loaded = tf.saved_model.load(os.path.join(export_dir, version))
-      assert "reconstruct" in loaded.signatures

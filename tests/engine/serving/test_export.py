@@ -238,3 +238,90 @@ def test_recovering_a_directory_never_written_changes_nothing(tmp_path):
   nothing to recover, and nothing is created."""
   assert export.recover(str(tmp_path / "exports")) == []
   assert not (tmp_path / "exports").exists()
+
+
+class _Killed(BaseException):
+  """The exporter's process dying: nothing after it runs, not even cleanup."""
+
+
+class _KillableGfile:
+  """`tf.io.gfile` that dies at its `kill_at`-th operation.
+
+  With `torn`, a file being opened for writing at that moment is left behind
+  empty (created, nothing written), as a kill inside a write leaves it.
+  Every operation after the kill raises too, so no `finally` of the exporter
+  gets to tidy up.
+  """
+
+  def __init__(self, kill_at: int, torn: bool = False):
+    self.kill_at, self.torn = kill_at, torn
+    self.operations = 0
+    self.killed_in = None  # The operation it died in.
+
+  def __getattr__(self, name):
+    real = getattr(tf.io.gfile, name)
+
+    def operation(*args, **kwargs):
+      if self.killed_in is None:
+        self.operations += 1
+        if self.operations == self.kill_at:
+          self.killed_in = name
+          if self.torn and _opens_for_writing(name, args, kwargs):
+            with tf.io.gfile.GFile(args[0], "w") as f:
+              f.write("")
+      if self.killed_in is not None:
+        raise _Killed(name)
+      return real(*args, **kwargs)
+    return operation
+
+
+def _opens_for_writing(name, args, kwargs) -> bool:
+  return name == "GFile" and "w" in (args[1:2] or [kwargs.get("mode", "r")])[0]
+
+
+@pytest.mark.parametrize("replacing", [False, True],
+                         ids=["new_version", "replacing_a_version"])
+def test_a_kill_at_any_file_operation_leaves_complete_versions_only(
+    tmp_path, monkeypatch, replacing):
+  """Kills the exporter before its 1st, 2nd, ... filesystem operation (and
+  inside each file it writes) until one export runs through; after each
+  kill, `recover` must leave only complete versions, and never lose the
+  version being replaced."""
+  from engine.io import files
+  vae = models.get("dense").build((28, 28, 1), 2)
+  export_dir = str(tmp_path / "exports")
+  if replacing:
+    export.export(vae, export_dir, version=1)
+  kills = []
+  for kill_at in range(1, 200):
+    for torn in (False, True):
+      gfile = _KillableGfile(kill_at, torn)
+      monkeypatch.setattr(files, "gfile", gfile)
+      try:
+        export.export(vae, export_dir, version=1)
+      except _Killed:
+        kills.append((kill_at, torn, gfile.killed_in))
+      finally:
+        monkeypatch.setattr(files, "gfile", tf.io.gfile)
+      assert export.recover(export_dir) == [], kills[-1]
+      entries = sorted(os.listdir(export_dir)) if os.path.isdir(
+          export_dir) else []
+      assert entries == (["1"] if replacing or not gfile.killed_in
+                         else entries) and entries in ([], ["1"]), (
+                             kills[-1], entries)
+      for entry in entries:
+        assert export.is_engine_export(os.path.join(export_dir, entry))
+        assert os.path.exists(os.path.join(export_dir, entry,
+                                           "saved_model.pb"))
+      if not replacing:
+        shutil.rmtree(export_dir, ignore_errors=True)
+      if not gfile.killed_in or gfile.killed_in != "GFile":
+        break  # A kill inside anything but a write leaves nothing torn.
+    if not gfile.killed_in:
+      break
+  else:
+    pytest.fail("the export never ran through")
+  # The kill points included every kind of step an export takes.
+  assert {"makedirs", "GFile", "rename", "remove"} <= {
+      name for _, _, name in kills}, kills
+  assert any(torn for _, torn, _ in kills), kills
