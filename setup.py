@@ -27,7 +27,9 @@ setup(
         # Serving runtimes: TF Serving's protos (the export's warm-up
         # requests) and LiteRT's interpreter (tools/export.py --tflite).
         "serving": ["tensorflow-serving-api", "ai-edge-litert"],
-        "test": ["pytest>=7", "pytest-xdist", "hypothesis",
+        # pytest 9.2 silently breaks pytest-xdist's --dist loadgroup
+        # (pytest-dev/pytest-xdist#1386; tests/test_tiers.py checks it).
+        "test": ["pytest>=7,<9.2", "pytest-xdist", "hypothesis",
                  "tensorflow-serving-api", "ai-edge-litert"],
     },
     entry_points={

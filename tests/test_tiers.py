@@ -82,3 +82,40 @@ def test_the_unit_tier_selects_only_unmarked_tests(pytester):
   result.stdout.fnmatch_lines(["*test_marked_e2e_starts_a_process",
                                "*test_marked_slow_is_e2e_too",
                                "2/6 tests collected*"])
+
+
+_GROUPED = '''
+import os
+
+import pytest
+
+pytestmark = pytest.mark.xdist_group("shared")
+
+
+@pytest.fixture(scope="session")
+def expensive():
+  # One file per build of the fixture: the grouping's whole point.
+  open(os.path.join({builds!r}, str(os.getpid())), "w").close()
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_uses_the_expensive_fixture(expensive, case):
+  assert True
+'''
+
+
+def test_a_group_of_tests_shares_one_worker_and_its_session_fixtures(
+    pytester, tmp_path):
+  """`make test` runs `--dist loadgroup` so that modules sharing a costly
+  session fixture (tests/engine/serving) build it once. pytest 9.2 made
+  pytest-xdist's grouping a silent no-op (pytest-dev/pytest-xdist#1386),
+  which built the serving exports on both workers: setup.py keeps pytest
+  below it, and this fails if grouping breaks again."""
+  builds = tmp_path / "builds"
+  builds.mkdir()
+  pytester.makepyfile(test_grouped=_GROUPED.format(builds=str(builds)))
+  result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup",
+                                         "-p", "no:cacheprovider", "-v")
+  result.assert_outcomes(passed=8)
+  assert "test_uses_the_expensive_fixture[0]@shared" in result.stdout.str()
+  assert len(os.listdir(builds)) == 1, os.listdir(builds)
