@@ -191,11 +191,15 @@ print(json.dumps(report))
 
 
 def test_conditional_export_samples_the_asked_class_in_a_fresh_process(
-    mnist_dir, mnist, tmp_path):
+    mnist_dir, mnist, mnist_classifier_dir, tmp_path):
   """A conditional conv VAE trained for 300 steps: its exported
   `sample(num, label)`, called by a process that imports only tensorflow
   and numpy, draws digits the scoring classifier reads as that label."""
   import io
+  # The run scores its samples with the shared classifier (cached in the
+  # run directory), instead of training one on all 60,000 images.
+  shutil.copytree(os.path.join(mnist_classifier_dir, "classifier"),
+                  tmp_path / "run" / "classifier")
 
   from engine.run import runner
   from engine.eval import sample_quality
@@ -222,13 +226,14 @@ def test_conditional_export_samples_the_asked_class_in_a_fresh_process(
   assert report["bad_label"] == "refused"
   assert report["decode_rows_differ"] > 0.1
   classifier = sample_quality.load_or_train(
-      str(tmp_path / "run"), mnist.train_images, mnist.train_labels,
-      mnist.test_images, mnist.test_labels)
-  assert classifier.test_accuracy >= 0.98  # The cached one, from all 60,000.
+      str(tmp_path / "run"), mnist.train_images[:10], mnist.train_labels[:10],
+      mnist.test_images[:10], mnist.test_labels[:10])
+  assert classifier.test_accuracy >= 0.9  # The cached one (chance: 0.1).
   predicted = np.argmax(classifier.probabilities(
       np.load(tmp_path / "samples.npy")), axis=1).reshape(10, 100)
   per_class = (predicted == np.arange(10)[:, None]).mean(axis=1)
-  # Measured 0.99+ on every class; the run's own score agrees.
+  # Measured 0.96+ on every class (AMD EPYC Zen 3); the run's own score
+  # agrees (0.999).
   assert per_class.mean() >= 0.9 and per_class.min() >= 0.6, per_class
   assert result.test_metrics["conditional_accuracy"] >= 0.9
 
