@@ -6,11 +6,13 @@ Heavy imports (TensorFlow, the engine) happen inside the helpers that need
 them, so a module importing this one pays only for what it uses.
 """
 
+import functools
 import gzip
 import os
 import struct
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -48,14 +50,22 @@ def last_wins(*args):
   return list(kept.values())
 
 
-def run_cli(*args, timeout=600, env=None, as_given=False):
+def run_cli(*args, timeout=600, env=None, as_given=False, cwd=None):
   """The engine's command line; a flag repeated in `args` is given once,
-  its last value (see `last_wins`), unless `as_given`."""
+  its last value (see `last_wins`), unless `as_given`. It runs in `cwd`,
+  by default a scratch directory of this process: never the clone, where
+  a run without --model_dir would write runs/<model>_<data>."""
   args = args if as_given else last_wins(*args)
   env = dict(env if env is not None else os.environ, PYTHONPATH=REPO_ROOT)
   return subprocess.run([sys.executable, "-m", "engine.main", *args],
-                        capture_output=True, text=True, cwd=REPO_ROOT,
-                        env=env, timeout=timeout, check=False)
+                        capture_output=True, text=True,
+                        cwd=cwd or _scratch_directory(), env=env,
+                        timeout=timeout, check=False)
+
+
+@functools.cache
+def _scratch_directory() -> str:
+  return tempfile.mkdtemp(prefix="vae-engine-tests-")
 
 
 def assert_one_line_error(result, *fragments):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import posixpath
+import re
 from typing import Any
 
 from engine.config import settings
@@ -73,6 +75,9 @@ class RunConfig:
     data = dataclasses.replace(self.data)
     _resolve_model_defaults(data, "data", self.model.name)
     object.__setattr__(self, "data", data)
+    if self.train.model_dir is None:
+      object.__setattr__(self, "train", dataclasses.replace(
+          self.train, model_dir=default_model_dir(self.model, data)))
     values = {declared.flag: getattr(getattr(self, declared.section),
                                      declared.field)
               for declared in all_settings(with_help=False)}
@@ -112,6 +117,19 @@ class RunConfig:
       else:
         lines.append(f"--{declared.flag}={value}")
     return "\n".join(lines) + "\n"
+
+
+def default_model_dir(model: ModelConfig, data: DataConfig) -> str:
+  """`<cwd>/runs/<model>_<data>`: the run directory when none is given.
+
+  Named by what decides whether two runs may share it (a run resumes from
+  its directory): the model, and the data (`--data_dir`'s folder name, else
+  the dataset's). Absolute, so the saved config names it from anywhere.
+  """
+  source = (posixpath.basename(posixpath.normpath(data.data_dir))
+            if data.data_dir else data.dataset)
+  name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model.name}_{source}")
+  return os.path.abspath(os.path.join("runs", name.strip("._") or "run"))
 
 
 def from_settings(**values) -> RunConfig:

@@ -21,10 +21,12 @@ KEEP_BEST = ("none", "elbo", "nll")
 class TrainConfig:
   """The outer loop: how long, how often, where to write."""
 
-  model_dir: str = setting(
-      "/tmp/vae_engine", "Directory for checkpoints, TensorBoard logs, "
-      "figures and the run's config (any TensorFlow filesystem: gs://, "
-      "hdfs://, ram://). Re-running resumes from it.",
+  model_dir: Optional[str] = setting(
+      None, "Where the run writes its checkpoints, TensorBoard logs, "
+      "figures and config, and resumes from; default: runs/<model>_<data> "
+      "in the current directory. <data> is --data_dir's folder name, else "
+      "--dataset, so runs of other models or data never resume each "
+      "other's. Any TensorFlow filesystem (gs://, hdfs://, ram://).",
       check=settings.NOT_EMPTY, resume_safe=True)
   batch_size: int = setting(128, "Global batch size (summed over replicas).",
                             check=settings.POSITIVE)

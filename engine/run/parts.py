@@ -219,4 +219,5 @@ def start_line(config: RunConfig, data: sources.ImageDataset, train_data,
           f"{f' (auto: {trainer.xla_reason})' if trainer.xla_reason else ''}"
           + ("" if role.task_type is None else
              f", task {role.task_type}:{role.task_id}"
-             f"{' (chief)' if role.is_chief else ''}"))
+             f"{' (chief)' if role.is_chief else ''}")
+          + f", into {config.train.model_dir}")

@@ -118,6 +118,23 @@ def test_flagfile_and_resume_from_the_command_line(tmp_path, small_mnist_dir):
   assert "--train_steps=15" in saved and "--model=dense" in saved
 
 
+def test_without_model_dir_a_run_goes_under_runs_named_by_model_and_data(
+    tmp_path, small_mnist_dir):
+  """No shared default: each model and data set gets its own directory in
+  the current one, which the start line names; a second model trained on
+  the same data neither resumes nor refuses the first's run."""
+  common = [f"--data_dir={small_mnist_dir}", "--train_steps=2",
+            "--batch_size=32", "--nofigures"]
+  for model in ("dense", "mlp"):
+    result = run_cli(f"--model={model}", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "runs" / f"{model}_{os.path.basename(small_mnist_dir)}"
+    assert f", into {run_dir}" in result.stdout.splitlines()[0]
+    assert (run_dir / "config.json").exists() and (
+        run_dir / "ckpt-2.index").exists()
+  assert len(os.listdir(tmp_path / "runs")) == 2
+
+
 # The engine's tools (engine.main.TOOLS), which its help must name.
 TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
          "launch_local", "reproduce", "benchmark", "throughput",
@@ -138,7 +155,7 @@ def test_help_is_short_and_names_the_key_flags_and_the_tools(option):
   text = " ".join(result.stdout.split())
   for flag, default in (("model", "'conv'"), ("dataset", "'mnist'"),
                         ("data_dir", None),
-                        ("model_dir", "'/tmp/vae_engine'"),
+                        ("model_dir", None),
                         ("epochs", "'10'"), ("train_steps", None),
                         ("batch_size", "'128'"), ("strategy", "'default'"),
                         ("mixed_precision", "'float32'"),
@@ -150,7 +167,9 @@ def test_help_is_short_and_names_the_key_flags_and_the_tools(option):
     if default:
       assert entry.group(0).rstrip().endswith(f"(default: {default})"), (
           entry.group(0))
-  assert "--model_dir: Directory for checkpoints, TensorBoard logs" in text
+  assert ("--model_dir: Where the run writes its checkpoints, TensorBoard "
+          "logs, figures and config, and resumes from; default: "
+          "runs/<model>_<data> in the current directory.") in text
   for tool in TOOLS:
     assert re.search(rf"^  {tool} +[A-Z]", result.stdout, re.M), tool
   assert "vae-engine --helpfull lists every flag" in text

@@ -114,3 +114,26 @@ def test_tool_override_flags_come_from_the_same_declarations():
   assert declared["noise_factor"].help in values["noise_factor"].help
   assert config_lib.flag_name("download_timeout_s") == "download_timeout"
   assert config_lib.flag_name("name") == "model"
+
+
+def test_the_default_model_dir_is_per_model_and_data_under_runs(
+    tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  data = tmp_path / "my photos"
+  data.mkdir()
+  assert config_lib.from_settings(
+      model="conv", data_dir=str(data)).train.model_dir == str(
+          tmp_path / "runs" / "conv_my_photos")
+  assert config_lib.from_settings(
+      model="dense", dataset="fashion_mnist").train.model_dir == str(
+          tmp_path / "runs" / "dense_fashion_mnist")
+  assert config_lib.from_settings(
+      model="dense", dataset="cifar10/3.0.2").train.model_dir == str(
+          tmp_path / "runs" / "dense_cifar10_3.0.2")
+  given = config_lib.from_settings(model="dense", model_dir="gs://b/run")
+  assert given.train.model_dir == "gs://b/run"
+  # The resolved directory is what config.json keeps.
+  config = config_lib.from_settings(model="mlp")
+  assert config_lib.RunConfig.from_dict(
+      json.loads(config.to_json())).train.model_dir == str(
+          tmp_path / "runs" / "mlp_mnist")

@@ -85,7 +85,7 @@ def test_help_shows_the_key_flags_in_a_line_with_their_defaults():
   one_line = " ".join(text.split())
   assert text.startswith("Usage: vae-engine")
   assert "--model_dir: " + fv["model_dir"].help.split(". ")[0] in one_line
-  assert "(default: '/tmp/vae_engine')" in text
+  assert "default: runs/<model>_<data> in the current directory" in one_line
   assert "(default: '128')" in text and "(default: 'conv')" in text
   # A long first sentence loses its asides rather than its end.
   assert ("--strategy: tf.distribute strategy: default, one_device, mirrored, "
