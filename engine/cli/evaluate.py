@@ -30,7 +30,7 @@ _EVAL_OVERRIDES = {
     "data": ("dataset", "data_dir", "binarize", "noise_factor",
              "download_timeout_s"),
     "train": ("seed", "batch_size", "eval_nll_samples", "mixed_precision",
-              "sample_quality"),
+              "sample_quality", "jit_compile"),
     "distribution": ("strategy", "cpu_devices", "num_gpus", "tpu"),
 }
 # Model settings that must agree with the run's (or are taken from it).
@@ -123,6 +123,7 @@ def main(argv):
 
   from engine.data import pipeline
   from engine.data import sources
+  from engine.devices import compilation
   from engine.devices import strategies
   from engine.errors import UserError, quoted
   from engine.eval import evaluator as evaluator_lib
@@ -161,6 +162,12 @@ def main(argv):
             "pass the run's --model_dir instead")
       encode, log_likelihood = evaluator_lib.export_functions(
           exported, objective)
+      if config.train.jit_compile:
+        raise UserError(
+            f"--jit_compile: the export's input checks (which format their "
+            "error messages) do not compile with XLA; drop the flag, or "
+            "pass the run's --model_dir for the compiled NLL")
+      jit_compile = False
       sampled, groups = None, ()
       latent_dim, num_classes = exported.latent_dim, exported.num_classes
       source, step = FLAGS.saved_model, os.path.basename(
@@ -180,6 +187,9 @@ def main(argv):
       encode, log_likelihood = evaluator_lib.model_functions(
           trained.vae, objective)
       sampled = evaluator_lib.model_sampled_terms(trained.vae, objective)
+      jit_compile = (config.train.jit_compile
+                     if config.train.jit_compile is not None
+                     else compilation.xla_by_default(trained.vae)[0])
       groups = trained.vae.latent_groups
       latent_dim = trained.vae.latent_dim
       num_classes = trained.vae.num_classes
@@ -195,7 +205,8 @@ def main(argv):
     evaluator = likelihood.ImportanceSampledEvaluator(
         encode, log_likelihood, strategy, data.image_shape,
         latent_dim, config.train.eval_nll_samples, batch_size,
-        config.train.seed, conditional=num_classes > 0, sampled=sampled)
+        config.train.seed, conditional=num_classes > 0, sampled=sampled,
+        jit_compile=jit_compile)
   parts.check_test_labels(num_classes, test_labels, data.source)
 
   eval_data = parts.eval_data(
@@ -223,7 +234,7 @@ def main(argv):
             "dataset": data.source, "binarize": config.data.binarize,
             "strategy": config.distribution.strategy,
             "replicas": strategy.num_replicas_in_sync,
-            "samples_per_chunk": evaluator.chunk,
+            "samples_per_chunk": evaluator.chunk, "xla": evaluator.jit_compile,
             "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb),
             **result.to_dict(), "elbo": elbo["elbo"],
             "elbo_stderr": elbo["elbo_stderr"],
@@ -258,7 +269,8 @@ def main(argv):
           "the label they were drawn for)")]
         if "conditional_accuracy" in quality else []),
       ("runtime", f"{seconds:.1f} s on {strategy.num_replicas_in_sync} "
-                  f"replica(s)"),
+                  f"replica(s), NLL {'with' if evaluator.jit_compile else 'without'}"
+                  " XLA"),
       ("peak memory", f"{peak_rss_mb:.0f} MB RSS"),
   ]
   width = max(len(name) for name, _ in rows)

@@ -136,7 +136,9 @@ class TrainConfig:
       "CPU); under --strategy the forward and backward pass. Default (auto): "
       "on, except for models with convolutions on a CPU, whose XLA gradients "
       "are slower there than oneDNN's (vae-engine benchmark measures both); "
-      "the start line says which.", resume_safe=True)
+      "the start line says which. The importance-sampled NLL "
+      "(--eval_nll_samples, vae-engine evaluate) is compiled likewise.",
+      resume_safe=True)
   figures: bool = setting(True, "Write matplotlib figures into "
                           "<model_dir>/figures at the end of training.",
                           resume_safe=True)

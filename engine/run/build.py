@@ -183,7 +183,8 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
       nll = likelihood.ImportanceSampledEvaluator(
           *functions, strategy, data.image_shape, config.model.latent_dim,
           train.eval_nll_samples, train.batch_size, train.seed,
-          conditional=vae.conditional, sampled=sampled)
+          conditional=vae.conditional, sampled=sampled,
+          jit_compile=trainer.jit_compile)
   checkpointer = checkpoints.Checkpointer(
       workspace.write_dir, encoder=vae.encoder, decoder=vae.decoder,
       optimizer=trainer.base_optimizer, global_step=trainer.global_step,

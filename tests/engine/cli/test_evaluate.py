@@ -63,6 +63,9 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   assert "MB RSS" in rows["peak memory"]
   ckpt = json.load(open(tmp_path / "ckpt.json"))
   assert ckpt["examples"] == 120 and ckpt["num_samples"] == 40
+  # iwae_mlp has no convolutions: its NLL is compiled (the export's is
+  # not: its input checks do not compile), to the same estimate.
+  assert ckpt["xla"] and "NLL with XLA" in rows["runtime"]
   assert ckpt["nll"] < -ckpt["elbo"] and ckpt["nll_stderr"] > 0
   assert ckpt["bits_per_dim"] == pytest.approx(ckpt["nll"] / (784 * 0.693147),
                                                rel=1e-5)
@@ -75,6 +78,11 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   assert from_export.returncode == 0, from_export.stderr
   exported = json.load(open(tmp_path / "export.json"))
   assert exported["nll"] == pytest.approx(ckpt["nll"], abs=1e-3)
+  assert not exported["xla"]
+  assert_one_line_error(
+      run_tool("evaluate.py", f"--saved_model={model_dir}/export/100",
+               f"--data_dir={ckpt['dataset']}", "--jit_compile", *common),
+      "--jit_compile: the export's input checks")
 
   mirrored = run_tool("evaluate.py", f"--model_dir={model_dir}",
                       "--strategy=mirrored", "--cpu_devices=2",
