@@ -148,7 +148,7 @@ def main(argv: list[str]) -> None:
 # `vae-engine <tool> ...` runs the tool of that name (`engine.cli.<tool>`).
 TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
          "launch_local", "reproduce",
-         "benchmark", "throughput", "preset_rate", "device_check",
+         "benchmark", "throughput", "preset_rate", "nll_rate", "device_check",
          "profile_summary")
 # What `vae-engine --help` shows of the flags (--helpfull shows them all).
 KEY_FLAGS = ("model", "dataset", "data_dir", "model_dir", "epochs",

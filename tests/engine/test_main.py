@@ -138,7 +138,7 @@ def test_without_model_dir_a_run_goes_under_runs_named_by_model_and_data(
 # The engine's tools (engine.main.TOOLS), which its help must name.
 TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
          "launch_local", "reproduce", "benchmark", "throughput",
-         "preset_rate", "device_check", "profile_summary")
+         "preset_rate", "nll_rate", "device_check", "profile_summary")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,32 @@
+"""vae-engine nll_rate: the NLL estimate's speed, compiled against not."""
+
+import json
+
+import pytest
+
+from tests.helpers import assert_one_line_error, run_tool
+
+pytestmark = pytest.mark.e2e
+
+
+def test_times_both_and_gets_the_same_estimate(small_mnist_dir, tmp_path):
+  out = tmp_path / "rate.json"
+  result = run_tool("nll_rate.py", f"--data_dir={small_mnist_dir}",
+                    "--images=30", "--samples=20", "--batch_size=10",
+                    "--rounds=1", f"--json_out={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  # iwae_mlp's decoder: 50-200-200-784 Dense layers, 2 FLOPs a weight.
+  assert report["decoder_flops_per_row"] == 2 * (50 * 200 + 200 * 200
+                                                 + 200 * 784)
+  assert report["decoder_flops"] == report["decoder_flops_per_row"] * 30 * 20
+  assert set(report["variants"]) == {"false", "true"}
+  assert report["nll"]["true"] == pytest.approx(report["nll"]["false"],
+                                                abs=1e-3)
+  assert report["xla_speedup"] > 0 and report["matmul_peak_flops"] > 0
+  assert "XLA / no XLA:" in result.stdout and "CPU: " in result.stdout
+
+
+def test_a_missing_data_dir_is_one_line(tmp_path):
+  assert_one_line_error(run_tool("nll_rate.py", f"--data_dir={tmp_path}/no"),
+                        "--data_dir")
