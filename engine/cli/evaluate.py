@@ -63,11 +63,26 @@ def resolve_config(fv):
   """
   import dataclasses
 
+  from engine.io import files
   from engine.io import run_dir
   from engine import config as config_lib
-  from engine.errors import UserError
+  from engine.errors import UserError, quoted
 
   config = flags.to_config(fv)
+  if fv.saved_model and fv["jit_compile"].present and fv.jit_compile:
+    raise UserError(
+        "--jit_compile: the export's input checks (which format their "
+        "error messages) do not compile with XLA; drop the flag, or pass "
+        "the run's --model_dir instead of --saved_model for the compiled "
+        "NLL")
+  if not fv.saved_model and fv.model_dir is None:
+    # The directory the same flags train into (`vae-engine --model=...`).
+    fv.model_dir = config.train.model_dir
+    if not files.gfile.exists(files.join(fv.model_dir, "config.json")):
+      raise UserError(
+          f"--model_dir: not given, and {quoted(fv.model_dir)}, where "
+          "training with these flags writes, holds no run; pass the run's "
+          "--model_dir, or --saved_model")
   if fv["model_dir"].present or not fv.saved_model:
     saved = run_dir.read_run_config(fv.model_dir)
     for flag, field in _MODEL_FLAGS.items():
@@ -162,12 +177,7 @@ def main(argv):
             "pass the run's --model_dir instead")
       encode, log_likelihood = evaluator_lib.export_functions(
           exported, objective)
-      if config.train.jit_compile:
-        raise UserError(
-            f"--jit_compile: the export's input checks (which format their "
-            "error messages) do not compile with XLA; drop the flag, or "
-            "pass the run's --model_dir for the compiled NLL")
-      jit_compile = False
+      jit_compile = False  # Its input checks do not compile (resolve_config).
       sampled, groups = None, ()
       latent_dim, num_classes = exported.latent_dim, exported.num_classes
       source, step = FLAGS.saved_model, os.path.basename(

@@ -4,6 +4,7 @@ settings, and the files it is saved as (`config.json`, a flagfile)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import posixpath
@@ -13,7 +14,7 @@ from typing import Any
 from engine.config import settings
 from engine.config.sections import (DataConfig, DistributionConfig,
                                     ModelConfig, TrainConfig,
-                                    _resolve_model_defaults)
+                                    _registry, _resolve_model_defaults)
 
 
 # Rules between settings: (settings, predicate on their values, message).
@@ -76,8 +77,13 @@ class RunConfig:
     _resolve_model_defaults(data, "data", self.model.name)
     object.__setattr__(self, "data", data)
     if self.train.model_dir is None:
+      if self.distribution.strategy == "multi_worker_mirrored":
+        raise settings.ConfigError(
+            "--model_dir: a multi-worker job needs it given (the default "
+            "is under each worker's own current directory); pass the same "
+            "--model_dir, on storage every worker reaches, to every worker")
       object.__setattr__(self, "train", dataclasses.replace(
-          self.train, model_dir=default_model_dir(self.model, data)))
+          self.train, model_dir=default_model_dir(self)))
     values = {declared.flag: getattr(getattr(self, declared.section),
                                      declared.field)
               for declared in all_settings(with_help=False)}
@@ -119,17 +125,40 @@ class RunConfig:
     return "\n".join(lines) + "\n"
 
 
-def default_model_dir(model: ModelConfig, data: DataConfig) -> str:
-  """`<cwd>/runs/<model>_<data>`: the run directory when none is given.
+def default_model_dir(config: RunConfig) -> str:
+  """`<cwd>/runs/<model>_<data>[-<digest>]`: the run directory when none
+  is given.
 
   Named by what decides whether two runs may share it (a run resumes from
-  its directory): the model, and the data (`--data_dir`'s folder name, else
-  the dataset's). Absolute, so the saved config names it from anywhere.
+  its directory and refuses other settings): the model, the data
+  (`--data_dir`'s folder name, else the dataset's) and, when any setting a
+  run must keep to resume differs from what `--model` alone gives (a
+  preset's objective, another latent size), a digest of those settings. So
+  the same command resumes, whatever resume-safe flags change, and another
+  preset or latent size gets its own directory. Absolute, so the saved
+  config names it from anywhere.
   """
+  data, model = config.data, config.model
   source = (posixpath.basename(posixpath.normpath(data.data_dir))
             if data.data_dir else data.dataset)
   name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model.name}_{source}")
-  return os.path.abspath(os.path.join("runs", name.strip("._") or "run"))
+  name = name.strip("._") or "run"
+  spec = None
+  differing = []
+  for declared in all_settings(with_help=False):
+    if declared.resume_safe or declared.flag == "model":
+      continue
+    ours = getattr(getattr(config, declared.section), declared.field)
+    default = declared.default
+    if declared.model_default:
+      spec = spec or _registry().get(model.name)
+      default = settings.normalized(declared, declared.model_default(spec))
+    if ours != default:
+      differing.append(f"--{declared.flag}={ours!r}")
+  if differing:
+    digest = hashlib.sha256("\n".join(sorted(differing)).encode())
+    name += "-" + digest.hexdigest()[:6]
+  return os.path.abspath(os.path.join("runs", name))
 
 
 def from_settings(**values) -> RunConfig:

@@ -25,8 +25,11 @@ class TrainConfig:
       None, "Where the run writes its checkpoints, TensorBoard logs, "
       "figures and config, and resumes from; default: runs/<model>_<data> "
       "in the current directory. <data> is --data_dir's folder name, else "
-      "--dataset, so runs of other models or data never resume each "
-      "other's. Any TensorFlow filesystem (gs://, hdfs://, ram://).",
+      "--dataset; a -<digest> of the settings a run must keep to resume "
+      "is added where they differ from --model's defaults (a preset, "
+      "another latent size), so the same command resumes and another "
+      "setup gets its own directory. Needed for a multi-worker job. Any "
+      "TensorFlow filesystem (gs://, hdfs://, ram://).",
       check=settings.NOT_EMPTY, resume_safe=True)
   batch_size: int = setting(128, "Global batch size (summed over replicas).",
                             check=settings.POSITIVE)

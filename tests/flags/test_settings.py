@@ -119,21 +119,38 @@ def test_tool_override_flags_come_from_the_same_declarations():
 def test_the_default_model_dir_is_per_model_and_data_under_runs(
     tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
+  runs = tmp_path / "runs"
   data = tmp_path / "my photos"
   data.mkdir()
-  assert config_lib.from_settings(
-      model="conv", data_dir=str(data)).train.model_dir == str(
-          tmp_path / "runs" / "conv_my_photos")
-  assert config_lib.from_settings(
-      model="dense", dataset="fashion_mnist").train.model_dir == str(
-          tmp_path / "runs" / "dense_fashion_mnist")
-  assert config_lib.from_settings(
-      model="dense", dataset="cifar10/3.0.2").train.model_dir == str(
-          tmp_path / "runs" / "dense_cifar10_3.0.2")
+
+  def model_dir(**values):
+    return config_lib.from_settings(**values).train.model_dir
+
+  assert model_dir(model="conv", data_dir=str(data)) == str(
+      runs / "conv_my_photos")
+  assert model_dir(model="conv", data_dir=f"{data}/") == str(
+      runs / "conv_my_photos")
+  assert model_dir(model="dense", dataset="fashion_mnist") == str(
+      runs / "dense_fashion_mnist")
+  assert model_dir(model="dense", dataset="cifar10/3.0.2") == str(
+      runs / "dense_cifar10_3.0.2")
+  # Resume-safe settings keep the directory; the others get their own.
+  plain = model_dir(model="dense")
+  assert plain == model_dir(model="dense", train_steps=7, log_every=3,
+                            eval_nll_samples=10)
+  wider = model_dir(model="dense", latent_dim=5)
+  iwae = model_dir(model="dense", objective="iwae", iw_samples=5)
+  assert len({plain, wider, iwae}) == 3
+  assert wider.startswith(str(runs / "dense_mnist-"))
+  assert wider == model_dir(model="dense", latent_dim=5, train_steps=9)
+  # The model's own defaults are not a difference.
+  spec_latent = config_lib.from_settings(model="dense").model.latent_dim
+  assert model_dir(model="dense", latent_dim=spec_latent) == plain
   given = config_lib.from_settings(model="dense", model_dir="gs://b/run")
   assert given.train.model_dir == "gs://b/run"
   # The resolved directory is what config.json keeps.
   config = config_lib.from_settings(model="mlp")
   assert config_lib.RunConfig.from_dict(
-      json.loads(config.to_json())).train.model_dir == str(
-          tmp_path / "runs" / "mlp_mnist")
+      json.loads(config.to_json())).train.model_dir == str(runs / "mlp_mnist")
+  with pytest.raises(config_lib.ConfigError, match="multi-worker job"):
+    config_lib.from_settings(model="dense", strategy="multi_worker_mirrored")

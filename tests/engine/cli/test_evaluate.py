@@ -25,6 +25,7 @@ def iwae_run(small_mnist_dir, tmp_path_factory):
       train=TrainConfig(model_dir=str(model_dir), batch_size=20,
                         train_steps=100, log_every=50, checkpoint_every=50,
                         lr_schedule="iwae", eval_nll_samples=20,
+                        jit_compile=True,  # As the presets do.
                         export_dir=str(model_dir / "export"),
                         figures=False))
   stream = io.StringIO()
@@ -79,6 +80,13 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   exported = json.load(open(tmp_path / "export.json"))
   assert exported["nll"] == pytest.approx(ckpt["nll"], abs=1e-3)
   assert not exported["xla"]
+  # With the run's directory too (its cached classifier): the run's own
+  # jit_compile=True is not the command line's, so it is no refusal.
+  both = run_tool("evaluate.py", f"--saved_model={model_dir}/export/100",
+                  f"--model_dir={model_dir}",
+                  f"--output_json={tmp_path}/both.json", *common)
+  assert both.returncode == 0, both.stderr[-2000:]
+  assert json.load(open(tmp_path / "both.json"))["nll"] == exported["nll"]
   assert_one_line_error(
       run_tool("evaluate.py", f"--saved_model={model_dir}/export/100",
                f"--data_dir={ckpt['dataset']}", "--jit_compile", *common),
@@ -94,6 +102,14 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   # float summation order.
   assert split["nll"] == pytest.approx(ckpt["nll"], abs=1e-3)
   assert split["active_units"] == ckpt["active_units"]
+
+
+def test_without_model_dir_it_looks_where_training_writes(small_mnist_dir):
+  line = assert_one_line_error(
+      run_tool("evaluate.py", "--model=dense",
+               f"--data_dir={small_mnist_dir}"),
+      "--model_dir: not given", "where training with these flags writes")
+  assert "runs/dense_small_mnist" in line
 
 
 def test_a_model_flag_that_contradicts_the_run_is_refused(iwae_run):
