@@ -6,9 +6,11 @@ Heavy imports (TensorFlow, the engine) happen inside the helpers that need
 them, so a module importing this one pays only for what it uses.
 """
 
+import atexit
 import functools
 import gzip
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -65,7 +67,9 @@ def run_cli(*args, timeout=600, env=None, as_given=False, cwd=None):
 
 @functools.cache
 def _scratch_directory() -> str:
-  return tempfile.mkdtemp(prefix="vae-engine-tests-")
+  directory = tempfile.mkdtemp(prefix="vae-engine-tests-")
+  atexit.register(shutil.rmtree, directory, ignore_errors=True)
+  return directory
 
 
 def assert_one_line_error(result, *fragments):
@@ -80,9 +84,11 @@ def assert_one_line_error(result, *fragments):
 
 
 def run_tool(name, *args):
+  """`tools/<name>` of this clone, run as `run_cli` runs the engine."""
   return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools",
                                                       name), *args],
-                        capture_output=True, text=True, check=False)
+                        capture_output=True, text=True,
+                        cwd=_scratch_directory(), check=False)
 
 
 # A short in-process run: 40 steps of 64 images in calls of 7, a checkpoint

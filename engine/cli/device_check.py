@@ -18,8 +18,9 @@ resumed run to 2N: the same weights, bit for bit, with op determinism on).
 
 `--cpu_mode` (also the default where there is no GPU) is the same code with
 small sizes, float32 and bfloat16 only, and the speed of `dense` alone (both
-models' correctness), so that the test suite runs it and it cannot rot. Without `--data_dir` it trains on synthetic images.
-Prints a table and writes one JSON file.
+models' correctness), so that the test suite runs it and it cannot rot.
+Without `--data_dir` it trains on synthetic images. Prints a table and
+writes one JSON file.
 """
 
 from __future__ import annotations

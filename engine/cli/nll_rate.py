@@ -46,9 +46,11 @@ def define_flags():
 
 def decoder_matmul_flops(vae) -> int:
   """FLOPs of one decoder pass of one latent row: 2 x the kernel sizes of
-  its Dense layers (0 if it has none)."""
+  its Dense layers; 0 (not counted) for a model with convolutions."""
   import keras
 
+  if vae.has_convolutions:
+    return 0
   return sum(2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
              for layer in vae.decoder._flatten_layers()
              if isinstance(layer, keras.layers.Dense))
@@ -111,7 +113,15 @@ def measure(data_dir: str, model: str, latent_dim, images: int, samples: int,
 
 def main(argv):
   del argv
+  import os
+
   from engine.cli import roofline
+  from engine.io import files
+  from engine.run import preflight
+
+  if FLAGS.json_out:  # Before the minutes of timing.
+    preflight.writable_directory(
+        "json_out", os.path.dirname(os.path.abspath(FLAGS.json_out)))
 
   result = measure(FLAGS.data_dir, FLAGS.model, FLAGS.latent_dim,
                    FLAGS.images, FLAGS.samples, FLAGS.batch_size, FLAGS.rounds)
@@ -143,8 +153,7 @@ def main(argv):
         f"{abs(result['nll']['true'] - result['nll']['false']):.4f} nats "
         f"(their standard error: {result['nll_stderr']:.2f})")
   if FLAGS.json_out:
-    with open(FLAGS.json_out, "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
+    files.write_atomically(FLAGS.json_out, json.dumps(report, indent=2))
 
 
 def cli() -> None:

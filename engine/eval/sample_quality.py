@@ -107,7 +107,12 @@ def load_or_train(model_dir: str, train_images, train_labels,
   checkpoint = tf.train.Checkpoint(model=model)
   if files.gfile.exists(record):
     info = json.loads(files.read_text(record))
-    checkpoint.restore(info["checkpoint"]).expect_partial()
+    # Relative to the cache, so a moved run directory keeps its classifier
+    # (older records hold the path it was written at).
+    path = info["checkpoint"]
+    if files.is_local(path) and not path.startswith("/"):
+      path = files.join(cache, path)
+    checkpoint.restore(path).expect_partial()
     return ScoringClassifier(model, features, info["test_accuracy"])
   keras.utils.set_random_seed(seed)
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -117,9 +122,9 @@ def load_or_train(model_dir: str, train_images, train_labels,
   _, accuracy = model.evaluate(_as_floats(test_images), test_labels,
                                batch_size=500, verbose=0)
   files.gfile.makedirs(cache)
-  path = checkpoint.write(files.join(cache, "weights"))
+  checkpoint.write(files.join(cache, "weights"))
   files.write_atomically(record, json.dumps(
-      {"checkpoint": path, "test_accuracy": float(accuracy),
+      {"checkpoint": "weights", "test_accuracy": float(accuracy),
        "num_classes": num_classes, "epochs": epochs}))
   return ScoringClassifier(model, features, float(accuracy))
 

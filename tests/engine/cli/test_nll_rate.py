@@ -27,6 +27,13 @@ def test_times_both_and_gets_the_same_estimate(small_mnist_dir, tmp_path):
   assert "XLA / no XLA:" in result.stdout and "CPU: " in result.stdout
 
 
-def test_a_missing_data_dir_is_one_line(tmp_path):
+def test_bad_paths_are_one_line_before_any_timing(tmp_path,
+                                                   small_mnist_dir):
   assert_one_line_error(run_tool("nll_rate.py", f"--data_dir={tmp_path}/no"),
                         "--data_dir")
+  (tmp_path / "file").write_text("mine")
+  result = run_tool("nll_rate.py", f"--data_dir={small_mnist_dir}",
+                    f"--json_out={tmp_path}/file/rate.json")
+  assert_one_line_error(result, "--json_out=")
+  assert "XLA" not in result.stdout  # Refused before the timing.
+  assert (tmp_path / "file").read_text() == "mine"
