@@ -64,8 +64,7 @@ def define_flags():
 def sizes(cpu_mode: bool) -> dict:
   """What one mode measures."""
   if cpu_mode:
-    # A dry run of every code path (CI's): one model times each variant;
-    # the correctness checks still cover both.
+    # CI's dry run of every code path: one model's speed, both correct.
     return {"models": ["dense"], "batch_sizes": [32],
             "policies": ["float32", "mixed_bfloat16"], "steps": 8,
             "steps_per_loop": [1, 4], "peak_size": 512}

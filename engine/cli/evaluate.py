@@ -5,16 +5,15 @@ r"""Test-set ELBO, importance-weighted NLL (nats, bits/dim) and active units.
     vae-engine evaluate --saved_model=/tmp/iwae/export/30000 \
         --data_dir=path/to/mnist --binarize=dynamic
 
-Takes the engine's flags. The model, likelihood, dataset and binarization come
-from the run's saved config.json; a flag given on the command line overrides
-the data settings (--dataset, --data_dir, --binarize, --seed, --batch_size,
---strategy, ...), and a model flag that contradicts the run is an error.
---eval_nll_samples defaults to 5000 here (Burda et al.'s K). --sample_quality
-adds the classifier-based sample scores (engine.eval.sample_quality; the run's
-cached classifier when --model_dir is given), with a conditional model's
-conditional accuracy. A conditional model's NLL is -log p(x | y). Prints a
-table, and writes it as JSON (--output_json, by default
-<model_dir>/eval-<step>-k<K>.json).
+Takes the engine's flags. The model, likelihood and data come from the run's
+config.json (no --model_dir: the directory these flags train into); a flag
+given overrides the data settings (--data_dir, --binarize, --seed,
+--batch_size, --strategy, ...), a contradicting model flag is an error.
+--eval_nll_samples defaults to 5000 (Burda et al.'s K); the NLL is compiled
+with XLA where training would be (never an export's). --sample_quality adds
+the classifier's sample scores (the run's cached classifier with
+--model_dir). A conditional model's NLL is -log p(x | y). Prints a table and
+writes it as JSON (--output_json; <model_dir>/eval-<step>-k<K>.json).
 """
 
 from engine.cli import tool  # First: TensorFlow's quiet import.
@@ -63,26 +62,20 @@ def resolve_config(fv):
   """
   import dataclasses
 
-  from engine.io import files
-  from engine.io import run_dir
   from engine import config as config_lib
   from engine.errors import UserError, quoted
+  from engine.io import files, run_dir
 
   config = flags.to_config(fv)
   if fv.saved_model and fv["jit_compile"].present and fv.jit_compile:
-    raise UserError(
-        "--jit_compile: the export's input checks (which format their "
-        "error messages) do not compile with XLA; drop the flag, or pass "
-        "the run's --model_dir instead of --saved_model for the compiled "
-        "NLL")
+    raise UserError("--jit_compile: an export's input checks do not compile "
+                    "with XLA; drop it, or evaluate the run's --model_dir")
   if not fv.saved_model and fv.model_dir is None:
-    # The directory the same flags train into (`vae-engine --model=...`).
-    fv.model_dir = config.train.model_dir
+    fv.model_dir = config.train.model_dir  # Where these flags train.
     if not files.gfile.exists(files.join(fv.model_dir, "config.json")):
-      raise UserError(
-          f"--model_dir: not given, and {quoted(fv.model_dir)}, where "
-          "training with these flags writes, holds no run; pass the run's "
-          "--model_dir, or --saved_model")
+      raise UserError(f"--model_dir: not given, and {quoted(fv.model_dir)} "
+                      "(where training with these flags writes) holds no "
+                      "run; pass the run's --model_dir, or --saved_model")
   if fv["model_dir"].present or not fv.saved_model:
     saved = run_dir.read_run_config(fv.model_dir)
     for flag, field in _MODEL_FLAGS.items():
@@ -177,8 +170,8 @@ def main(argv):
             "pass the run's --model_dir instead")
       encode, log_likelihood = evaluator_lib.export_functions(
           exported, objective)
-      jit_compile = False  # Its input checks do not compile (resolve_config).
-      sampled, groups = None, ()
+      # An export's input checks do not compile (see resolve_config).
+      sampled, groups, jit_compile = None, (), False
       latent_dim, num_classes = exported.latent_dim, exported.num_classes
       source, step = FLAGS.saved_model, os.path.basename(
           os.path.normpath(FLAGS.saved_model))
@@ -197,9 +190,9 @@ def main(argv):
       encode, log_likelihood = evaluator_lib.model_functions(
           trained.vae, objective)
       sampled = evaluator_lib.model_sampled_terms(trained.vae, objective)
-      jit_compile = (config.train.jit_compile
-                     if config.train.jit_compile is not None
-                     else compilation.xla_by_default(trained.vae)[0])
+      jit_compile = config.train.jit_compile
+      if jit_compile is None:  # Auto: as training decides.
+        jit_compile = compilation.xla_by_default(trained.vae)[0]
       groups = trained.vae.latent_groups
       latent_dim = trained.vae.latent_dim
       num_classes = trained.vae.num_classes
@@ -279,8 +272,7 @@ def main(argv):
           "the label they were drawn for)")]
         if "conditional_accuracy" in quality else []),
       ("runtime", f"{seconds:.1f} s on {strategy.num_replicas_in_sync} "
-                  f"replica(s), NLL {'with' if evaluator.jit_compile else 'without'}"
-                  " XLA"),
+       f"replica(s), NLL {'with' if evaluator.jit_compile else 'without'} XLA"),
       ("peak memory", f"{peak_rss_mb:.0f} MB RSS"),
   ]
   width = max(len(name) for name, _ in rows)

@@ -90,7 +90,7 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   assert_one_line_error(
       run_tool("evaluate.py", f"--saved_model={model_dir}/export/100",
                f"--data_dir={ckpt['dataset']}", "--jit_compile", *common),
-      "--jit_compile: the export's input checks")
+      "--jit_compile: an export's input checks")
 
   mirrored = run_tool("evaluate.py", f"--model_dir={model_dir}",
                       "--strategy=mirrored", "--cpu_devices=2",
