@@ -71,7 +71,7 @@ def resolve_config(fv):
     raise UserError("--jit_compile: an export's input checks do not compile "
                     "with XLA; drop it, or evaluate the run's --model_dir")
   if not fv.saved_model and fv.model_dir is None:
-    fv.model_dir = config.train.model_dir  # Where these flags train.
+    fv.model_dir = config.train.model_dir  # Set: where these flags train.
     if not files.gfile.exists(files.join(fv.model_dir, "config.json")):
       raise UserError(f"--model_dir: not given, and {quoted(fv.model_dir)} "
                       "(where training with these flags writes) holds no "

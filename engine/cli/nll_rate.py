@@ -72,8 +72,7 @@ def measure(data_dir: str, model: str, latent_dim, images: int, samples: int,
 
   config = config_lib.from_settings(
       model=model, data_dir=data_dir, latent_dim=latent_dim,
-      batch_size=batch_size, eval_nll_samples=samples,
-      model_dir="ram://nll_rate")
+      batch_size=batch_size, eval_nll_samples=samples)
   data = sources.load(config.data, config.train.seed)
   keras.utils.set_random_seed(0)
   vae = models.get(model).build(data.image_shape, config.model.latent_dim)

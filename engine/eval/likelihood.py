@@ -96,7 +96,7 @@ class ImportanceSampledEvaluator:
     rows_per_chunk: Bound on examples x samples decoded at once.
     sampled: The model's `SampledTerms` (`evaluator.model_sampled_terms`),
       for one with no analytic KL: the log weights come from them.
-    jit_compile: Compile each batch's estimate with XLA, which fuses the
+    jit_compile: Compile each chunk's log-sum-exp with XLA, which fuses the
       decoder's output, the likelihood and the log-sum-exp instead of
       materializing each ([examples x samples, pixels] a chunk): several
       times faster for dense decoders; slower for convolutional ones on a

@@ -105,14 +105,12 @@ def load_or_train(model_dir: str, train_images, train_labels,
   cache = files.join(model_dir, CACHE_DIR)
   record = files.join(cache, "classifier.json")
   checkpoint = tf.train.Checkpoint(model=model)
+  weights = files.join(cache, "weights")
   if files.gfile.exists(record):
     info = json.loads(files.read_text(record))
-    # Relative to the cache, so a moved run directory keeps its classifier
-    # (older records hold the path it was written at).
-    path = info["checkpoint"]
-    if files.is_local(path) and not path.startswith("/"):
-      path = files.join(cache, path)
-    checkpoint.restore(path).expect_partial()
+    # Found beside the record, not at a recorded path: a moved run
+    # directory keeps its classifier.
+    checkpoint.restore(weights).expect_partial()
     return ScoringClassifier(model, features, info["test_accuracy"])
   keras.utils.set_random_seed(seed)
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -122,9 +120,9 @@ def load_or_train(model_dir: str, train_images, train_labels,
   _, accuracy = model.evaluate(_as_floats(test_images), test_labels,
                                batch_size=500, verbose=0)
   files.gfile.makedirs(cache)
-  checkpoint.write(files.join(cache, "weights"))
+  checkpoint.write(weights)
   files.write_atomically(record, json.dumps(
-      {"checkpoint": "weights", "test_accuracy": float(accuracy),
+      {"test_accuracy": float(accuracy),
        "num_classes": num_classes, "epochs": epochs}))
   return ScoringClassifier(model, features, float(accuracy))
 

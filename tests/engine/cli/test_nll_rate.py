@@ -37,3 +37,15 @@ def test_bad_paths_are_one_line_before_any_timing(tmp_path,
   assert_one_line_error(result, "--json_out=")
   assert "XLA" not in result.stdout  # Refused before the timing.
   assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_only_dense_decoders_have_their_flops_counted():
+  import models
+  from engine.cli import nll_rate
+  mlp = models.get("iwae_mlp").build((28, 28, 1), 50)
+  assert nll_rate.decoder_matmul_flops(mlp) == 2 * (50 * 200 + 200 * 200
+                                                    + 200 * 784)
+  # conv's decoder starts with a Dense layer, but the convolutions are the
+  # work: no figure rather than a wrong one.
+  assert nll_rate.decoder_matmul_flops(
+      models.get("conv").build((28, 28, 1), 2)) == 0
