@@ -88,3 +88,63 @@ def test_the_engines_top_level_is_small():
   top = [name for name in os.listdir(os.path.join(REPO_ROOT, "engine"))
          if name.endswith(".py")]
   assert len(top) <= 8, sorted(top)
+
+
+def _trainer_attributes(source: str):
+  """(line, attribute) for every `<...>trainer.<attribute>` in `source`:
+  a name or attribute called `trainer` (or ending in `_trainer`)."""
+  for node in ast.walk(ast.parse(source)):
+    if not isinstance(node, ast.Attribute):
+      continue
+    owner = node.value
+    name = (owner.id if isinstance(owner, ast.Name) else
+            owner.attr if isinstance(owner, ast.Attribute) else "")
+    if name == "trainer" or name.endswith("_trainer"):
+      yield node.lineno, node.attr
+
+
+def _outside_the_trainers_layer():
+  for module, path in _modules():
+    if not module.startswith("engine.train"):
+      yield module, path
+  tools = os.path.join(REPO_ROOT, "tools")
+  for name in sorted(os.listdir(tools)):
+    if name.endswith(".py"):
+      yield f"tools.{name[:-3]}", os.path.join(tools, name)
+
+
+def test_no_module_outside_train_reaches_into_the_trainer():
+  """The build step, the tools and the actions use the trainer's declared
+  interface (`Trainer.INTERFACE`): its state is reached through
+  `checkpoint_items()` and the loop's outputs, never its internals."""
+  from engine.train.trainer import Trainer
+
+  violations, used = [], set()
+  for module, path in _outside_the_trainers_layer():
+    with open(path, encoding="utf-8") as f:
+      for line, attribute in _trainer_attributes(f.read()):
+        used.add(attribute)
+        if attribute not in Trainer.INTERFACE:
+          violations.append(f"{module}:{line} uses trainer.{attribute}")
+  assert not violations, "\n".join(violations)
+  assert used >= {"train", "checkpoint_items", "training_batches"}, used
+  # Every name of the interface exists: a method, a property or an
+  # attribute its constructor sets.
+  with open(os.path.join(REPO_ROOT, "engine", "train", "trainer.py"),
+            encoding="utf-8") as f:
+    assigned = {node.attr for node in ast.walk(ast.parse(f.read()))
+                if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+                and isinstance(getattr(node, "ctx", None), ast.Store)}
+  missing = [name for name in Trainer.INTERFACE
+             if not hasattr(Trainer, name) and name not in assigned]
+  assert not missing, missing
+
+
+def test_the_trainer_check_sees_every_way_of_naming_it():
+  source = ("run.trainer.non_finite\nself.trainer.norms.stopped\n"
+            "trainer.train(3)\nreference_trainer.global_step\n"
+            "trainers.make\n")
+  assert sorted(_trainer_attributes(source)) == [
+      (1, "non_finite"), (2, "norms"), (3, "train"), (4, "global_step")]

@@ -44,7 +44,7 @@ def examples_per_sec(trainer, iterator, steps: int, steps_per_loop: int,
     trainer.train_loop(iterator, tf.constant(steps_per_loop, tf.int32))
   if remainder:
     trainer.train_loop(iterator, tf.constant(remainder, tf.int32))
-  trainer.global_step.numpy()  # Waits for the device.
+  _ = trainer.step  # Waits for the device.
   return steps * batch_size / (time.perf_counter() - started)
 
 

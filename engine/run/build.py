@@ -43,7 +43,7 @@ from engine.run.workspace import Workspace
 from engine.run.evaluation import (ImageSummaries, ReportEvaluation,
                                    RunEvaluator, TestSet)
 from engine.train import actions
-from engine.train import optimization
+from engine.train import loop_state
 from engine.train import recovery
 from engine.train import trainer as trainer_lib
 from engine.train.controller import Controller
@@ -186,23 +186,18 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
           conditional=vae.conditional, sampled=sampled,
           jit_compile=trainer.jit_compile)
   checkpointer = checkpoints.Checkpointer(
-      workspace.write_dir, encoder=vae.encoder, decoder=vae.decoder,
-      optimizer=trainer.base_optimizer, global_step=trainer.global_step,
+      workspace.write_dir, **trainer.checkpoint_items(),
       architecture=Architecture(spec.name, config.model.latent_dim,
                                 data.image_shape, classes,
                                 config.model.learned_scale),
-      max_to_keep=train.keep_checkpoints,
-      loss_scale=trainer.loss_scale_variables, restore_from=train.model_dir,
+      max_to_keep=train.keep_checkpoints, restore_from=train.model_dir,
       repair=role.is_chief, flag_dir=train.model_dir,
-      averages=trainer.average, state=recovering and {
-          "recoveries": recovering.count,
-          "learning_rate_scale": recovering.scale})
+      state=recovering and recovering.checkpoint_items())
   resumed_from = checkpointer.restore_latest()
   initialized_from = None
   if resumed_from is None and train.init_from:
     initialized_from = checkpointer.initialize_from(train.init_from)
-  optimization.reapply_learning_rate(
-      trainer.base_optimizer,
+  trainer.set_learning_rate(
       parts.learning_rate(config, num_train, recovering and recovering.scale))
   if role.is_chief:
     if resumed_from:
@@ -233,9 +228,8 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
       # each worker's clock would desynchronize them, so one process only.
       progress=console.say if role.task_type is None else None)
   recover = recovering and recovery.RecoveryAction(
-      recovering, trainer.non_finite, checkpointer.restore_latest,
-      trainer.restart_batches, train.recover_lr_factor, train.max_recoveries,
-      console.say)
+      recovering, checkpointer.restore_latest, train.recover_lr_factor,
+      train.max_recoveries, console.say)
   result = finish.Result(vae, train.model_dir, resumed_from, console.say,
                          write=role.is_chief,
                          recoveries=recover.events if recover else [])
@@ -274,11 +268,12 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
       train_actions=[
           actions.ProfileAction(train.profile_steps, workspace.write_dir,
                                 console.say),
-          recover or actions.NonFiniteStopAction(
-              trainer.non_finite, train.nan_policy, train.max_skipped_steps,
-              lambda: checkpointer.latest),
-          actions.GradientNormStopAction(trainer.norms,
-                                         lambda: checkpointer.latest),
+          *([recover] if recover else []),
+          actions.GuardStopAction(
+              train.nan_policy, train.max_skipped_steps, train.skip_grad_norm,
+              lambda: checkpointer.latest,
+              causes=[cause for cause in loop_state.CAUSES
+                      if not (recover and cause == loop_state.NON_FINITE)]),
           actions.PreemptionAction(strategy, checkpointer.save),
           actions.ProgressAction(
               train.log_every, last_step, trainer.step, console, writer,

@@ -1,5 +1,5 @@
 """What happens between compiled training calls, one action per concern:
-the progress line and training summaries, the non-finite stop, preemption
+the progress line and training summaries, the step guard's stop, preemption
 (SIGTERM), and profiling.
 
 Each is an `engine.train.controller.Action`: it says at which steps it fires
@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from engine.train.controller import Action
 from engine.errors import TrainingDiverged
-from engine.train.loop_state import LoopOutputs, NonFiniteState
+from engine.train.loop_state import (CAUSES, GRADIENT_NORM, NON_FINITE,
+                                     GuardReport, LoopOutputs)
 
 Say = Callable[[str], None]
 
@@ -89,11 +90,12 @@ class ProgressAction(Action):
         time.perf_counter() - self.started, 1e-9)
     self.report(step, metrics, rate,
                 (self.last_step - step) / max(steps_per_sec, 1e-9))
-    if outputs.skipped_steps:
-      self.say(f"  {outputs.skipped_steps} step(s) skipped so far: "
+    skipped = outputs.guard.skipped
+    if skipped[NON_FINITE]:
+      self.say(f"  {skipped[NON_FINITE]} step(s) skipped so far: "
                "non-finite loss (--nan_policy=skip)")
-    if outputs.norm_skipped_steps:
-      self.say(f"  {outputs.norm_skipped_steps} update(s) skipped so far: "
+    if skipped[GRADIENT_NORM]:
+      self.say(f"  {skipped[GRADIENT_NORM]} update(s) skipped so far: "
                "gradient norm over --skip_grad_norm")
     extra = {} if self.learning_rate is None else {
         "learning_rate": self.learning_rate()}  # For the next step.
@@ -101,8 +103,8 @@ class ProgressAction(Action):
       extra["grad_norm"] = outputs.grad_norm  # The last call's mean.
     self.writer.scalars("train", step, {
         **metrics, "examples_per_sec": rate, **extra,
-        "skipped_steps": outputs.skipped_steps,
-        "norm_skipped_steps": outputs.norm_skipped_steps})
+        **{f"skipped_steps/{cause}": count
+           for cause, count in skipped.items()}})
     self._sums, self._examples, self._seconds = {}, 0.0, 0.0
 
   def report(self, step: int, metrics: dict, examples_per_sec: float,
@@ -123,80 +125,73 @@ class ProgressAction(Action):
     return line
 
 
-class NonFiniteStopAction(Action):
-  """Ends the run when the non-finite guard stopped the loop (`--nan_policy`).
+class GuardStopAction(Action):
+  """Ends the run with one line when the step guard stopped the loop
+  (`step_guard`): why, since when, and what is kept.
 
   Args:
-    state: The trainer's non-finite state.
-    nan_policy: `stop` or `skip`.
-    max_skipped_steps: What `skip` tolerates in a row.
+    nan_policy: `stop` or `skip` (what a non-finite step does).
+    max_skipped_steps: What the guard tolerates in a row.
+    skip_grad_norm: `--skip_grad_norm` (None: off).
     latest_checkpoint: Returns the last checkpoint written, if any.
+    causes: The stop causes it ends the run on (`--nan_policy=recover`
+      handles the non-finite one itself).
   """
 
-  def __init__(self, state: NonFiniteState, nan_policy: str,
-               max_skipped_steps: int,
-               latest_checkpoint: Callable[[], Optional[str]]):
+  def __init__(self, nan_policy: str, max_skipped_steps: int,
+               skip_grad_norm: Optional[float],
+               latest_checkpoint: Callable[[], Optional[str]],
+               causes=CAUSES):
     super().__init__()
-    self.state = state
     self.nan_policy = nan_policy
     self.max_skipped_steps = max_skipped_steps
+    self.skip_grad_norm = skip_grad_norm
     self.latest_checkpoint = latest_checkpoint
+    self.causes = tuple(causes)
 
   def fires(self, outputs: LoopOutputs) -> bool:
-    return outputs.stopped
+    return outputs.guard.stop_cause in self.causes
 
   def __call__(self, outputs: LoopOutputs) -> None:
-    raise TrainingDiverged(self.message(outputs.skipped_steps))
+    guard = outputs.guard
+    if guard.stop_cause == NON_FINITE:
+      raise TrainingDiverged(self._non_finite(guard))
+    raise TrainingDiverged(self._gradient_norm(outputs.step, guard))
 
-  def message(self, skipped: int) -> str:
-    names = {"reconstruction": "reconstruction term", "kl": "KL term",
-             "gradients": "gradients"}
-    terms = " and the ".join(names[t] for t in self.state.bad_terms()) or "loss"
-    last = int(self.state.last_bad_step.read_value())
+  def _non_finite(self, guard: GuardReport) -> str:
+    terms = describe_terms(guard.bad_terms)
     checkpoint = self.latest_checkpoint()
     kept = (f"the last good checkpoint, {checkpoint}, is kept and re-running "
             "resumes from it" if checkpoint else "no checkpoint was written "
             "before it")
-    if self.nan_policy == "stop":
+    last = guard.last_bad_step
+    if self.nan_policy != "skip":
       return (f"training stopped at step {last + 1}: the {terms} became "
               f"non-finite (NaN or inf); that update was not applied, and "
               f"{kept}. Lower --learning_rate, or pass --nan_policy=skip")
-    first = int(self.state.first_bad_step.read_value())
     return (f"training stopped at step {last + 1}: "
             f"{self.max_skipped_steps} steps in a row were non-finite (the "
-            f"{terms} at the last one; {skipped} skipped in all, since step "
-            f"{first + 1}); {kept}. Lower --learning_rate")
+            f"{terms} at the last one; {guard.skipped[NON_FINITE]} skipped in "
+            f"all, since step {guard.first_bad_step + 1}); {kept}. Lower "
+            "--learning_rate")
 
-
-class GradientNormStopAction(Action):
-  """Ends the run when `--max_skipped_steps` updates in a row had a
-  gradient norm over `--skip_grad_norm` (a model that would otherwise stop
-  learning without a word).
-
-  Args:
-    norms: The trainer's `gradient_norms.GradientNorms`.
-    latest_checkpoint: Returns the last checkpoint written, if any.
-  """
-
-  def __init__(self, norms, latest_checkpoint: Callable[[], Optional[str]]):
-    super().__init__()
-    self.norms = norms
-    self.latest_checkpoint = latest_checkpoint
-
-  def fires(self, outputs: LoopOutputs) -> bool:
-    return outputs.norm_stopped
-
-  def __call__(self, outputs: LoopOutputs) -> None:
-    norm = float(self.norms.last_skipped_norm.read_value())
+  def _gradient_norm(self, step: int, guard: GuardReport) -> str:
     checkpoint = self.latest_checkpoint()
     kept = (f"the last checkpoint, {checkpoint}, is kept" if checkpoint
             else "no checkpoint was written")
-    raise TrainingDiverged(
-        f"training stopped at step {outputs.step}: "
-        f"{self.norms.max_skipped_steps} updates in a row had a gradient "
-        f"norm over --skip_grad_norm={self.norms.skip:g} (the last: "
-        f"{norm:.4g}; {outputs.norm_skipped_steps} skipped in all); {kept}. "
-        "Raise --skip_grad_norm, or lower --learning_rate")
+    return (f"training stopped at step {step}: {self.max_skipped_steps} "
+            f"updates in a row had a gradient norm over --skip_grad_norm="
+            f"{self.skip_grad_norm:g} (the last: {guard.last_skipped_norm:.4g}"
+            f"; {guard.skipped[GRADIENT_NORM]} skipped in all); {kept}. "
+            "Raise --skip_grad_norm, or lower --learning_rate")
+
+
+def describe_terms(terms) -> str:
+  """`("reconstruction", "gradients")` as words: "reconstruction term and
+  the gradients" ("loss" if none is named)."""
+  names = {"reconstruction": "reconstruction term", "kl": "KL term",
+           "gradients": "gradients"}
+  return " and the ".join(names[term] for term in terms) or "loss"
 
 
 class PreemptionAction(Action):

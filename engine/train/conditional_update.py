@@ -1,7 +1,7 @@
 """An optimizer update that takes effect only if the step was good.
 
-The non-finite guard and `--skip_grad_norm` decide per step whether its
-update is applied. The plain way is a `tf.cond` around the optimizer's
+The step guard (`step_guard`: non-finite terms, `--skip_grad_norm`)
+decides per step whether its update is applied. The plain way is a `tf.cond` around the optimizer's
 update, and that is what runs under tf.distribute and without XLA. Inside
 an XLA loop of many steps a `conditional` that carries every weight and
 optimizer slot costs more than the update itself: XLA copies each of them

@@ -1,7 +1,7 @@
 """`--nan_policy=recover`: back to the last good checkpoint, at a lower rate.
 
-When the non-finite guard stops the loop (the bad update was not applied),
-`RecoveryAction` restores the newest checkpoint (weights, optimizer, step,
+When the step guard stops the loop for a non-finite step (the bad update
+was not applied), `RecoveryAction` restores the newest checkpoint (weights, optimizer, step,
 moving average), multiplies the learning rate by `--recover_lr_factor`
 (`RecoveryState.scale`, which the schedule multiplies by) and lets the
 controller carry on from the restored step; the batches are the same pure
@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from engine.errors import TrainingDiverged
 from engine.train.controller import Action
-from engine.train.loop_state import LoopOutputs, NonFiniteState
+from engine.train.loop_state import NON_FINITE, LoopOutputs
 
 
 class RecoveryState:
@@ -31,15 +31,18 @@ class RecoveryState:
     self.scale = tf.Variable(1.0, dtype=tf.float32, trainable=False,
                              name="learning_rate_scale")
 
+  def checkpoint_items(self) -> dict:
+    """What a checkpoint holds of it (`Checkpointer(state=...)`)."""
+    return {"recoveries": self.count, "learning_rate_scale": self.scale}
+
 
 class RecoveryAction(Action):
   """Restores the last good checkpoint when a step was non-finite.
 
   Args:
     state: The run's `RecoveryState`.
-    non_finite: The trainer's `NonFiniteState` (what was non-finite where).
     restore: Restores the newest checkpoint; returns its path (None: none).
-    restart_batches: Makes the trainer's batches start at its restored step.
+      (The trainer's next call starts its batches at the restored step.)
     factor: `--recover_lr_factor`.
     max_recoveries: `--max_recoveries`.
     say: Where the news goes.
@@ -48,21 +51,19 @@ class RecoveryAction(Action):
     events: One dict per recovery of this process (for result.json).
   """
 
-  def __init__(self, state: RecoveryState, non_finite: NonFiniteState,
-               restore: Callable, restart_batches: Callable, factor: float,
+  def __init__(self, state: RecoveryState, restore: Callable, factor: float,
                max_recoveries: int, say: Callable[[str], None]):
     super().__init__()
-    self.state, self.non_finite = state, non_finite
-    self.restore, self.restart_batches = restore, restart_batches
+    self.state, self.restore = state, restore
     self.factor, self.max_recoveries, self.say = factor, max_recoveries, say
     self.events: list[dict] = []
 
   def fires(self, outputs: LoopOutputs) -> bool:
-    return outputs.stopped
+    return outputs.guard.stop_cause == NON_FINITE
 
   def __call__(self, outputs: LoopOutputs) -> None:
-    bad_step = int(self.non_finite.last_bad_step.read_value()) + 1
-    terms = " and ".join(self.non_finite.bad_terms()) or "loss"
+    bad_step = outputs.guard.last_bad_step + 1
+    terms = " and ".join(outputs.guard.bad_terms) or "loss"
     count = int(self.state.count.read_value())
     if count >= self.max_recoveries:
       raise TrainingDiverged(
@@ -82,7 +83,6 @@ class RecoveryAction(Action):
     scale = self.factor ** count
     self.state.count.assign(count)
     self.state.scale.assign(scale)
-    self.restart_batches()
     event = {"step": bad_step, "terms": terms, "restored": restored,
              "learning_rate_scale": scale, "recovery": count}
     self.events.append(event)

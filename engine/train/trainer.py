@@ -6,10 +6,11 @@ a tf.data iterator, or on one device a `step_batches.StepBatches` (the loop
 builds each batch; with XLA one execution runs many steps). Loss terms are
 summed on the device and returned as `loop_state.LoopOutputs`.
 
-Every step checks that the loss terms and gradients are finite (all replicas
-agree through one 3-float all-reduce) and applies the update only if they
-are: weights never take a NaN. Then `--nan_policy`: `stop` ends the loop at
-that step; `skip` goes on, until `max_skipped_steps` bad steps in a row.
+Every step asks the step guard (`step_guard`) whether to apply its update
+(weights never take a NaN) and whether the loop must stop; the outputs say
+what it saw. The trainer owns its state: `checkpoint_items()` is what a
+checkpoint holds, and after a restore moves its step, the next call's
+batches start there by themselves (`feed.Feed`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,20 @@ from engine.devices import compilation
 from engine.devices import replica_sums
 from engine.objectives import elbo
 from engine.train import conditional_update
+from engine.train import feed as feed_lib
 from engine.train import gradient_norms
 from engine.train import weight_average
-from engine.train.loop_state import LoopOutputs, NonFiniteState
+from engine.train import optimization
+from engine.train import step_guard
+from engine.train.loop_state import LoopOutputs
 from models.base import VariationalAutoencoder
 
 class Trainer:
-  """Owns the global step and the compiled training loop of one model.
+  """Owns the global step, the training state and the compiled loop of one
+  model.
 
-  Create it inside `strategy.scope()`.
+  Create it inside `strategy.scope()`. Its public interface is `INTERFACE`
+  (`tests/test_layers.py` holds every module outside `engine.train` to it).
 
   Args:
     vae: The model.
@@ -49,14 +55,28 @@ class Trainer:
       and backward only under tf.distribute, where the optimizer update is a
       cross-replica operation XLA cannot hold. None: see
       `compilation.xla_by_default`.
-    nan_policy: `stop`, `skip` or `recover` (see the module docstring;
-      `recover` stops the loop as `stop` does, for `recovery`).
+    nan_policy: `stop`, `skip` or `recover` (see `step_guard`; `recover`
+      stops the loop as `stop` does, for `recovery`).
     max_skipped_steps: Skipped steps in a row that end the loop (with
       `skip`, or updates whose norm is over `skip_grad_norm`).
     clip_grad_norm, skip_grad_norm: See `gradient_norms.GradientNorms`.
     ema_decay, ema_dynamic_decay: See `weight_average.WeightAverage` (0:
       no average).
+
+  Attributes:
+    average: The weights' moving average (None: none), for evaluations.
+    jit_compile: Whether the steps are compiled with XLA.
+    xla_reason: Why, where `jit_compile` was chosen by default.
+    loops_on_device: Whether the loop builds its own batches
+      (`training_batches` returns a `step_batches.StepBatches`).
   """
+
+  # What modules outside engine.train may use (tests/test_layers.py).
+  INTERFACE = frozenset({
+      "train", "step", "feed", "training_batches", "train_loop",
+      "compute_gradients", "checkpoint_items", "set_learning_rate",
+      "learning_rate_now", "average", "jit_compile", "xla_reason",
+      "loops_on_device"})
 
   def __init__(self, vae: VariationalAutoencoder, objective: elbo.Objective,
                optimizer: keras.optimizers.Optimizer,
@@ -66,10 +86,7 @@ class Trainer:
                clip_grad_norm: Optional[float] = None,
                skip_grad_norm: Optional[float] = None,
                ema_decay: float = 0.0, ema_dynamic_decay: bool = True):
-    if nan_policy not in ("stop", "skip", "recover"):
-      raise ValueError(f"unknown nan_policy {nan_policy!r}")
-    self.nan_policy = nan_policy
-    self.max_skipped_steps = max_skipped_steps
+    self._guard = step_guard.StepGuard(nan_policy, max_skipped_steps)
     self.vae = vae
     self.objective = objective
     self.kl_warmup_steps = kl_warmup_steps
@@ -79,7 +96,7 @@ class Trainer:
     self.loss_scaling = isinstance(optimizer,
                                    keras.optimizers.LossScaleOptimizer)
     # What checkpoints hold: the plain optimizer restores across policies.
-    self.base_optimizer = (optimizer.inner_optimizer if self.loss_scaling
+    self._base_optimizer = (optimizer.inner_optimizer if self.loss_scaling
                            else optimizer)
     # Optimizer slots must exist before a checkpoint is restored into them.
     self.optimizer.build(vae.trainable_variables)
@@ -87,12 +104,11 @@ class Trainer:
         0, dtype=tf.int64, trainable=False, name="global_step",
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.metrics = replica_sums.LossSums(elbo.TERMS)
-    self.non_finite = NonFiniteState()
     self.average = (weight_average.WeightAverage(
         vae.trainable_variables, ema_decay, ema_dynamic_decay)
                     if ema_decay else None)
-    self.norms = gradient_norms.GradientNorms(
-        clip_grad_norm, skip_grad_norm, max_skipped_steps,
+    self._norms = gradient_norms.GradientNorms(
+        clip_grad_norm, skip_grad_norm,
         distributed=tf.distribute.has_strategy())
     self.xla_reason = ""
     if jit_compile is None:
@@ -121,15 +137,23 @@ class Trainer:
         if self.loops_on_device else None)
     self.train_loop = tf.function(self._train_loop)
     self._feed = None
-    self._batches = None
 
-  @property
-  def loss_scale_variables(self) -> dict:
-    """The dynamic loss scale's state (empty without loss scaling)."""
-    if not self.loss_scaling:
-      return {}
-    return {"step_counter": self.optimizer.step_counter,
-            "dynamic_scale": self.optimizer.dynamic_scale}
+  def checkpoint_items(self) -> dict:
+    """What a checkpoint of this trainer holds, by the names
+    `checkpoints.Checkpointer` takes: the model's two parts, the plain
+    optimizer (so checkpoints restore across precision policies), the step,
+    a float16 loss scale's state and the moving average."""
+    loss_scale = ({"step_counter": self.optimizer.step_counter,
+                   "dynamic_scale": self.optimizer.dynamic_scale}
+                  if self.loss_scaling else {})
+    return dict(encoder=self.vae.encoder, decoder=self.vae.decoder,
+                optimizer=self._base_optimizer, global_step=self.global_step,
+                loss_scale=loss_scale, averages=self.average)
+
+  def set_learning_rate(self, learning_rate) -> None:
+    """Sets a constant rate again after a restore (which brought back the
+    checkpoint's); a schedule, a function of the step, needs nothing."""
+    optimization.reapply_learning_rate(self._base_optimizer, learning_rate)
 
   def kl_weight(self):
     """beta, ramped up linearly over `kl_warmup_steps` when warming up."""
@@ -159,39 +183,33 @@ class Trainer:
     # With float16 loss scaling, overflowing gradients are routine: the
     # LossScaleOptimizer skips those steps and lowers the scale itself.
     flags = tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, self.non_finite.flags(
+        tf.distribute.ReduceOp.SUM, self._guard.non_finite_flags(
             terms, None if self.loss_scaling else gradients))
-    finite = tf.equal(tf.reduce_sum(flags), 0.0)
-    gradients, norm, too_large = self.norms.process(
+    gradients, norm, too_large = self._norms.process(
         gradients, self.optimizer.dynamic_scale if self.loss_scaling
         else None)
-    applied = tf.logical_and(finite, tf.logical_not(too_large))
+    applied, stop = self._guard.record(flags, too_large, norm,
+                                       self.global_step)
     conditional_update.apply_if(self.optimizer, self.vae.trainable_variables,
                                 applied, gradients, gated=self.whole_step_xla)
     if self.average is not None:
       self.average.update(applied, self.global_step)
     self.metrics.add(terms, keep=applied)
-    limit = self.max_skipped_steps if self.nan_policy == "skip" else 1
-    return tf.logical_or(
-        self.non_finite.record(tf.minimum(flags, 1.0), finite,
-                               self.global_step, limit),
-        self.norms.record(norm, finite, too_large))
+    self._norms.add(norm, tf.equal(tf.reduce_sum(flags), 0.0))
+    return stop
 
   def feed(self, images: tf.Tensor, options: pipeline.PipelineOptions,
            steps_per_loop: int, last_step: int,
            labels: tf.Tensor | None = None) -> None:
     """The training data `train` reads, from the current step on (the
     batches are made at the first call, after any restore)."""
-    self._feed = (images, options, steps_per_loop, last_step, labels)
-    self._batches = None
-
-  def restart_batches(self) -> None:
-    """The next call's batches start at the current (restored) step."""
-    self._batches = None
+    self._feed = feed_lib.Feed(
+        lambda start: self.training_batches(images, options, steps_per_loop,
+                                            start, last_step, labels))
 
   def learning_rate_now(self) -> float:
     """The learning rate the next step takes."""
-    rate = self.base_optimizer.learning_rate
+    rate = self._base_optimizer.learning_rate
     rate = getattr(rate, "value", rate)  # A Keras variable wraps a tf one.
     return float(tf.convert_to_tensor(rate))
 
@@ -203,65 +221,45 @@ class Trainer:
     """Runs `num_steps` steps in one compiled call and returns its outputs.
 
     Args:
-      num_steps: Steps to run (fewer run if the non-finite guard stops).
-      batches: What `training_batches` returns (default: the fed data's).
+      num_steps: Steps to run (fewer if the step guard stops the loop).
+      batches: What `training_batches` returns (default: `feed`'s).
     """
-    if batches is None:
-      if self._batches is None:
-        images, options, steps_per_loop, last_step, labels = self._feed
-        self._batches = self.training_batches(
-            images, options, steps_per_loop, self.step, last_step, labels)
-      batches = self._batches
-    first = int(self.global_step.numpy())
+    first = self.step
+    fed = batches is None
+    if fed:
+      batches = self._feed.batches(first)
     started = time.perf_counter()
     self.train_loop(batches, tf.constant(num_steps, tf.int32))
-    step = int(self.global_step.numpy())  # Waits for the call to finish.
+    step = self.step  # Waits for the call to finish.
     seconds = time.perf_counter() - started
+    if fed:
+      self._feed.ended_at(step)
     sums, examples = self.metrics.sums_and_reset()
     return LoopOutputs(
         step=step, steps=step - first, sums=sums, examples=examples,
-        seconds=seconds,
-        stopped=bool(self.non_finite.stopped.read_value()),
-        skipped_steps=int(self.non_finite.skipped_steps.read_value()),
-        grad_norm=self.norms.mean_and_reset(),
-        norm_skipped_steps=int(self.norms.skipped_steps.read_value()),
-        norm_stopped=bool(self.norms.stopped.read_value()))
+        seconds=seconds, guard=self._guard.report(),
+        grad_norm=self._norms.mean_and_reset())
 
   def training_batches(self, images: tf.Tensor,
                        options: pipeline.PipelineOptions, steps_per_loop: int,
                        start_step: int, end_step: int,
                        labels: tf.Tensor | None = None):
-    """What `train_loop` is fed for global steps [start_step, end_step).
-
-    `labels` (int64 [N]) go into every batch (conditional models).
-
-    Returns:
-      A `step_batches.StepBatches` where the loop builds its own batches
-      (`loops_on_device`), else an iterator over the distributed tf.data
-      pipeline. Both give the same batches.
-    """
-    if self.loops_on_device:
-      return step_batches.StepBatches(images, options, steps_per_loop,
-                                      labels=labels)
-    return iter(self.strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_dataset(images, options, start_step,
-                                               end_step, context, labels)))
+    """What `train_loop` is fed for global steps [start_step, end_step)
+    (see `feed.training_batches`)."""
+    return feed_lib.training_batches(
+        self.strategy, self.loops_on_device, images, options, steps_per_loop,
+        start_step, end_step, labels)
 
   def _train_loop(self, batches, num_steps):
-    """Runs `num_steps` steps (fewer if the non-finite guard stops it).
-
-    Args:
-      batches: What `training_batches` returns.
-      num_steps: int32 scalar tensor.
-    """
+    """Runs `num_steps` (an int32 tensor) steps on `batches` (what
+    `training_batches` returns); fewer if the step guard stops the loop."""
     if isinstance(batches, step_batches.StepBatches):
       self._train_loop_on_device(batches, num_steps)
       return
     for _ in tf.range(num_steps):
       stop = self.strategy.run(self._replica_step, args=(next(batches),))
       self.global_step.assign_add(1)
-      # Every replica computed the same value; the local one needs no
-      # collective.
+      # Every replica computed the same value: no collective needed.
       if self.strategy.experimental_local_results(stop)[0]:
         break
 
@@ -283,7 +281,7 @@ class Trainer:
       # compiles once.
       self._device_steps(batches, draws, count)
       remaining -= count
-      if tf.logical_or(self.non_finite.stopped, self.norms.stopped):
+      if self._guard.stopped():
         break
 
   def _steps_on_device(self, batches, draws, num_steps):

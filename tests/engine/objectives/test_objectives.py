@@ -122,7 +122,8 @@ def test_trainer_follows_the_schedule_through_its_steps(dense_vae):
   trainer = make_trainer(
       dense_vae, ModelConfig(name="dense"), tf.distribute.get_strategy(), 6,
       optimization.learning_rate("iwae", 1e-3, 2), adam_epsilon=1e-4)
-  assert trainer.base_optimizer.epsilon == 1e-4
-  trainer.base_optimizer.iterations.assign(2)
-  assert float(trainer.base_optimizer.learning_rate) == pytest.approx(
+  optimizer = trainer.checkpoint_items()["optimizer"]
+  assert optimizer.epsilon == 1e-4
+  optimizer.iterations.assign(2)
+  assert trainer.learning_rate_now() == pytest.approx(
       1e-3 * 10 ** (-1 / 7))

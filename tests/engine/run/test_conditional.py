@@ -154,11 +154,11 @@ def test_a_non_finite_step_is_never_applied_to_a_conditional_model(mnist):
       labels=pipeline.as_tensor(mnist.train_labels[:512])))
   batches[2]["targets"] = batches[2]["targets"] * np.nan
   before = [v.numpy().copy() for v in vae.trainable_variables]
-  trainer.train_loop(iter(tf.data.Dataset.from_tensor_slices(
-      {k: tf.stack([b[k] for b in batches]) for k in batches[0]})),
-      tf.constant(4))
-  assert bool(trainer.non_finite.stopped.read_value())
-  assert int(trainer.non_finite.last_bad_step.read_value()) == 2
+  outputs = trainer.train(4, batches=iter(
+      tf.data.Dataset.from_tensor_slices(
+          {k: tf.stack([b[k] for b in batches]) for k in batches[0]})))
+  assert outputs.guard.stop_cause == "non_finite"
+  assert outputs.guard.last_bad_step == 2 and outputs.step == 3
   after = [v.numpy() for v in vae.trainable_variables]
   assert all(np.isfinite(a).all() for a in after)
   assert any(not np.array_equal(a, b) for a, b in zip(after, before))

@@ -27,7 +27,7 @@ class _FakeTrainer:
     loss = sum(range(first + 1, self.step + 1)) * 10.0
     return LoopOutputs(step=self.step, steps=num_steps,
                        sums={"loss": loss}, examples=10.0 * num_steps,
-                       seconds=0.01, stopped=False, skipped_steps=0)
+                       seconds=0.01)
 
 
 class _FakeCheckpoints:

@@ -42,7 +42,7 @@ def test_the_norm_is_logged_and_a_high_threshold_changes_nothing(
   assert guarded.weights_fingerprint == plain.weights_fingerprint
   train = summaries.read_metrics(str(tmp_path / "b"))["train"]
   assert all(0 < train[step]["grad_norm"] < 1e9 for step in (5, 10))
-  assert train[10]["norm_skipped_steps"] == 0
+  assert train[10]["skipped_steps/gradient_norm"] == 0
 
 
 @pytest.mark.e2e

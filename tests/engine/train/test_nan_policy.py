@@ -39,6 +39,10 @@ def _batches(mnist, indices, poisoned=()):
       {k: tf.stack([b[k] for b in batches]) for k in batches[0]}))
 
 
+def _optimizer(trainer):
+  return trainer.checkpoint_items()["optimizer"]
+
+
 def _weights(trainer):
   return [v.numpy().copy() for v in trainer.vae.trainable_variables]
 
@@ -50,16 +54,15 @@ def test_stop_ends_the_loop_at_the_bad_step_without_applying_it(mnist,
   reference = _trainer(jit_compile=jit_compile)
   reference.train_loop(_batches(mnist, range(3)), tf.constant(3))
   trainer = _trainer(jit_compile=jit_compile)
-  trainer.train_loop(_batches(mnist, range(6), poisoned={3}), tf.constant(6))
-  state = trainer.non_finite
-  assert bool(state.stopped.read_value())
-  assert int(trainer.global_step) == 4  # Steps 0-2 applied, 3 consumed.
-  assert int(state.last_bad_step.read_value()) == 3
-  assert state.bad_terms() == ["reconstruction", "gradients"]  # Not the KL.
+  outputs = trainer.train(6, _batches(mnist, range(6), poisoned={3}))
+  guard = outputs.guard
+  assert guard.stop_cause == "non_finite"
+  assert outputs.step == 4  # Steps 0-2 applied, 3 consumed.
+  assert guard.last_bad_step == 3
+  assert guard.bad_terms == ("reconstruction", "gradients")  # Not the KL.
   for a, b in zip(_weights(reference), _weights(trainer)):
     np.testing.assert_array_equal(a, b)
-  metrics = trainer.metrics.result_and_reset()
-  assert metrics["examples"] == 3 * 16 and np.isfinite(metrics["loss"])
+  assert outputs.examples == 3 * 16 and np.isfinite(outputs.sums["loss"])
 
 
 @pytest.mark.e2e
@@ -68,17 +71,15 @@ def test_skip_drops_the_bad_update_and_carries_on(mnist, jit_compile):
   reference = _trainer(nan_policy="skip", jit_compile=jit_compile)
   reference.train_loop(_batches(mnist, [0, 1, 2, 4, 5]), tf.constant(5))
   trainer = _trainer(nan_policy="skip", jit_compile=jit_compile)
-  trainer.train_loop(_batches(mnist, range(6), poisoned={3}), tf.constant(6))
-  state = trainer.non_finite
-  assert not bool(state.stopped.read_value())
-  assert int(trainer.global_step) == 6
-  assert int(state.skipped_steps.read_value()) == 1
-  assert int(state.consecutive_skips.read_value()) == 0
-  assert int(trainer.base_optimizer.iterations) == 5
+  outputs = trainer.train(6, _batches(mnist, range(6), poisoned={3}))
+  assert not outputs.stopped
+  assert outputs.step == 6
+  assert outputs.guard.skipped == {"non_finite": 1, "gradient_norm": 0}
+  assert int(_optimizer(trainer).iterations) == 5
   # Exactly as if the bad batch had never been there.
   for a, b in zip(_weights(reference), _weights(trainer)):
     np.testing.assert_array_equal(a, b)
-  assert trainer.metrics.result_and_reset()["examples"] == 5 * 16
+  assert outputs.examples == 5 * 16
 
 
 class _PoisonedStepBatches(step_batches.StepBatches):
@@ -112,32 +113,29 @@ def test_the_on_device_loop_guards_and_stops_inside_xla(mnist, nan_policy):
   reference = _trainer(jit_compile=True, nan_policy=nan_policy)
   reference.train_loop(_PoisonedStepBatches(mnist, (), 2), tf.constant(3))
   trainer = _trainer(jit_compile=True, nan_policy=nan_policy)
-  trainer.train_loop(_PoisonedStepBatches(mnist, {3}, 2), tf.constant(6))
-  state = trainer.non_finite
-  assert int(state.last_bad_step.read_value()) == 3
+  outputs = trainer.train(6, _PoisonedStepBatches(mnist, {3}, 2))
+  assert outputs.guard.last_bad_step == 3
   if nan_policy == "stop":
-    assert bool(state.stopped.read_value())
-    assert int(trainer.global_step) == 4
+    assert outputs.guard.stop_cause == "non_finite"
+    assert outputs.step == 4
     for a, b in zip(_weights(reference), _weights(trainer)):
       np.testing.assert_array_equal(a, b)
   else:
-    assert not bool(state.stopped.read_value())
-    assert int(trainer.global_step) == 6
-    assert int(trainer.base_optimizer.iterations) == 5
-    assert int(state.skipped_steps.read_value()) == 1
+    assert not outputs.stopped
+    assert outputs.step == 6
+    assert int(_optimizer(trainer).iterations) == 5
+    assert outputs.guard.skipped["non_finite"] == 1
     assert all(np.isfinite(w).all() for w in _weights(trainer))
 
 
 @pytest.mark.e2e
 def test_skip_stops_after_too_many_in_a_row(mnist):
   trainer = _trainer(nan_policy="skip", max_skipped_steps=3)
-  trainer.train_loop(_batches(mnist, range(8), poisoned={1, 3, 4, 5}),
-                     tf.constant(8))
-  state = trainer.non_finite
-  assert bool(state.stopped.read_value())
-  assert int(trainer.global_step) == 6  # Stopped after step 5, the third.
-  assert int(state.skipped_steps.read_value()) == 4
-  assert int(state.first_bad_step.read_value()) == 1
+  outputs = trainer.train(8, _batches(mnist, range(8), poisoned={1, 3, 4, 5}))
+  assert outputs.guard.stop_cause == "non_finite"
+  assert outputs.step == 6  # Stopped after step 5, the third.
+  assert outputs.guard.skipped["non_finite"] == 4
+  assert outputs.guard.first_bad_step == 1
   assert all(np.isfinite(w).all() for w in _weights(trainer))
 
 

@@ -18,8 +18,7 @@ def _outputs(step, examples, seconds, loss=100.0):
   return LoopOutputs(step=step, steps=10, sums={"loss": loss * examples,
                                                 "reconstruction": 0.0,
                                                 "kl": 0.0, "elbo": 0.0},
-                     examples=examples, seconds=seconds, stopped=False,
-                     skipped_steps=0)
+                     examples=examples, seconds=seconds)
 
 
 def test_the_rate_is_the_training_calls_examples_over_their_time():
