@@ -36,7 +36,7 @@ def main(argv):
 
   import numpy as np
 
-  from engine.viz import plots
+  from engine.viz import image_grids
   from engine.io import files
   from engine.run import preflight
   from engine.errors import UserError, quoted
@@ -74,7 +74,7 @@ def main(argv):
 
   files.write_npy_chunks(FLAGS.output + ".npy", shape, np.float32, chunks())
   grid = np.concatenate(shown)[:_SHOWN]
-  plots.plot_grid(grid, FLAGS.output + ".png",
+  image_grids.plot_grid(grid, FLAGS.output + ".png",
                     f"{len(grid)} of {FLAGS.num} samples from "
                     f"{FLAGS.saved_model}"
                     + (f", label {FLAGS.label}" if conditional else ""))

@@ -1,10 +1,11 @@
 """A run's figures, from two functions and the test set.
 
-`write_run_figures` computes what the figures of `engine.viz.plots` and
-`engine.viz.grids` need from `encode` (images and labels to latent means) and
-`decode` (latents and labels to pixel probabilities), so the same figures
-come from a live model, a checkpoint or an exported SavedModel. An unconditional model's functions
-ignore the labels; a conditional model's get the ones each figure names.
+`write_run_figures` computes what the figures of `engine.viz.plots`,
+`engine.viz.grids` and `engine.viz.image_grids` need from `encode` (images
+and labels to latent means) and `decode` (latents and labels to pixel
+probabilities), so the same figures come from a live model, a checkpoint or
+an exported SavedModel. An unconditional model's functions ignore the
+labels; a conditional model's get the ones each figure names.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from engine.io import files
 from engine.viz import grids
+from engine.viz import image_grids
 from engine.viz import latents
 from engine.viz import plots
 
@@ -56,25 +58,24 @@ def style_latents(z_means: np.ndarray, num_classes: int
 def write_conditional_figures(decode: Decode, latent_dim: int,
                               num_classes: int, test_targets: np.ndarray,
                               z_means: np.ndarray, directory: str,
-                              seed: int) -> list[str]:
+                              seed: int,
+                              class_names: Sequence[str] | None = None
+                              ) -> list[str]:
   """Samples per class, and the style grid: test images' codes (their
-  posterior under their own label) decoded under every label."""
+  posterior under their own label) decoded under every label; the classes
+  named by `class_names` where given."""
+  names = image_grids.class_names(class_names, num_classes)
   z, labels = class_sample_latents(latent_dim, num_classes, seed)
-  paths = [plots.plot_grid(
+  paths = [image_grids.plot_grid(
       np.asarray(decode(z, labels)),
       os.path.join(directory, "samples_per_class.png"),
-      f"samples per class: row y decodes {SAMPLES_PER_CLASS} prior draws "
-      "under label y", columns=SAMPLES_PER_CLASS)]
+      "Random samples from the model, one class a row",
+      columns=SAMPLES_PER_CLASS, row_names=names)]
   rows = min(STYLE_ROWS, len(z_means))
   codes, labels = style_latents(z_means[:rows], num_classes)
-  decoded = np.asarray(decode(codes, labels)).reshape(
-      rows, num_classes, *test_targets.shape[1:])
-  grid = np.concatenate([test_targets[:rows, np.newaxis], decoded], axis=1)
-  paths.append(plots.plot_grid(
-      grid.reshape(-1, *test_targets.shape[1:]),
-      os.path.join(directory, "style.png"),
-      "style: a test image (left), its code decoded under labels "
-      f"0..{num_classes - 1}", columns=num_classes + 1))
+  paths.append(image_grids.plot_style(
+      test_targets[:rows], np.asarray(decode(codes, labels)),
+      os.path.join(directory, "style.png"), names))
   return paths
 
 
@@ -126,17 +127,15 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
   reconstructions = np.asarray(
       reconstruct(test_inputs[:10], test_labels[:10]) if reconstruct
       else decode(z_means[:10], test_labels[:10]))
-  paths = [plots.plot_reconstructions(
+  paths = [image_grids.plot_reconstructions(
       test_targets[:10], reconstructions,
       os.path.join(directory, "reconstructions.png"))]
   prior = np.random.default_rng(seed).standard_normal(
       (100, sample_dim or latent_dim)).astype(np.float32)
   prior_labels = np.arange(100) % max(num_classes, 1)
-  paths.append(plots.plot_grid(
-      np.asarray((sample or decode)(prior, prior_labels)),
-      os.path.join(directory, "samples.png"),
-      "samples from the prior" + (" (labels 0, 1, ... in turn)"
-                                  if num_classes else "")))
+  paths.append(_samples(
+      np.asarray((sample or decode)(prior, prior_labels)), num_classes,
+      class_names, directory))
   origin, basis, names = latents.latent_plane(z_means)
   projected = (z_means - origin) @ np.linalg.pinv(basis)
   paths.append(_manifold(decode, (origin, basis, names), projected,
@@ -165,15 +164,33 @@ def write_run_figures(encode: Encode, decode: Decode, latent_dim: int,
         os.path.join(directory, "interpolations.png")))
   if num_classes:
     paths += write_conditional_figures(decode, latent_dim, num_classes,
-                                       test_targets, z_means, directory, seed)
+                                       test_targets, z_means, directory, seed,
+                                       class_names)
   if denoising:
-    paths.append(plots.plot_denoising(
+    paths.append(image_grids.plot_denoising(
         test_inputs[:10], reconstructions, test_targets[:10],
         os.path.join(directory, "denoising.png")))
   if metrics:
     paths.append(plots.plot_loss_curves(
         metrics, os.path.join(directory, "loss_curves.png")))
   return paths
+
+
+def _samples(images: np.ndarray, num_classes: int,
+             class_names: Sequence[str] | None, directory: str) -> str:
+  """100 prior samples, 10 a row; a conditional model's cycle through the
+  labels, so where 10 is a multiple of their number, each column is a
+  class, and is named."""
+  title = "Random samples from the model"
+  names = None
+  if num_classes and 10 % num_classes == 0:
+    names = image_grids.class_names(class_names, num_classes) * (
+        10 // num_classes)
+    title += ", one class a column"
+  elif num_classes:
+    title += " (each class in turn)"
+  return image_grids.plot_grid(images, os.path.join(directory, "samples.png"),
+                               title, columns=10, column_names=names)
 
 
 def _manifold(decode: Decode, plane: tuple, projected: np.ndarray, label,

@@ -73,7 +73,7 @@ def draw_tiles(axis, grid: np.ndarray, extent: tuple) -> None:
   axis.spines[:].set_position(("outward", 2))
 
 
-def _tile_extent(rows: int, columns: int) -> tuple:
+def tile_extent(rows: int, columns: int) -> tuple:
   """Data coordinates in which tile (r, c) is centred on (c, r)."""
   return (-0.5, columns - 0.5, rows - 0.5, -0.5)
 
@@ -130,7 +130,7 @@ def traversal_figure(images, units, values,
   height, width = grid.shape[0] * scale, grid.shape[1] * scale
   layout = PixelLayout(LEFT + width + RIGHT, TOP + height + BOTTOM)
   axis = layout.axes(LEFT, TOP, width, height)
-  draw_tiles(axis, grid, _tile_extent(len(units), columns))
+  draw_tiles(axis, grid, tile_extent(len(units), columns))
   # Rounded first, so that a value a hair below zero is not "-0.00".
   axis.set_xticks(range(columns),
                   [f"{round(v, 2) + 0.0:.2f}" for v in values])
@@ -171,11 +171,11 @@ def interpolation_figure(starts, paths, ends,
   middle = layout.axes(LEFT + side + GAP, top, width, height)
   right = layout.axes(LEFT + side + 2 * GAP + width, top, side, height)
   for axis, grid in ((left, left_grid), (right, right_grid)):
-    draw_tiles(axis, grid, _tile_extent(pairs, 1))
+    draw_tiles(axis, grid, tile_extent(pairs, 1))
     axis.set_xticks([])
     axis.set_yticks([])
     axis.set_title("test image", fontsize=9)
-  draw_tiles(middle, path_grid, _tile_extent(pairs, steps))
+  draw_tiles(middle, path_grid, tile_extent(pairs, steps))
   middle.set_xticks(range(steps),
                     [f"{t:g}" for t in np.linspace(0.0, 1.0, steps)])
   middle.set_yticks([])

@@ -1,8 +1,9 @@
 """The matplotlib figures people judge a VAE by (PNG, Agg backend).
 
-Pure plotting functions that take numpy arrays; `engine.viz.grids` draws
-the grids of decoded images, `engine.viz.latents` makes the latent codes they
-decode, and `engine.viz.figure_set` puts them together for a run.
+Pure plotting functions that take numpy arrays; `engine.viz.grids` and
+`engine.viz.image_grids` draw the grids of images, `engine.viz.latents` makes
+the latent codes they decode, and `engine.viz.figure_set` puts them together
+for a run.
 """
 
 from __future__ import annotations
@@ -42,15 +43,6 @@ def _displayable(images) -> np.ndarray:
   return images
 
 
-def _show(axis, image) -> None:
-  """Draws a grey or colour image in [0, 1]."""
-  image = np.clip(image, 0.0, 1.0)
-  if image.ndim == 2:
-    axis.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
-  else:
-    axis.imshow(image)
-
-
 def save_figure(figure, path: str, tight: bool = True) -> str:
   """Writes the PNG (on any TensorFlow filesystem) and closes the figure.
 
@@ -69,44 +61,6 @@ def save_figure(figure, path: str, tight: bool = True) -> str:
   plt.close(figure)
   files.write_atomically(path, buffer.getvalue())
   return path
-
-
-def _image_rows(rows: list[tuple[str, np.ndarray]], path: str) -> str:
-  """One row of images per (title, images) pair."""
-  columns = len(rows[0][1])
-  figure, axes = plt.subplots(len(rows), columns,
-                              figsize=(1.2 * columns, 1.3 * len(rows)),
-                              squeeze=False)
-  for r, (title, images) in enumerate(rows):
-    for c in range(columns):
-      axis = axes[r][c]
-      _show(axis, _displayable(images)[c])
-      axis.set_xticks([])
-      axis.set_yticks([])
-    axes[r][0].set_ylabel(title, fontsize=9)
-  return save_figure(figure, path)
-
-
-def plot_reconstructions(originals, reconstructions, path: str) -> str:
-  """Originals above their reconstructions (seed 001's figure)."""
-  return _image_rows([("original", originals),
-                      ("reconstruction", reconstructions)], path)
-
-
-def plot_denoising(noisy, denoised, clean, path: str) -> str:
-  """Noisy inputs, the model's denoised outputs, the clean images (seed 004)."""
-  return _image_rows([("noisy", noisy), ("denoised", denoised),
-                      ("clean", clean)], path)
-
-
-def plot_grid(images, path: str, title: str, columns: int | None = None) -> str:
-  """A square grid of images, e.g. prior samples (seed 000) or a manifold."""
-  columns = columns or int(np.ceil(np.sqrt(len(images))))
-  figure = plt.figure(figsize=(8, 8))
-  _show(plt.gca(), tile(images, columns))
-  plt.title(title)
-  plt.axis("off")
-  return save_figure(figure, path)
 
 
 # Lighter than tab10's own grey (class 7).

@@ -6,6 +6,7 @@ import os
 
 import matplotlib.colors
 import matplotlib.image
+import matplotlib.text
 import numpy as np
 import pytest
 
@@ -14,6 +15,7 @@ from engine.viz import latents
 from engine.viz import plots
 from engine.viz import figure_set
 from engine.viz import grids
+from engine.viz import image_grids
 from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
@@ -346,14 +348,135 @@ def test_each_figure_has_its_default_size_and_names_the_classes(
            for p in paths}
   assert {name: sizes[name] for name in (
       "latent_manifold.png", "traversals.png", "interpolations.png",
-      "latent_scatter.png", "loss_curves.png")} == {
+      "latent_scatter.png", "loss_curves.png", "samples.png",
+      "reconstructions.png")} == {
           "latent_manifold.png": (936, 940),  # 840 x 840 pixels of tiles.
           "traversals.png": (208, 716),  # Tiles at twice their size.
           "interpolations.png": (456, 852),
           "latent_scatter.png": (650, 800),
-          "loss_curves.png": (400, 1320)}
+          "loss_curves.png": (400, 1320),
+          "samples.png": (900, 880),  # 840 x 840 pixels of tiles.
+          "reconstructions.png": (240, 1002)}  # Rows of 84-pixel tiles.
   for name in ("latent_manifold.png", "traversals.png"):
     axis = figures[name].axes[0]
     assert _tick_labels(axis) and _tick_labels(axis, "y"), name
   legend = figures["latent_scatter.png"].legends[0]
   assert [t.get_text() for t in legend.get_texts()] == list(FASHION)
+
+
+@pytest.fixture(scope="module")
+def fashion_figures(tmp_path_factory):
+  """A conditional denoising run's figures for Fashion-MNIST-shaped images,
+  black-and-white pixels throughout: ({PNG name: figure}, {"inputs":
+  noisy test images, "targets": clean ones, "decoded": each `decode` call's
+  output, in order})."""
+  figures, decoded = {}, []
+  save = plots.save_figure
+
+  def keep(figure, path, tight=True):
+    figures[os.path.basename(path)] = figure
+    return save(figure, path, tight)
+
+  def encode(batch, labels):
+    return np.random.default_rng(len(batch)).normal(size=(len(batch), 2))
+
+  def decode(z, labels):
+    decoded.append(_binary_images(len(z), (28, 28, 1), 10 + len(decoded)))
+    return decoded[-1]
+
+  inputs = _binary_images(20, (28, 28, 1), 1)
+  targets = _binary_images(20, (28, 28, 1), 2)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(plots, "save_figure", keep)
+    figure_set.write_run_figures(
+        encode, decode, 2, inputs, targets, np.arange(20) % 10, {},
+        str(tmp_path_factory.mktemp("figures")), seed=0, denoising=True,
+        num_classes=10, class_names=FASHION)
+  return figures, dict(inputs=inputs, targets=targets, decoded=decoded)
+
+
+def _fashion_figure(fashion_figures, name, tmp_path, size):
+  """(the PNG pixels, axes boxes and axes of the run's figure `name`,
+  saved again), its default size (height, width) checked."""
+  figure = fashion_figures[0][name]
+  image, boxes = _saved(figure, tmp_path / name)
+  assert image.shape[:2] == size
+  # A title a newcomer reads: short, without the code's words for things.
+  title = figure.get_suptitle()
+  assert 10 < len(title) < 60 and not any(
+      word in title for word in ("prior", "label y", "0..")), title
+  return image, boxes, figure.axes
+
+
+def test_samples_are_drawn_pixel_for_pixel_a_class_a_column(fashion_figures,
+                                                            tmp_path):
+  image, (box,), (axis,) = _fashion_figure(fashion_figures, "samples.png",
+                                           tmp_path, (936, 880))
+  samples = fashion_figures[1]["decoded"][1]  # After the reconstructions.
+  _assert_drawn_pixel_for_pixel(image, box, plots.tile(samples, 10))
+  assert _tick_labels(axis) == list(FASHION)  # Labels 0..9 in turn.
+
+
+def test_reconstructions_are_drawn_pixel_for_pixel_under_the_test_images(
+    fashion_figures, tmp_path):
+  image, boxes, axes = _fashion_figure(fashion_figures, "reconstructions.png",
+                                       tmp_path, (240, 1002))
+  images = fashion_figures[1]
+  for box, row in zip(boxes, (images["targets"][:10], images["decoded"][0])):
+    _assert_drawn_pixel_for_pixel(image, box, plots.tile(row, 10))
+  assert [_tick_labels(axis, "y") for axis in axes] == [
+      ["test images"], ["reconstructions"]]
+  assert boxes[0][0] + boxes[0][2] < boxes[1][0]  # Apart, the first above.
+
+
+def test_denoising_is_drawn_pixel_for_pixel_in_labelled_rows(fashion_figures,
+                                                             tmp_path):
+  image, boxes, axes = _fashion_figure(fashion_figures, "denoising.png",
+                                       tmp_path, (336, 1006))
+  images = fashion_figures[1]
+  for box, row in zip(boxes, (images["inputs"][:10], images["decoded"][0],
+                              images["targets"][:10])):
+    _assert_drawn_pixel_for_pixel(image, box, plots.tile(row, 10))
+  assert [_tick_labels(axis, "y") for axis in axes] == [
+      ["noisy inputs"], ["model's outputs"], ["clean originals"]]
+
+
+def test_samples_per_class_are_drawn_pixel_for_pixel_a_class_a_row(
+    fashion_figures, tmp_path):
+  image, (box,), (axis,) = _fashion_figure(
+      fashion_figures, "samples_per_class.png", tmp_path, (900, 985))
+  per_class = fashion_figures[1]["decoded"][-2]
+  _assert_drawn_pixel_for_pixel(image, box, plots.tile(per_class, 10))
+  assert _tick_labels(axis, "y") == list(FASHION)
+
+
+def test_the_style_grid_is_drawn_pixel_for_pixel_a_class_a_column(
+    fashion_figures, tmp_path):
+  image, (left, right), axes = _fashion_figure(fashion_figures, "style.png",
+                                               tmp_path, (792, 976))
+  images = fashion_figures[1]
+  _assert_drawn_pixel_for_pixel(image, left,
+                                plots.tile(images["targets"][:8], 1))
+  _assert_drawn_pixel_for_pixel(image, right,
+                                plots.tile(images["decoded"][-1], 10))
+  assert left[1] + left[3] < right[1]  # The test images set apart.
+  assert _tick_labels(axes[1]) == list(FASHION)
+
+
+def test_plot_grid_draws_colour_pixel_for_pixel_under_a_long_title(
+    tmp_path, monkeypatch):
+  """`vae-engine sample`'s figure: any number of images, any title."""
+  figures = []
+  save = plots.save_figure
+  monkeypatch.setattr(plots, "save_figure", lambda figure, path, tight=True: (
+      figures.append(figure), save(figure, path, tight))[1])
+  images = _binary_images(64, (12, 10, 3))
+  title = ("64 of 100000 samples from " + "/a/rather/long/path" * 6
+           + "/export/123456")  # Wider than the tiles.
+  image_grids.plot_grid(images, str(tmp_path / "grid.png"), title)
+  image, (box,) = _saved(figures[0], tmp_path / "again.png")
+  _assert_drawn_pixel_for_pixel(image, box, plots.tile(images, 8))
+  (text,) = [t for t in figures[0].findobj(matplotlib.text.Text)
+             if t.get_text() == title]
+  extent = text.get_window_extent()
+  assert 0 <= extent.x0 and extent.x1 <= image.shape[1]  # All of it shown.
