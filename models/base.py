@@ -21,6 +21,7 @@ the Keras models directly.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 from keras import ops
@@ -189,6 +190,29 @@ _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                  keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
                  keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
                  keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+
+
+def output_floats(model) -> int:
+  """Floats per example of every layer's outputs (nested models included):
+  what one example's forward pass holds at most. Raises AttributeError or
+  ValueError for a layer whose output is not known from its graph."""
+  total = 0
+  for layer in model.layers:
+    if isinstance(layer, keras.Model):
+      total += output_floats(layer)
+      continue
+    for output in keras.tree.flatten(layer.output):
+      total += math.prod(d or 1 for d in output.shape[1:])
+  return total
+
+
+def decoder_floats(vae: "VariationalAutoencoder"):
+  """`output_floats` of the decoder; None where a layer's output is unknown
+  (a subclassed Keras model's, say)."""
+  try:
+    return output_floats(vae.decoder)
+  except (AttributeError, ValueError):
+    return None
 
 
 def _all_layers(*models):

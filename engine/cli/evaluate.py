@@ -5,15 +5,15 @@ r"""Test-set ELBO, importance-weighted NLL (nats, bits/dim) and active units.
     vae-engine evaluate --saved_model=/tmp/iwae/export/30000 \
         --data_dir=path/to/mnist --binarize=dynamic
 
-Takes the engine's flags. The model, likelihood and data come from the run's
-config.json (no --model_dir: the directory these flags train into); a flag
-given overrides the data settings (--data_dir, --binarize, --seed,
---batch_size, --strategy, ...), a contradicting model flag is an error.
---eval_nll_samples defaults to 5000 (Burda et al.'s K); the NLL is compiled
-with XLA where training would be (never an export's). --sample_quality adds
-the classifier's sample scores (the run's cached classifier with
---model_dir). A conditional model's NLL is -log p(x | y). Prints a table and
-writes it as JSON (--output_json; <model_dir>/eval-<step>-k<K>.json).
+Takes the engine's flags. Model, likelihood and data come from the run's
+config.json (no --model_dir: where these flags train); a flag given
+overrides the data settings (--data_dir, --binarize, --batch_size, ...), a
+contradicting model flag is an error. --eval_nll_samples is K (default
+5000, Burda et al.'s); the NLL is compiled with XLA where training would be
+(never an export's). --sample_quality adds the classifier's sample scores.
+A conditional model's NLL is -log p(x | y). Prints a table and writes it as
+JSON: --output_json, else <model_dir>/eval-<step>-k<K>.json, or beside an
+export, <export_dir>/<step>-eval-k<K>.json.
 """
 
 from engine.cli import tool  # First: TensorFlow's quiet import.
@@ -23,20 +23,6 @@ from absl import flags as absl_flags
 import flags
 
 FLAGS = absl_flags.FLAGS
-PAPER_K = 5000
-# Run settings a command line may change for evaluation.
-_EVAL_OVERRIDES = {
-    "data": ("dataset", "data_dir", "binarize", "noise_factor",
-             "download_timeout_s"),
-    "train": ("seed", "batch_size", "eval_nll_samples", "mixed_precision",
-              "sample_quality", "jit_compile"),
-    "distribution": ("strategy", "cpu_devices", "num_gpus", "tpu"),
-}
-# Model settings that must agree with the run's (or are taken from it).
-_MODEL_FLAGS = {"model": "name", "latent_dim": "latent_dim",
-                "reconstruction_loss": "reconstruction_loss",
-                "gaussian_stddev": "gaussian_stddev",
-                "conditional": "conditional"}
 
 
 def define_flags():
@@ -49,51 +35,11 @@ def define_flags():
                            "instead of a checkpoint.")
   absl_flags.DEFINE_string("output_json", None,
                            "Where to write the results (default: "
-                           "<model_dir>/eval-<step>-k<K>.json).")
+                           "<model_dir>/eval-<step>-k<K>.json, or for "
+                           "--saved_model=<export_dir>/<step>, "
+                           "<export_dir>/<step>-eval-k<K>.json).")
   absl_flags.DEFINE_integer("max_test_examples", None,
                             "Evaluate only the first N test images.")
-
-
-def resolve_config(fv):
-  """The run's saved config with the command line's explicit overrides.
-
-  Raises:
-    UserError: If a model flag contradicts the run's config.
-  """
-  import dataclasses
-
-  from engine import config as config_lib
-  from engine.errors import UserError, quoted
-  from engine.io import files, run_dir
-
-  config = flags.to_config(fv)
-  if fv.saved_model and fv["jit_compile"].present and fv.jit_compile:
-    raise UserError("--jit_compile: an export's input checks do not compile "
-                    "with XLA; drop it, or evaluate the run's --model_dir")
-  if not fv.saved_model and fv.model_dir is None:
-    fv.model_dir = config.train.model_dir  # Set: where these flags train.
-    if not files.gfile.exists(files.join(fv.model_dir, "config.json")):
-      raise UserError(f"--model_dir: not given, and {quoted(fv.model_dir)} "
-                      "(where training with these flags writes) holds no "
-                      "run; pass the run's --model_dir, or --saved_model")
-  if fv["model_dir"].present or not fv.saved_model:
-    saved = run_dir.read_run_config(fv.model_dir)
-    for flag, field in _MODEL_FLAGS.items():
-      ours, theirs = getattr(config.model, field), getattr(saved.model, field)
-      if fv[flag].present and ours != theirs:
-        raise UserError(f"--{flag}={ours}: the run in {fv.model_dir} was "
-                        f"trained with {theirs}; drop the flag")
-    sections = {}
-    for section, names in _EVAL_OVERRIDES.items():
-      ours, theirs = getattr(config, section), getattr(saved, section)
-      sections[section] = dataclasses.replace(theirs, **{
-          name: getattr(ours, name) for name in names
-          if fv[config_lib.flag_name(name)].present})
-    config = dataclasses.replace(saved, **sections)
-  if not fv["eval_nll_samples"].present:
-    config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, eval_nll_samples=PAPER_K))
-  return config
 
 
 def _check_output_writable() -> None:
@@ -129,6 +75,7 @@ def main(argv):
   import resource
   import time
 
+  from engine.cli import evaluation_config
   from engine.data import pipeline
   from engine.data import sources
   from engine.devices import compilation
@@ -141,9 +88,10 @@ def main(argv):
   from engine.io import run_dir
   from engine.run import parts
   from engine.serving.loaded import Exported
+  from models.base import decoder_floats
 
   started = time.perf_counter()
-  config = resolve_config(FLAGS)
+  config = evaluation_config.resolve(FLAGS)
   _check_output_writable()
   if config.train.eval_nll_samples < 1:
     raise UserError("--eval_nll_samples must be positive for evaluation")
@@ -172,6 +120,7 @@ def main(argv):
           exported, objective)
       # An export's input checks do not compile (see resolve_config).
       sampled, groups, jit_compile = None, (), False
+      floats = exported.decoder_floats
       latent_dim, num_classes = exported.latent_dim, exported.num_classes
       source, step = FLAGS.saved_model, os.path.basename(
           os.path.normpath(FLAGS.saved_model))
@@ -193,7 +142,7 @@ def main(argv):
       jit_compile = config.train.jit_compile
       if jit_compile is None:  # Auto: as training decides.
         jit_compile = compilation.xla_by_default(trained.vae)[0]
-      groups = trained.vae.latent_groups
+      groups, floats = trained.vae.latent_groups, decoder_floats(trained.vae)
       latent_dim = trained.vae.latent_dim
       num_classes = trained.vae.num_classes
       source, step = trained.checkpoint, trained.step
@@ -209,7 +158,8 @@ def main(argv):
         encode, log_likelihood, strategy, data.image_shape,
         latent_dim, config.train.eval_nll_samples, batch_size,
         config.train.seed, conditional=num_classes > 0, sampled=sampled,
-        jit_compile=jit_compile)
+        jit_compile=jit_compile,
+        rows_per_chunk=likelihood.rows_per_chunk(floats))
   parts.check_test_labels(num_classes, test_labels, data.source)
 
   eval_data = parts.eval_data(
@@ -287,7 +237,6 @@ def main(argv):
   files.gfile.makedirs(os.path.dirname(output))
   files.write_atomically(output, json.dumps(record, indent=2))
   print(f"wrote {output}")
-
 
 
 def cli() -> None:

@@ -27,10 +27,14 @@ from engine.objectives import elbo
 _NLL_STREAM = 5
 # Seconds between progress lines.
 PROGRESS_SECONDS = 10.0
-# Decoder rows (examples x samples) per chunk: about 160 MB of logits for
-# 28x28 images, whatever K is. (The chunk keys the noise: changing it changes
-# every estimate's draws.)
+# Decoder rows (examples x samples) per chunk at most: about 160 MB of
+# logits for 28x28 images, whatever K is. (The chunk keys the noise:
+# changing it changes every estimate's draws.)
 DEFAULT_ROWS_PER_CHUNK = 50_000
+# What one chunk's decoder outputs may take (`rows_per_chunk`): a fixed
+# size, not a share of this machine's memory, so that every machine draws
+# the same noise and gets the same estimate.
+CHUNK_OUTPUT_BYTES = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,18 @@ def _mean_and_stderr(sums) -> tuple[float, float]:
   return mean, math.sqrt(variance / count)
 
 
+def rows_per_chunk(decoder_floats: Optional[int]) -> int:
+  """Decoder rows per chunk for a decoder whose layers output
+  `decoder_floats` floats per example (None: unknown, the default): as many
+  as fit `CHUNK_OUTPUT_BYTES`, at most `DEFAULT_ROWS_PER_CHUNK`. A
+  convolutional decoder's feature maps make a row tens of times larger than
+  a dense one's."""
+  if not decoder_floats:
+    return DEFAULT_ROWS_PER_CHUNK
+  return max(1, min(DEFAULT_ROWS_PER_CHUNK,
+                    CHUNK_OUTPUT_BYTES // (4 * decoder_floats)))
+
+
 def samples_per_chunk(num_samples: int, batch_size: int,
                       rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> int:
   """The largest divisor of K that keeps batch x chunk within the row budget."""
@@ -93,7 +109,8 @@ class ImportanceSampledEvaluator:
     num_samples: K, importance samples per example.
     global_batch_size: The evaluation dataset's global batch size.
     seed: Keys the importance-sampling noise.
-    rows_per_chunk: Bound on examples x samples decoded at once.
+    rows_per_chunk: Bound on examples x samples decoded at once (see
+      `rows_per_chunk`).
     sampled: The model's `SampledTerms` (`evaluator.model_sampled_terms`),
       for one with no analytic KL: the log weights come from them.
     jit_compile: Compile each chunk's log-sum-exp with XLA, which fuses the
@@ -199,19 +216,20 @@ class ImportanceSampledEvaluator:
         silent.
     """
     started = last = time.perf_counter()
-    shown = False
+    shown = None  # The examples the last progress line counted.
     for batch in dataset:
       self._evaluate(batch)
       now = time.perf_counter()
       if progress is not None and now - last >= self.progress_seconds:
-        last, shown = now, True
-        progress(self._progress_line(self._sums.read(), now - started,
-                                     total))
+        sums = self._sums.read()
+        last, shown = now, float(sums["count"])
+        progress(self._progress_line(sums, now - started, total))
     sums = self._sums.read_and_reset()
     count = float(sums["count"])
     if count < 2:
       raise ValueError("the likelihood needs at least two test examples")
-    if shown:  # A long estimate ends its progress lines with the last one.
+    # A long estimate ends its progress lines with the whole set's, once.
+    if shown is not None and shown != count:
       progress(self._progress_line(sums, time.perf_counter() - started,
                                    total))
     nll, nll_stderr = _mean_and_stderr(sums)

@@ -48,7 +48,7 @@ from engine.train import recovery
 from engine.train import trainer as trainer_lib
 from engine.train.controller import Controller
 from models.architecture import Architecture
-from models.base import VariationalAutoencoder
+from models.base import VariationalAutoencoder, decoder_floats
 
 
 class Console:
@@ -184,7 +184,8 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
           *functions, strategy, data.image_shape, config.model.latent_dim,
           train.eval_nll_samples, train.batch_size, train.seed,
           conditional=vae.conditional, sampled=sampled,
-          jit_compile=trainer.jit_compile)
+          jit_compile=trainer.jit_compile,
+          rows_per_chunk=likelihood.rows_per_chunk(decoder_floats(vae)))
   checkpointer = checkpoints.Checkpointer(
       workspace.write_dir, **trainer.checkpoint_items(),
       architecture=Architecture(spec.name, config.model.latent_dim,

@@ -25,9 +25,9 @@ import dataclasses
 from typing import Optional
 
 import keras
-import numpy as np
 
 import models
+from models.base import output_floats
 from engine.config import RunConfig
 from engine.data import extent as extent_lib
 from engine.data import images
@@ -93,18 +93,6 @@ def _without_allocating():
     global_state.set_global_attribute(key, before)
 
 
-def _output_floats(model) -> int:
-  """Floats per example of every layer's outputs (nested models included)."""
-  total = 0
-  for layer in model.layers:
-    if isinstance(layer, keras.Model):
-      total += _output_floats(layer)
-      continue
-    for output in keras.tree.flatten(layer.output):
-      total += int(np.prod([d or 1 for d in output.shape[1:]]))
-  return total
-
-
 def model_footprint(create) -> Footprint:
   """The footprint of the model `create()` builds, without allocating it.
 
@@ -115,7 +103,7 @@ def model_footprint(create) -> Footprint:
   with _without_allocating():
     vae = create()
   return Footprint(sum(vae.count_params()),
-                   _output_floats(vae.encoder) + _output_floats(vae.decoder))
+                   output_floats(vae.encoder) + output_floats(vae.decoder))
 
 
 def optimizer_slots(config: RunConfig) -> int:

@@ -38,6 +38,10 @@ class Exported:
                         if hasattr(loaded, "group_sizes")
                         else (self.latent_dim,))
     self.hierarchical = len(self.group_sizes) > 1
+    # Floats per example of the decoder's layers (unknown, or an older
+    # export: None).
+    self.decoder_floats = (int(loaded.decoder_floats.numpy()) or None
+                           if hasattr(loaded, "decoder_floats") else None)
 
   @classmethod
   def load(cls, path: str) -> "Exported":

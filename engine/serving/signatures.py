@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from engine.serving import checks
-from models.base import VariationalAutoencoder
+from models.base import VariationalAutoencoder, decoder_floats
 
 
 class ServingModule(tf.Module):
@@ -45,6 +45,11 @@ class ServingModule(tf.Module):
     self.latent_dim = vae.latent_dim
     self.num_classes = tf.Variable(vae.num_classes, trainable=False,
                                    name="num_classes")
+    # For the tools' likelihood chunks (`likelihood.rows_per_chunk`); 0:
+    # unknown, the default chunk.
+    self.decoder_floats = tf.Variable(decoder_floats(vae) or 0,
+                                      trainable=False, dtype=tf.int64,
+                                      name="decoder_floats")
     self._vae = vae
     image_spec = tf.TensorSpec([None, *vae.image_shape], tf.float32,
                                name="images")

@@ -125,3 +125,34 @@ def test_a_model_flag_that_contradicts_the_run_is_refused(iwae_run):
 def test_not_a_run_directory(tmp_path):
   assert_one_line_error(run_tool("evaluate.py", f"--model_dir={tmp_path}"),
                         "no config.json")
+
+
+def test_a_convolutional_models_nll_holds_one_bounded_chunk(small_mnist_dir,
+                                                           tmp_path):
+  """K=250 at batch 128 took chunks of 32,000 decoder rows whatever the
+  decoder: for conv, ~5.7 GB of feature maps, several GB over the bound
+  below. Its chunks now hold at most `CHUNK_OUTPUT_BYTES` of them."""
+  from engine.eval import likelihood
+  from engine.io import run_dir
+  from models import base
+
+  model_dir = tmp_path / "conv"
+  trained = runner.run(RunConfig(
+      data=DataConfig(data_dir=small_mnist_dir),
+      model=ModelConfig(name="conv"),
+      train=TrainConfig(model_dir=str(model_dir), batch_size=128,
+                        train_steps=2, figures=False)), stream=io.StringIO())
+  assert trained.final_step == 2
+  result = run_tool("evaluate.py", f"--model_dir={model_dir}",
+                    "--eval_nll_samples=250", "--max_test_examples=128",
+                    f"--output_json={tmp_path}/conv.json")
+  assert result.returncode == 0, result.stderr[-2000:]
+  record = json.load(open(tmp_path / "conv.json"))
+  floats = base.decoder_floats(run_dir.load_trained_model(
+      str(model_dir)).vae)
+  assert floats > 40_000  # Its feature maps: what made chunks large.
+  rows = record["samples_per_chunk"] * 128
+  assert rows * 4 * floats <= likelihood.CHUNK_OUTPUT_BYTES
+  # TensorFlow itself takes ~1 GB, one chunk's feature maps at most 1 GiB.
+  assert record["peak_rss_mb"] < 3_000, record["peak_rss_mb"]
+  assert record["nll"] > 0 and record["nll_stderr"] > 0

@@ -12,6 +12,8 @@ import tensorflow as tf
 
 import models
 from engine.serving import export
+from engine.serving.loaded import Exported
+from models import base
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +93,15 @@ def test_fresh_process_calls_every_signature(exports, tmp_path, mnist):
                                                        np.float32)])[0]
     np.testing.assert_allclose(out["z_mean"], in_process, rtol=1e-5,
                                atol=1e-6)
+
+
+def test_an_export_carries_its_decoders_size_for_the_likelihood(exports):
+  """`vae-engine evaluate --saved_model` sizes its NLL chunks as for the
+  checkpoint (the same chunks, the same noise, the same estimate)."""
+  built, paths = exports
+  for name, path in paths.items():
+    floats = Exported.load(path).decoder_floats
+    assert floats == base.decoder_floats(built[name]) > 0, name
 
 
 def test_saved_model_cli_lists_the_signatures(exports):
