@@ -3,17 +3,13 @@
        vae-engine --list_models   (the models --model can name)
        vae-engine <tool> --help   (a tool's own help; the tools are below)
 
-Trains a VAE (`python -m engine.main` is the same command;
-`--flagfile=FILE`). Re-running resumes from the latest checkpoint. The only
-reader of the flags: flags -> config -> build -> train -> evaluate ->
-figures -> export (`engine.run.runner`). Exit statuses, each with one
-`error:` line: 2 bad input (also a cluster task whose TF_CONFIG port is
-taken: a duplicate task index), 3 non-finite loss, 1 a multi-worker peer
-that failed, stopped answering, or never connected within
---peer_wait_timeout (the line names it), 143 SIGTERM (checkpoint saved; no
-`error:`), and 137 only if the cluster did not assemble and TensorFlow did
-not time out by itself either (a watchdog's SIGKILL, 30 s after
---peer_wait_timeout).
+Trains a VAE into --model_dir: checkpoints, TensorBoard logs, figures,
+and with --export_dir a SavedModel. Re-running the same command resumes
+from the latest checkpoint. `python -m engine.main` is the same command;
+--flagfile=FILE reads flags from a file. Exit status: 0 done; 2 bad input,
+with one `error:` line naming the flag or file; 3 training diverged; 1 a
+cluster peer failed or never connected (the line names it); 143 stopped by
+SIGTERM, after saving a checkpoint (a cluster's others: docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -152,8 +148,9 @@ TOOLS = ("evaluate", "sample", "plot", "export", "convert_dataset", "chaos",
          "profile_summary")
 # What `vae-engine --help` shows of the flags (--helpfull shows them all).
 KEY_FLAGS = ("model", "dataset", "data_dir", "model_dir", "epochs",
-             "train_steps", "batch_size", "strategy", "mixed_precision",
-             "jit_compile", "export_dir", "preset", "flagfile")
+             "train_steps", "batch_size", "max_train_examples", "strategy",
+             "cpu_devices", "mixed_precision", "jit_compile", "init_from",
+             "eval_nll_samples", "export_dir", "preset", "flagfile")
 
 
 def tool_docs() -> dict[str, str]:

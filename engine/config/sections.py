@@ -87,12 +87,14 @@ class DataConfig:
       "fashion_mnist, or any tensorflow-datasets image dataset (any height, "
       "width and channels).", resume_safe=True)
   data_dir: Optional[str] = setting(
-      None, "Where the images are: a directory holding the four IDX files "
-      "(train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-      "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; .gz or raw); else a "
-      "directory of PNG/JPEG/BMP/GIF images (class sub-folders are labels; "
-      "a test/ sub-folder, or --test_fraction held out); or an .npz file "
-      "laid out as Keras' mnist.npz. Default: a known local copy "
+      None, "Where the images are: the four IDX files, a folder of images, "
+      "an .npz file, or shards from vae-engine convert_dataset. IDX: "
+      "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+      "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (.gz or raw); a "
+      "folder: PNG/JPEG/BMP/GIF images (class sub-folders are labels; a "
+      "test/ sub-folder, or --test_fraction held out); .npz: laid out as "
+      "Keras' mnist.npz; shards: a directory holding "
+      "vae_engine_shards.json. Default: a known local copy "
       "(/usr/share/datasets/fashion-mnist for fashion_mnist), else "
       "tensorflow-datasets by --dataset.", check=settings.EXISTING_PATH,
       absolute_path=True, resume_safe=True)

@@ -126,7 +126,8 @@ class TrainConfig:
       absolute_path=True, resume_safe=True)
   mixed_precision: str = setting(
       "float32", "Compute dtype policy: float32, mixed_bfloat16, "
-      "mixed_float16 (loss-scaled; GPUs), or auto: each policy this "
+      "mixed_float16 (loss-scaled; GPUs), or auto (measured at start-up). "
+      "auto: each policy this "
       "hardware has units for is measured for a few hundred steps of this "
       "model at start-up, and one is taken only where it is at least 5% "
       "faster than float32 (the choice is kept in <model_dir>/autotune.json "
@@ -134,12 +135,13 @@ class TrainConfig:
       "measured ratio). Loss, KL and logits stay float32.",
       choices=PRECISION_POLICIES, resume_safe=True)
   jit_compile: Optional[bool] = setting(
-      None, "Compile training with XLA: on one device the whole step (many "
-      "steps per XLA call unless the model has convolutions and runs on a "
-      "CPU); under --strategy the forward and backward pass. Default (auto): "
-      "on, except for models with convolutions on a CPU, whose XLA gradients "
-      "are slower there than oneDNN's (vae-engine benchmark measures both); "
-      "the start line says which. The importance-sampled NLL "
+      None, "Compile training with XLA; default: auto, which is on except "
+      "for models with convolutions on a CPU (whose XLA gradients are "
+      "slower there than oneDNN's; vae-engine benchmark measures both). On "
+      "one device XLA compiles the whole step (many steps per XLA call "
+      "unless the model has convolutions and runs on a CPU); under "
+      "--strategy the forward and backward pass. The start line says "
+      "which. The importance-sampled NLL "
       "(--eval_nll_samples, vae-engine evaluate) is compiled likewise.",
       resume_safe=True)
   figures: bool = setting(True, "Write matplotlib figures into "

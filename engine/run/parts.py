@@ -220,4 +220,9 @@ def start_line(config: RunConfig, data: sources.ImageDataset, train_data,
           + ("" if role.task_type is None else
              f", task {role.task_type}:{role.task_id}"
              f"{' (chief)' if role.is_chief else ''}")
-          + f", into {config.train.model_dir}")
+          + f", into {config.train.model_dir}"
+          + ("\nnote: --strategy=mirrored found no GPU, so one replica on "
+             "the CPU; --cpu_devices=N splits the CPU to try mirrored"
+             if config.distribution.strategy == "mirrored"
+             and strategy.num_replicas_in_sync == 1
+             and not tf.config.list_logical_devices("GPU") else ""))

@@ -101,6 +101,22 @@ def test_model_dir_of_another_model(tmp_path, small_mnist_dir):
                         "--model=dense there, conv here")
 
 
+def test_mirrored_without_a_gpu_says_it_runs_one_replica(tmp_path,
+                                                        small_mnist_dir):
+  common = [f"--data_dir={small_mnist_dir}", "--model=dense",
+            "--train_steps=1", "--batch_size=32", "--nofigures",
+            "--strategy=mirrored"]
+  alone = run_cli(*common, f"--model_dir={tmp_path}/alone")
+  assert alone.returncode == 0, alone.stderr
+  assert "1 replica(s)" in alone.stdout
+  assert ("note: --strategy=mirrored found no GPU, so one replica on the "
+          "CPU; --cpu_devices=N splits the CPU to try mirrored") in (
+              alone.stdout)
+  split = run_cli(*common, "--cpu_devices=2", f"--model_dir={tmp_path}/two")
+  assert split.returncode == 0, split.stderr
+  assert "2 replica(s)" in split.stdout and "note:" not in split.stdout
+
+
 def test_flagfile_and_resume_from_the_command_line(tmp_path, small_mnist_dir):
   flagfile = tmp_path / "run.flags"
   flagfile.write_text(f"--model=dense\n--data_dir={small_mnist_dir}\n"
@@ -178,7 +194,9 @@ def test_help_is_short_and_names_the_key_flags_and_the_tools(option):
                         ("batch_size", "'128'"), ("strategy", "'default'"),
                         ("mixed_precision", "'float32'"),
                         ("jit_compile", None), ("export_dir", None),
-                        ("preset", None), ("flagfile", None)):
+                        ("preset", None), ("flagfile", None),
+                        ("max_train_examples", None), ("cpu_devices", "'0'"),
+                        ("init_from", None), ("eval_nll_samples", "'0'")):
     entry = re.search(rf"^  --(\[no\])?{flag}: .*?(?=^  -|^$)",
                       result.stdout, re.M | re.S)
     assert entry, flag
@@ -188,6 +206,16 @@ def test_help_is_short_and_names_the_key_flags_and_the_tools(option):
   assert ("--model_dir: Where the run writes its checkpoints, TensorBoard "
           "logs, figures and config, and resumes from; default: "
           "runs/<model>_<data> in the current directory.") in text
+  # What a newcomer missed in the brief entries: every kind of data, the
+  # precision choices, what jit_compile does by default.
+  for words in ("an .npz file, or shards from vae-engine convert_dataset.",
+                "mixed_float16 (loss-scaled; GPUs), or auto (measured at "
+                "start-up).",
+                "--[no]jit_compile: Compile training with XLA; default: "
+                "auto, which is on except for models with convolutions on a "
+                "CPU."):
+    assert words in text, words
+  assert "The only reader of the flags" not in text  # Not the user's business.
   for tool in TOOLS:
     assert re.search(rf"^  {tool} +[A-Z]", result.stdout, re.M), tool
   assert "vae-engine --helpfull lists every flag" in text
