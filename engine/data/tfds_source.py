@@ -9,13 +9,14 @@ nothing holds the split. Its labels are read once, images left undecoded.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
 import numpy as np
 
 from engine.data import indexed
-from engine.errors import DataError
+from engine.errors import DataError, quoted
 
 
 _DOWNLOAD_SCRIPT = """
@@ -75,14 +76,19 @@ def tfds_builder(name: str, timeout_s: float, data_dir: str | None = None):
   """
   import tensorflow_datasets as tfds  # Slow import; only this source needs it.
 
-  hint = ("pass --data_dir=DIR with the four IDX files (train-images-idx3-"
-          "ubyte.gz, ...) or install Debian's dataset-fashion-mnist")
+  hint = ("pass --data_dir=DIR with the images (the four IDX files, a folder "
+          "of images or an .npz file)" + (
+              " or install Debian's dataset-fashion-mnist"
+              if name == "fashion_mnist" else ""))
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _tfds_warnings_held():
+      builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # TFDS raises several types for unknown names.
     raise DataError(f"--dataset={name}: not a tensorflow-datasets dataset "
                     f"({type(e).__name__}); {hint}") from None
-  if not builder.is_prepared():
+  with _tfds_warnings_held():
+    prepared = builder.is_prepared()
+  if not prepared:
     try:
       done = subprocess.run(
           [sys.executable, "-c", _DOWNLOAD_SCRIPT, name, data_dir or ""],
@@ -95,8 +101,36 @@ def tfds_builder(name: str, timeout_s: float, data_dir: str | None = None):
       last = (done.stderr.strip().splitlines() or ["no output"])[-1]
       raise DataError(f"--dataset={name}: tensorflow-datasets download "
                       f"failed ({last[:200]}); {hint}")
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _tfds_warnings_held():
+      builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
+    if not prepared:
+      # Its download "succeeds" without preparing anything when an empty
+      # version folder, left by an earlier failed one, is in the way.
+      raise DataError(
+          f"--dataset={name}: tensorflow-datasets left it unprepared (an "
+          f"incomplete download in {quoted(builder.data_dir)}? remove that "
+          f"folder to download again); {hint}")
   return builder
+
+
+@contextlib.contextmanager
+def _tfds_warnings_held():
+  """TFDS warns through absl about what it finds in its cache (a version
+  folder without dataset_info.json, left by a failed download): a line
+  before the engine's own `error:` line, which already says what to do.
+  Held back at the engine's quiet default; --verbosity shows them."""
+  from absl import logging as absl_logging
+
+  verbosity = absl_logging.get_verbosity()
+  if verbosity > absl_logging.WARNING:  # --verbosity asked for more.
+    yield
+    return
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
 
 
 def split_arrays(builder, split: str,

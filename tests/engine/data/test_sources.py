@@ -11,7 +11,7 @@ import pytest
 from engine.config import DataConfig
 from engine.data import sources
 from engine.errors import DataError
-from tests.helpers import write_idx
+from tests.helpers import assert_one_line_error, run_cli, write_idx
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -104,3 +104,23 @@ def test_offline_download_fails_fast_and_says_data_dir(tmp_path, monkeypatch):
   with pytest.raises(DataError, match="--dataset=kmnist.*--data_dir"):
     sources.load_tfds("kmnist", timeout_s=30, data_dir=str(tmp_path))
   assert time.monotonic() - started < 35
+
+
+@pytest.mark.e2e
+def test_offline_without_data_dir_is_one_line_naming_the_dataset(tmp_path):
+  """A newcomer's `vae-engine` offline with no --data_dir: TFDS warned about
+  a leftover version folder first, and the hint named Fashion-MNIST's
+  Debian package for MNIST. Now the one line, with a hint for any data."""
+  (tmp_path / "tfds" / "mnist" / "3.0.1").mkdir(parents=True)  # Leftover.
+  proxy = f"http://127.0.0.1:{_closed_loopback_port()}"
+  env = {name: value for name, value in os.environ.items()
+         if name.lower() != "no_proxy"}
+  env.update({name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY",
+                                       "http_proxy", "https_proxy")})
+  result = run_cli("--dataset=mnist", f"--tfds_data_dir={tmp_path}/tfds",
+                   "--download_timeout=5", f"--model_dir={tmp_path}/m",
+                   env=env)
+  line = assert_one_line_error(result, "--dataset=mnist",
+                               "pass --data_dir=DIR with the images")
+  assert "fashion" not in line
+  assert result.stderr.strip() == line, result.stderr
