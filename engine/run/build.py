@@ -81,7 +81,7 @@ class Run:
     controller: Owns the loop and the lifecycle.
     console: Where it prints.
     writer: TensorBoard and metrics.jsonl.
-    result: The end action that holds the `RunResult` once done.
+    result_writer: The end action that holds the `RunResult` once done.
     start_line: What the run says first.
     resumed_from: The checkpoint restored, if any.
     initialized_from: The checkpoint a new run took its weights from
@@ -96,7 +96,7 @@ class Run:
   controller: Controller
   console: Console
   writer: summaries.SummaryWriter
-  result: finish.Result
+  result_writer: finish.ResultWriter
   start_line: str
   resumed_from: Optional[str]
   initialized_from: Optional[str] = None
@@ -231,9 +231,9 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
   recover = recovering and recovery.RecoveryAction(
       recovering, checkpointer.restore_latest, train.recover_lr_factor,
       train.max_recoveries, console.say)
-  result = finish.Result(vae, train.model_dir, resumed_from, console.say,
-                         write=role.is_chief,
-                         recoveries=recover.events if recover else [])
+  result_writer = finish.ResultWriter(
+      vae, train.model_dir, resumed_from, console.say, write=role.is_chief,
+      recoveries=recover.events if recover else [])
   end_actions = []
   if train.sample_quality and role.is_chief:
     end_actions.append(finish.SampleQuality(
@@ -282,8 +282,9 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
               steps_per_epoch=pipeline.steps_per_epoch(num_train,
                                                        train.batch_size))],
       eval_actions=eval_actions,
-      end_actions=[*end_actions, result])
+      end_actions=[*end_actions, result_writer])
   return Run(config=config, workspace=workspace, data=data, vae=vae,
              trainer=trainer, controller=controller, console=console,
-             writer=writer, result=result, start_line=start_line,
+             writer=writer, result_writer=result_writer,
+             start_line=start_line,
              resumed_from=resumed_from, initialized_from=initialized_from)

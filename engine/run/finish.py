@@ -151,8 +151,9 @@ class Export:
     return path
 
 
-class Result:
-  """The done line, and `<model_dir>/result.json` on the chief."""
+class ResultWriter:
+  """The end action that makes the `RunResult`: the done line, and
+  `<model_dir>/result.json` on the chief."""
 
   def __init__(self, vae, model_dir: str, resumed_from: Optional[str],
                say: Say, write: bool, recoveries: Optional[list] = None):

@@ -38,7 +38,7 @@ def train_evaluate_export(run: Run, stream: TextIO,
   run.controller.train_actions.extend(extra_actions)
   run.controller.train_and_evaluate()
   run.writer.flush()
-  return run.result.result
+  return run.result_writer.result
 
 
 def run(config: RunConfig, stream: TextIO | None = None,
