@@ -1,21 +1,23 @@
-"""One build step: a `RunConfig` becomes a run, restored from its checkpoint.
+"""One build step, in stages: a `RunConfig` becomes a run, restored from
+its checkpoint.
 
 `build(config)` lays out devices, makes the strategy and this process's
-role, loads the data, checks what can be checked before training
-(`preflight`), builds the model, trainer, evaluator and checkpoints, and
-wires them into a `Controller` with its train, eval and end actions; the
-runner (`engine.run.runner`) then only drives it. The tools take the same
-parts from `engine.run.parts`.
+role, then, each stage a function of what the earlier ones made:
+- checks what can be checked before loading (`_check_before_loading`);
+- loads the data and checks it against the run (`_load_data`);
+- builds the model, its trainer and evaluators (`_model_and_trainer`);
+- restores the checkpoint or the `--init_from` weights (`_restore`);
+- wires the evaluation, the actions and the `Controller`
+  (`wiring.wire`).
+The runner (`engine.run.runner`) then only drives the frozen `Run`. The
+tools take the same parts from `engine.run.parts`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import math
-import sys
-from typing import Optional
+from typing import Callable, Optional, Sequence, TextIO
 
 import keras
 
@@ -30,50 +32,29 @@ from engine.errors import UserError
 from engine.eval import evaluator as evaluator_lib
 from engine.eval import likelihood
 from engine.io import checkpoints
-from engine.io import files
 from engine.io import run_dir
 from engine.io import summaries
 from engine.run import autotune
-from engine.run import best
-from engine.run import finish
+from engine.run.console import Console
 from engine.run import parts
 from engine.run import preflight
 from engine.run import resume_check
+from engine.run import wiring
+from engine.run.finish import ResultWriter
 from engine.run.workspace import Workspace
-from engine.run.evaluation import (ImageSummaries, ReportEvaluation,
-                                   RunEvaluator, TestSet)
-from engine.train import actions
-from engine.train import loop_state
 from engine.train import recovery
 from engine.train import trainer as trainer_lib
-from engine.train.controller import Controller
+from engine.train.controller import Action, Controller
 from models.architecture import Architecture
 from models.base import VariationalAutoencoder, decoder_floats
 
 
-class Console:
-  """Where a run prints (a stream chosen when it starts): `say` prints a
-  line; it is also a file for the progress line."""
-
-  def __init__(self):
-    self.stream = sys.stdout
-
-  def say(self, message: str) -> None:
-    print(message, file=self.stream, flush=True)
-
-  def write(self, text: str) -> None:
-    self.stream.write(text)
-
-  def flush(self) -> None:
-    self.stream.flush()
-
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Run:
   """A built run, ready to train (`runner.train_evaluate_export`).
 
   Attributes:
-    config: Its configuration.
+    config: Its configuration (resolved: a measured precision included).
     workspace: Where this process writes.
     data: The dataset (its training images handed to the trainer).
     vae: The model.
@@ -96,14 +77,65 @@ class Run:
   controller: Controller
   console: Console
   writer: summaries.SummaryWriter
-  result_writer: finish.ResultWriter
+  result_writer: ResultWriter
   start_line: str
   resumed_from: Optional[str]
   initialized_from: Optional[str] = None
 
 
-def build(config: RunConfig) -> Run:
+@dataclasses.dataclass(frozen=True)
+class LoadedData:
+  """The data stage's output.
+
+  Attributes:
+    data: The dataset, its training images dropped (the tensor holds them).
+    train_images, train_labels: The training set as the pipeline's tensors.
+    num_train: Training examples.
+    classes: K for a conditional run (0 otherwise).
+    last_step: The step the run ends at.
+    create: Builds the model (`ModelSpec.create` with its arguments bound).
+    architecture: What a checkpoint of the model must agree with.
+  """
+
+  data: sources.ImageDataset
+  train_images: object
+  train_labels: object
+  num_train: int
+  classes: int
+  last_step: int
+  create: Callable[[], VariationalAutoencoder]
+  architecture: Architecture
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParts:
+  """The model stage's output: the model, its trainer and evaluators.
+
+  Attributes:
+    vae: The model.
+    trainer: Its trainer.
+    choice: The precision policy it runs under.
+    recovering: `--nan_policy=recover`'s state (None: not recovering).
+    evaluator: The test ELBO and unit statistics.
+    nll: The importance-sampled NLL (None: `--eval_nll_samples` is 0).
+  """
+
+  vae: VariationalAutoencoder
+  trainer: trainer_lib.Trainer
+  choice: precision.Choice
+  recovering: Optional[recovery.RecoveryState]
+  evaluator: evaluator_lib.Evaluator
+  nll: Optional[likelihood.ImportanceSampledEvaluator]
+
+
+def build(config: RunConfig, stream: Optional[TextIO] = None,
+          extra_actions: Sequence[Action] = ()) -> Run:
   """Turns a config into a ready-to-train run, restored from its checkpoint.
+
+  Args:
+    config: The run's configuration.
+    stream: Where the run prints (default: stdout).
+    extra_actions: More train actions, after the run's own.
 
   Raises:
     UserError: For bad flags, data, model directories or checkpoints.
@@ -114,13 +146,42 @@ def build(config: RunConfig) -> Run:
   role = strategies.task_role(strategy)
   workspace = Workspace(train.model_dir, role)
   try:
-    return _build(config, strategy, role, workspace)
+    return _build(config, strategy, role, workspace, Console(stream),
+                  tuple(extra_actions))
   except BaseException:
     workspace.close()
     raise
 
 
-def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
+def _build(config: RunConfig, strategy, role, workspace: Workspace,
+           console: Console, extra_actions: tuple) -> Run:
+  resuming, changed, choice = _check_before_loading(config, strategy, role)
+  loaded = _load_data(config, strategy, role, resuming)
+  config, model = _model_and_trainer(config, loaded, strategy, role, choice)
+  checkpointer, resumed_from, initialized_from = _restore(
+      config, loaded, model, workspace, role, changed)
+  start_line = parts.start_line(
+      config, loaded.data, (loaded.num_train, loaded.data.train_labels),
+      model.vae, model.trainer, loaded.last_step, strategy, model.choice,
+      role)
+  if resumed_from and changed:
+    start_line = resume_check.describe_changes(changed) + "\n" + start_line
+  wired = wiring.wire(
+      config, loaded=loaded, model=model, checkpointer=checkpointer,
+      write_dir=workspace.write_dir, strategy=strategy, role=role,
+      say=console.say, progress_stream=console, resumed_from=resumed_from,
+      extra_actions=extra_actions)
+  return Run(config=config, workspace=workspace, data=loaded.data,
+             vae=model.vae, trainer=model.trainer,
+             controller=wired.controller, console=console,
+             writer=wired.writer, result_writer=wired.result_writer,
+             start_line=start_line, resumed_from=resumed_from,
+             initialized_from=initialized_from)
+
+
+def _check_before_loading(config: RunConfig, strategy, role):
+  """(resuming, the settings changed since the run's start, the precision
+  choice or None for `auto`), after the checks that need no data."""
   train = config.train
   resuming = bool(checkpoints.checkpoints_on_disk(train.model_dir))
   changed = resume_check.check_settings(train.model_dir, config, resuming)
@@ -129,6 +190,13 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
   choice = (None if train.mixed_precision == "auto" else
             precision.resolve(train.mixed_precision, train.allow_slow))
   preflight.check_before_loading(config, strategy, train.seed)  # Shapes only.
+  return resuming, changed, choice
+
+
+def _load_data(config: RunConfig, strategy, role,
+               resuming: bool) -> LoadedData:
+  """The data, checked against the run, the batch and the model's input."""
+  train = config.train
   data = sources.load(config.data, train.seed)
   num_train = len(data.train_images)
   classes = parts.num_classes(config, data)
@@ -156,20 +224,32 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
   # loaded array is dropped once converted.
   train_images = pipeline.as_tensor(data.train_images)
   train_labels = pipeline.as_tensor(data.train_labels)
-  start_line_data = (len(data.train_images), data.train_labels)
-  data = dataclasses.replace(data, train_images=None)
+  return LoadedData(
+      dataclasses.replace(data, train_images=None), train_images,
+      train_labels, num_train, classes, last_step, create,
+      Architecture(spec.name, config.model.latent_dim, data.image_shape,
+                   classes, config.model.learned_scale))
+
+
+def _model_and_trainer(config: RunConfig, loaded: LoadedData, strategy, role,
+                       choice) -> tuple[RunConfig, ModelParts]:
+  """The model, its trainer and evaluators (precision measured first where
+  `auto`: the config that comes back records the choice)."""
+  train = config.train
   if choice is None:
-    choice = autotune.choose(config, create, train_images, train_labels,
-                             num_train, strategy, role.is_chief)
+    choice = autotune.choose(config, loaded.create, loaded.train_images,
+                             loaded.train_labels, loaded.num_train, strategy,
+                             role.is_chief)
     config = autotune.resolved(config, choice)
   keras.utils.set_random_seed(train.seed)  # The same weights, tuned or not.
   with strategy.scope(), precision.policy_scope(choice.policy):
-    vae = create()
+    vae = loaded.create()
     contract.check_behaviour(vae)  # Before any step: no weight changes.
     recovering = (recovery.RecoveryState() if train.nan_policy == "recover"
                   else None)
     trainer = parts.make_trainer(vae, config, strategy, choice.policy,
-                                 num_train, recovering and recovering.scale)
+                                 loaded.num_train,
+                                 recovering and recovering.scale)
     objective = parts.objective(config.model).for_evaluation()
     functions = evaluator_lib.model_functions(vae, objective)
     sampled = evaluator_lib.model_sampled_terms(vae, objective)
@@ -181,110 +261,37 @@ def _build(config: RunConfig, strategy, role, workspace: Workspace) -> Run:
     nll = None
     if train.eval_nll_samples:
       nll = likelihood.ImportanceSampledEvaluator(
-          *functions, strategy, data.image_shape, config.model.latent_dim,
-          train.eval_nll_samples, train.batch_size, train.seed,
-          conditional=vae.conditional, sampled=sampled,
+          *functions, strategy, loaded.data.image_shape,
+          config.model.latent_dim, train.eval_nll_samples, train.batch_size,
+          train.seed, conditional=vae.conditional, sampled=sampled,
           jit_compile=trainer.jit_compile,
           rows_per_chunk=likelihood.rows_per_chunk(decoder_floats(vae)))
+  return config, ModelParts(vae, trainer, choice, recovering, evaluator, nll)
+
+
+def _restore(config: RunConfig, loaded: LoadedData, model: ModelParts,
+             workspace: Workspace, role, changed):
+  """(the checkpointer, the checkpoint resumed from, the one initialized
+  from): the latest checkpoint, else `--init_from`'s weights; then the
+  trainer's learning rate and data, and on the chief the run's records."""
+  train, trainer, recovering = config.train, model.trainer, model.recovering
   checkpointer = checkpoints.Checkpointer(
       workspace.write_dir, **trainer.checkpoint_items(),
-      architecture=Architecture(spec.name, config.model.latent_dim,
-                                data.image_shape, classes,
-                                config.model.learned_scale),
-      max_to_keep=train.keep_checkpoints, restore_from=train.model_dir,
-      repair=role.is_chief, flag_dir=train.model_dir,
+      architecture=loaded.architecture, max_to_keep=train.keep_checkpoints,
+      restore_from=train.model_dir, repair=role.is_chief,
+      flag_dir=train.model_dir,
       state=recovering and recovering.checkpoint_items())
   resumed_from = checkpointer.restore_latest()
   initialized_from = None
   if resumed_from is None and train.init_from:
     initialized_from = checkpointer.initialize_from(train.init_from)
-  trainer.set_learning_rate(
-      parts.learning_rate(config, num_train, recovering and recovering.scale))
+  trainer.set_learning_rate(parts.learning_rate(
+      config, loaded.num_train, recovering and recovering.scale))
+  trainer.feed(loaded.train_images, parts.pipeline_options(config),
+               train.steps_per_loop, loaded.last_step,
+               labels=loaded.train_labels if model.vae.conditional else None)
   if role.is_chief:
     if resumed_from:
       resume_check.record_changes(train.model_dir, trainer.step, changed)
     run_dir.write_config(train.model_dir, config)
-  start_line = parts.start_line(config, data, start_line_data, vae,
-                                trainer, last_step, strategy, choice, role)
-  if resumed_from and changed:
-    start_line = resume_check.describe_changes(changed) + "\n" + start_line
-  options = parts.pipeline_options(config)
-  trainer.feed(train_images, options, train.steps_per_loop, last_step,
-               labels=train_labels if vae.conditional else None)
-  test_images = pipeline.as_tensor(data.test_images)
-  test_labels = pipeline.as_tensor(data.test_labels)
-  eval_options = dataclasses.replace(options, samples_per_example=1)
-  test = TestSet(test_images, test_labels, eval_options, parts.eval_data(
-      strategy, test_images, test_labels, eval_options))
-  console = Console()
-  writer = summaries.SummaryWriter(workspace.write_dir)
-  if role.is_chief:
-    writer.hparams(parts.hparams(config, trainer))
-  run_evaluator = RunEvaluator(
-      evaluator, test, nll,
-      math.prod(data.image_shape)
-      if config.model.reconstruction_loss == "discretized_logistic"
-      else None, average=trainer.average,
-      # Reading the sums is a collective across workers: a line timed by
-      # each worker's clock would desynchronize them, so one process only.
-      progress=console.say if role.task_type is None else None)
-  recover = recovering and recovery.RecoveryAction(
-      recovering, checkpointer.restore_latest, train.recover_lr_factor,
-      train.max_recoveries, console.say)
-  result_writer = finish.ResultWriter(
-      vae, train.model_dir, resumed_from, console.say, write=role.is_chief,
-      recoveries=recover.events if recover else [])
-  end_actions = []
-  if train.sample_quality and role.is_chief:
-    end_actions.append(finish.SampleQuality(
-        vae, train.model_dir, train_images, data.train_labels, test,
-        data.test_images, data.test_labels, writer, console.say, train.seed))
-  if train.figures and role.is_chief:
-    end_actions.append(finish.Figures(
-        vae, test, train.model_dir, train.seed, config.data.noise_factor > 0,
-        lambda: run_evaluator.kl_per_unit, data.class_names))
-  export_dir = (train.export_dir if role.is_chief or not train.export_dir
-                else finish.scratch_export_dir(workspace.write_dir))
-  if export_dir:
-    end_actions.append(finish.Export(
-        vae, export_dir, train.model_dir, config.data.noise_factor > 0,
-        console.say))
-  eval_actions = [ReportEvaluation(writer, console.say,
-                                   config.model.latent_dim,
-                                   vae.latent_groups),
-                  ImageSummaries(vae, test, writer, train.seed)]
-  if train.keep_best != "none":
-    eval_actions.append(best.KeepBest(
-        train.keep_best, checkpointer, workspace.write_dir,
-        export_dir and finish.Export(
-            vae, files.join(export_dir, checkpoints.BEST_DIR),
-            train.model_dir, config.data.noise_factor > 0,
-            console.say).at_step, console.say))
-  controller = Controller(
-      evaluation_weights=(trainer.average.swapped if trainer.average
-                          else contextlib.nullcontext),
-      trainer=trainer, evaluator=run_evaluator, checkpoints=checkpointer,
-      last_step=last_step, steps_per_loop=train.steps_per_loop,
-      checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,
-      train_actions=[
-          actions.ProfileAction(train.profile_steps, workspace.write_dir,
-                                console.say),
-          *([recover] if recover else []),
-          actions.GuardStopAction(
-              train.nan_policy, train.max_skipped_steps, train.skip_grad_norm,
-              lambda: checkpointer.latest,
-              causes=[cause for cause in loop_state.CAUSES
-                      if not (recover and cause == loop_state.NON_FINITE)]),
-          actions.PreemptionAction(strategy, checkpointer.save),
-          actions.ProgressAction(
-              train.log_every, last_step, trainer.step, console, writer,
-              console.say, learning_rate=trainer.learning_rate_now,
-              steps_per_epoch=pipeline.steps_per_epoch(num_train,
-                                                       train.batch_size))],
-      eval_actions=eval_actions,
-      end_actions=[*end_actions, result_writer])
-  return Run(config=config, workspace=workspace, data=data, vae=vae,
-             trainer=trainer, controller=controller, console=console,
-             writer=writer, result_writer=result_writer,
-             start_line=start_line,
-             resumed_from=resumed_from, initialized_from=initialized_from)
+  return checkpointer, resumed_from, initialized_from

@@ -10,7 +10,7 @@ export, `<model_dir>/result.json`).
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Optional, TextIO
 
 from engine.config import RunConfig
 from engine.run import build as build_lib
@@ -18,16 +18,16 @@ from engine.run.build import Run
 from engine.run.finish import RunResult
 
 
-def train_evaluate_export(run: Run, stream: TextIO,
-                          extra_actions: tuple = ()) -> RunResult:
+def train_evaluate_export(run: Run,
+                          stream: Optional[TextIO] = None) -> RunResult:
   """Drives a built run to its end (see `run`).
 
   Args:
     run: The built run.
-    stream: Where progress goes.
-    extra_actions: More train actions, after the run's own.
+    stream: Where it prints, if not where it was built to.
   """
-  run.console.stream = stream
+  if stream is not None:
+    run.console.stream = stream
   if run.resumed_from:
     run.console.say(f"resumed from {run.resumed_from} at step "
                     f"{run.trainer.step}")
@@ -35,7 +35,6 @@ def train_evaluate_export(run: Run, stream: TextIO,
     run.console.say(f"initialized from {run.initialized_from} (its weights; "
                     "a new run from step 0)")
   run.console.say(run.start_line)
-  run.controller.train_actions.extend(extra_actions)
   run.controller.train_and_evaluate()
   run.writer.flush()
   return run.result_writer.result
@@ -57,6 +56,6 @@ def run(config: RunConfig, stream: TextIO | None = None,
   Raises:
     UserError: For bad flags, data or model directories.
   """
-  built = build_lib.build(config)
+  built = build_lib.build(config, stream, extra_actions)
   with built.workspace:
-    return train_evaluate_export(built, stream or sys.stdout, extra_actions)
+    return train_evaluate_export(built)

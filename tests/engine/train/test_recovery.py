@@ -23,14 +23,12 @@ _config = functools.partial(
     nan_policy="recover", learning_rate=2e-3)
 
 
-
 def _run(config, poisoned_at=None, once=True, extra_actions=()):
-  run = build.build(config)
+  stream = io.StringIO()
+  run = build.build(config, stream, extra_actions)
   if poisoned_at is not None:
     poison(run.trainer, poisoned_at, once)
-  run.controller.train_actions.extend(extra_actions)
-  stream = io.StringIO()
-  return run, runner.train_evaluate_export(run, stream), stream.getvalue()
+  return run, runner.train_evaluate_export(run), stream.getvalue()
 
 
 def test_a_poisoned_step_is_recovered_from_at_a_lower_rate(small_mnist_dir,
