@@ -113,8 +113,11 @@ def test_offline_without_data_dir_is_one_line_naming_the_dataset(tmp_path):
   Debian package for MNIST. Now the one line, with a hint for any data."""
   (tmp_path / "tfds" / "mnist" / "3.0.1").mkdir(parents=True)  # Leftover.
   proxy = f"http://127.0.0.1:{_closed_loopback_port()}"
+  # As a user runs it: TF_CPP_MIN_LOG_LEVEL unset (engine.startup sets it in
+  # this process once imported, and a child that inherits it shows all of
+  # TensorFlow's start-up lines, as for a user who set it).
   env = {name: value for name, value in os.environ.items()
-         if name.lower() != "no_proxy"}
+         if name.lower() != "no_proxy" and name != "TF_CPP_MIN_LOG_LEVEL"}
   env.update({name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY",
                                        "http_proxy", "https_proxy")})
   result = run_cli("--dataset=mnist", f"--tfds_data_dir={tmp_path}/tfds",
