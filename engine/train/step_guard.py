@@ -112,13 +112,18 @@ class StepGuard:
     return self._stop_cause >= 0
 
   def report(self) -> GuardReport:
-    """What the guard has seen, read from the device."""
+    """What the guard has seen, read from the device: one read after every
+    compiled call, the rest only once a step was skipped (only a skipped
+    step changes them, and only a skip can stop the loop: every limit is
+    at least 1)."""
+    skipped = self._skipped.read_value().numpy()
+    if not skipped.any():
+      return GuardReport()
     cause = int(self._stop_cause.read_value())
     flags = self._bad_flags.read_value().numpy()
     return GuardReport(
         stop_cause=CAUSES[cause] if cause >= 0 else None,
-        skipped=dict(zip(CAUSES,
-                         (int(n) for n in self._skipped.read_value().numpy()))),
+        skipped=dict(zip(CAUSES, (int(n) for n in skipped))),
         first_bad_step=int(self._first_bad_step.read_value()),
         last_bad_step=int(self._last_bad_step.read_value()),
         bad_terms=tuple(name for name, flag in zip(CHECKED_TERMS, flags)
