@@ -10,6 +10,7 @@ import atexit
 import functools
 import gzip
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -175,3 +176,16 @@ def write_png_folder(directory, mnist, train=2048, test=512):
       tf.io.write_file(os.path.join(folder, f"{i:06d}.png"),
                        tf.io.encode_png(array[i]))
   return str(directory)
+
+
+def flag_groups(text):
+  """Heading -> the flags listed under it (`--helpfull`'s layout)."""
+  groups, current = {}, None
+  for line in text.splitlines():
+    heading = re.match(r"^(\w[\w -]*):( |$)", line)
+    if heading:
+      current = groups.setdefault(heading.group(1), [])
+    flag = re.match(r"^  (?:-\S,)*--(?:\[no\])?(\w+):", line)
+    if flag and current is not None:
+      current.append(flag.group(1))
+  return {name: listed for name, listed in groups.items() if listed}

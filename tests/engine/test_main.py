@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO_ROOT, write_idx
-from tests.flags.test_usage import flag_groups
+from tests.helpers import flag_groups
 from tests.helpers import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.e2e

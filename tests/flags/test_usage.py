@@ -11,7 +11,7 @@ import pytest
 import flags
 from engine import config as config_lib
 from flags import usage
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, flag_groups
 
 TOOLS = ("evaluate", "sample", "export", "convert_dataset", "reproduce")
 CLI = pathlib.Path(REPO_ROOT) / "engine" / "cli"
@@ -28,20 +28,6 @@ def _engine_flags():
   absl_flags.DEFINE_float("delta_threshold", 0.5, "Another foreign one.",
                           flag_values=fv)
   return fv
-
-
-def flag_groups(text):
-  """Heading -> the flags listed under it (`--helpfull`'s layout; also used
-  by tests/engine/test_main.py on the real command's output)."""
-  groups, current = {}, None
-  for line in text.splitlines():
-    heading = re.match(r"^(\w[\w -]*):( |$)", line)
-    if heading:
-      current = groups.setdefault(heading.group(1), [])
-    flag = re.match(r"^  (?:-\S,)*--(?:\[no\])?(\w+):", line)
-    if flag and current is not None:
-      current.append(flag.group(1))
-  return {name: listed for name, listed in groups.items() if listed}
 
 
 @pytest.mark.parametrize("argv,kind", [

@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 from engine.config import DataConfig
 from engine.data import sources
 from engine.errors import UserError
-from tests.engine.cli.test_convert_dataset import (convert_in_process,
-                                                   error_line)
+from tests.engine.cli.conversion import convert_in_process, error_line
 
 _DTYPES = (np.uint8, np.int8, np.int64, np.uint64, np.float32, np.float64,
            np.bool_, object)
