@@ -92,17 +92,18 @@ class RunEvaluator:
     nll: The importance-weighted NLL (None: not asked for).
     bits_per_dim_pixels: Sub-pixels of an image, when the likelihood is
       over 8-bit levels (the ELBO is then also reported in bits/dim).
-    average: The weights' moving average, when the model is evaluated with
-      it (inside `average.swapped()`, see the controller): the raw weights'
-      ELBO is then reported too, as `elbo_raw`.
     progress: Takes the NLL estimate's progress lines (None: silent).
+
+  It evaluates whatever weights the model holds: the controller chooses
+  them (`controller.Controller._evaluation`). With a moving average, it
+  calls `evaluate_training_weights` on the raw weights first, then
+  `evaluate` on the average, which reports both.
   """
 
   def __init__(self, evaluator: evaluator_lib.Evaluator, test: TestSet,
                nll: Optional[likelihood.ImportanceSampledEvaluator] = None,
-               bits_per_dim_pixels: Optional[int] = None, average=None,
+               bits_per_dim_pixels: Optional[int] = None,
                progress: Optional[Callable[[str], None]] = None):
-    self.average = average
     self.progress = progress
     self.evaluator = evaluator
     self.test = test
@@ -110,9 +111,19 @@ class RunEvaluator:
     self.bits_per_dim_pixels = bits_per_dim_pixels
     self.kl_per_unit = None  # Of the latest evaluation, for the figures.
 
-  def evaluate(self, step: int) -> dict:
+  def evaluate_training_weights(self, step: int) -> dict:
+    """The test ELBO of the weights the model holds, as `elbo_raw`: the
+    training weights' score, beside their moving average's."""
+    del step  # Every evaluation covers the whole test set.
+    return {"elbo_raw": self.evaluator.evaluate(self.test.distributed)[
+        "elbo"]}
+
+  def evaluate(self, step: int,
+               training_metrics: Optional[dict] = None) -> dict:
     """The test metrics at `step` (nats per example; NLL terms when asked
-    for; `kl_per_unit` as an array)."""
+    for; `kl_per_unit` as an array), with `training_metrics` (what
+    `evaluate_training_weights` gave, when the model holds other weights)
+    among them."""
     del step  # Every evaluation covers the whole test set.
     metrics = self.evaluator.evaluate(self.test.distributed)
     if metrics["examples"] != self.test.size:
@@ -124,10 +135,7 @@ class RunEvaluator:
       # what the literature compares (an upper bound on the NLL's).
       metrics["elbo_bits_per_dim"] = -metrics["elbo"] / (
           self.bits_per_dim_pixels * math.log(2.0))
-    if self.average is not None:
-      with self.average.swapped():  # Back to the raw weights, for a moment.
-        metrics["elbo_raw"] = self.evaluator.evaluate(
-            self.test.distributed)["elbo"]
+    metrics.update(training_metrics or {})
     if self.nll is not None:
       result = self.nll.evaluate(self.test.distributed, self.test.size,
                                  self.progress)

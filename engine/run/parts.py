@@ -20,6 +20,7 @@ from engine.errors import UserError, quoted
 from engine.objectives import elbo
 from engine.train import optimization
 from engine.train import trainer as trainer_lib
+from engine.train.step_options import StepOptions
 from models.base import VariationalAutoencoder
 
 
@@ -59,6 +60,14 @@ def make_trainer(vae: VariationalAutoencoder, config: RunConfig,
       beta_2=train.adam_beta_2, weight_decay=train.weight_decay)
   return trainer_lib.Trainer(
       vae, objective(config.model), optimizer, strategy, train.batch_size,
+      step_options(config))
+
+
+def step_options(config: RunConfig) -> StepOptions:
+  """How the run's trainer takes each step: the settings of the same
+  names."""
+  train = config.train
+  return StepOptions(
       kl_warmup_steps=config.model.kl_warmup_steps,
       jit_compile=train.jit_compile, nan_policy=train.nan_policy,
       max_skipped_steps=train.max_skipped_steps,

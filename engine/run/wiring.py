@@ -8,7 +8,6 @@ the loop; it reads nothing the earlier stages did not hand it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Callable, Optional, Sequence
@@ -76,7 +75,7 @@ def wire(config: RunConfig, *, loaded, model, checkpointer, write_dir: str,
       model.evaluator, test, model.nll,
       math.prod(data.image_shape)
       if config.model.reconstruction_loss == "discretized_logistic"
-      else None, average=trainer.average,
+      else None,
       # Reading the sums is a collective across workers: a line timed by
       # each worker's clock would desynchronize them, so one process only.
       progress=say if role.task_type is None else None)
@@ -111,8 +110,9 @@ def wire(config: RunConfig, *, loaded, model, checkpointer, write_dir: str,
             vae, files.join(export_dir, checkpoints.BEST_DIR),
             train.model_dir, noisy, say).at_step, say))
   controller = Controller(
-      evaluation_weights=(trainer.average.swapped if trainer.average
-                          else contextlib.nullcontext),
+      # The moving average, where there is one, is what is evaluated and
+      # shipped; the controller alone puts it in the model.
+      evaluation_weights=trainer.average and trainer.average.swapped,
       trainer=trainer, evaluator=run_evaluator, checkpoints=checkpointer,
       last_step=loaded.last_step, steps_per_loop=train.steps_per_loop,
       checkpoint_every=train.checkpoint_every, eval_every=train.eval_every,

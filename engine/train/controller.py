@@ -14,6 +14,11 @@ Its collaborators are given, keyword-only: a trainer
 (`evaluate(step) -> metrics`), the checkpoints (`save(step) -> path`,
 `latest_step()`), and the actions. A new per-step concern is one `Action`
 passed in, not an edit of the loop.
+
+It alone chooses which weights the model holds: the training weights for
+training, every training checkpoint and their own score; the evaluation
+weights it is given (a moving average) for evaluations, their actions and
+the end actions (`Controller._evaluation`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from typing import Optional, Sequence
+from typing import Callable, ContextManager, Optional, Sequence
 
 from engine.train.loop_state import LoopOutputs
 
@@ -89,7 +94,10 @@ class Controller:
 
   Args:
     trainer: Runs steps in compiled calls (`engine.train.trainer.Trainer`).
-    evaluator: `evaluate(step) -> dict` of test metrics.
+    evaluator: `evaluate(step) -> dict` of test metrics; with
+      `evaluation_weights`, also `evaluate_training_weights(step) -> dict`,
+      whose metrics `evaluate(step, training_metrics)` reports beside its
+      own (see `_evaluation`).
     checkpoints: Saves (`save(step) -> path`) and knows the newest
       checkpoint's step (`latest_step()`).
     last_step: The step training ends at.
@@ -101,16 +109,17 @@ class Controller:
       summaries).
     end_actions: `(RunEnd)` once at completion, in this order.
     evaluation_weights: A context in which the model holds the weights to
-      evaluate and ship (`WeightAverage.swapped`: the moving average);
-      evaluations, their actions and the end actions run inside it, every
-      training checkpoint outside.
+      evaluate and ship in place of the training weights
+      (`WeightAverage.swapped`: the moving average); None: the training
+      weights are those. See `_evaluation`, the one place it is entered.
   """
 
   def __init__(self, *, trainer, evaluator, checkpoints, last_step: int,
                steps_per_loop: int, checkpoint_every: int = 0,
                eval_every: int = 0, train_actions: Sequence[Action] = (),
                eval_actions: Sequence = (), end_actions: Sequence = (),
-               evaluation_weights=contextlib.nullcontext):
+               evaluation_weights: Optional[
+                   Callable[[], ContextManager]] = None):
     self.evaluation_weights = evaluation_weights
     self.trainer = trainer
     self.evaluator = evaluator
@@ -129,14 +138,35 @@ class Controller:
 
   def evaluate(self, step: int) -> dict:
     """Evaluates and hands the metrics to the eval actions."""
-    with self.evaluation_weights():
-      return self._evaluate(step)
+    with self._evaluation(step) as metrics:
+      return metrics
 
-  def _evaluate(self, step: int) -> dict:
-    metrics = self.evaluator.evaluate(step)
-    for action in self.eval_actions:
-      action(step, metrics)
-    return metrics
+  @contextlib.contextmanager
+  def _evaluation(self, step: int):
+    """Evaluates at `step`, hands the metrics to the eval actions and yields
+    them, with the evaluation weights in the model until the caller's block
+    ends (the end actions run there).
+
+    The one place the model's weights are chosen for anything but
+    training. With `evaluation_weights`, the evaluator first scores the
+    training weights while the model still holds them
+    (`evaluate_training_weights(step)`: the raw weights' ELBO); then the
+    evaluation weights go in for the evaluation (`evaluate(step,
+    training_metrics)` reports both), its actions and the caller's block,
+    and come out before training goes on, so every training checkpoint
+    holds the training weights.
+    """
+    if self.evaluation_weights is None:
+      training_metrics, weights = None, contextlib.nullcontext()
+    else:
+      training_metrics = self.evaluator.evaluate_training_weights(step)
+      weights = self.evaluation_weights()
+    with weights:
+      metrics = (self.evaluator.evaluate(step) if training_metrics is None
+                 else self.evaluator.evaluate(step, training_metrics))
+      for action in self.eval_actions:
+        action(step, metrics)
+      yield metrics
 
   def train(self) -> int:
     """Trains from the trainer's step to the last; returns the step reached.
@@ -179,8 +209,8 @@ class Controller:
     checkpoint = (self.checkpoints.latest
                   if self.checkpoints.latest_step() == step
                   else self.save(step))
-    with self.evaluation_weights():
-      end = RunEnd(step, self._evaluate(step), checkpoint)
+    with self._evaluation(step) as metrics:
+      end = RunEnd(step, metrics, checkpoint)
       for action in self.end_actions:
         action(end)
     return end

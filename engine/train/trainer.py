@@ -16,7 +16,6 @@ batches start there by themselves (`feed.Feed`).
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -33,6 +32,7 @@ from engine.train import weight_average
 from engine.train import optimization
 from engine.train import step_guard
 from engine.train.loop_state import LoopOutputs
+from engine.train.step_options import StepOptions
 from models.base import VariationalAutoencoder
 
 class Trainer:
@@ -49,19 +49,9 @@ class Trainer:
       the loss, unscales gradients and skips non-finite steps itself.
     strategy: The tf.distribute strategy the loop runs under.
     global_batch_size: For averaging the loss over the global batch.
-    kl_warmup_steps: Ramp the KL weight from 0 to beta over these steps.
-    jit_compile: Compile with XLA: the whole step on one device (and
-      there, fed a `step_batches.StepBatches`, many steps per XLA call); forward
-      and backward only under tf.distribute, where the optimizer update is a
-      cross-replica operation XLA cannot hold. None: see
-      `compilation.xla_by_default`.
-    nan_policy: `stop`, `skip` or `recover` (see `step_guard`; `recover`
-      stops the loop as `stop` does, for `recovery`).
-    max_skipped_steps: Skipped steps in a row that end the loop (with
-      `skip`, or updates whose norm is over `skip_grad_norm`).
-    clip_grad_norm, skip_grad_norm: See `gradient_norms.GradientNorms`.
-    ema_decay, ema_dynamic_decay: See `weight_average.WeightAverage` (0:
-      no average).
+    options: How each step is taken: KL warm-up, XLA, the step guard's
+      policy, gradient-norm clipping and skipping, the moving average (see
+      `step_options.StepOptions`; default: a plain step).
 
   Attributes:
     average: The weights' moving average (None: none), for evaluations.
@@ -80,16 +70,13 @@ class Trainer:
 
   def __init__(self, vae: VariationalAutoencoder, objective: elbo.Objective,
                optimizer: keras.optimizers.Optimizer,
-               strategy: tf.distribute.Strategy, global_batch_size: int, *,
-               kl_warmup_steps: int = 0, jit_compile: Optional[bool] = None,
-               nan_policy: str = "stop", max_skipped_steps: int = 10,
-               clip_grad_norm: Optional[float] = None,
-               skip_grad_norm: Optional[float] = None,
-               ema_decay: float = 0.0, ema_dynamic_decay: bool = True):
-    self._guard = step_guard.StepGuard(nan_policy, max_skipped_steps)
+               strategy: tf.distribute.Strategy, global_batch_size: int,
+               options: StepOptions = StepOptions()):
+    self._guard = step_guard.StepGuard(options.nan_policy,
+                                       options.max_skipped_steps)
     self.vae = vae
     self.objective = objective
-    self.kl_warmup_steps = kl_warmup_steps
+    self.kl_warmup_steps = options.kl_warmup_steps
     self.strategy = strategy
     self.global_batch_size = global_batch_size
     self.optimizer = optimizer
@@ -105,12 +92,12 @@ class Trainer:
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.metrics = replica_sums.LossSums(elbo.TERMS)
     self.average = (weight_average.WeightAverage(
-        vae.trainable_variables, ema_decay, ema_dynamic_decay)
-                    if ema_decay else None)
+        vae.trainable_variables, options.ema_decay, options.ema_dynamic_decay)
+                    if options.ema_decay else None)
     self._norms = gradient_norms.GradientNorms(
-        clip_grad_norm, skip_grad_norm,
+        options.clip_grad_norm, options.skip_grad_norm,
         distributed=tf.distribute.has_strategy())
-    self.xla_reason = ""
+    jit_compile, self.xla_reason = options.jit_compile, ""
     if jit_compile is None:
       jit_compile, self.xla_reason = compilation.xla_by_default(vae)
     self.jit_compile = jit_compile

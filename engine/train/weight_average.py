@@ -10,9 +10,11 @@ updates its own copy from its own (identical) weights, so all copies stay
 equal with no collective. They are checkpointed beside the weights.
 
 `swapped()` exchanges the model's weights and the averages, and exchanges
-them back on leaving: evaluation, figures, sample scores and the export run
-inside it (`train.controller`), while every training checkpoint is written
-outside it, so training resumes on the raw weights.
+them back on leaving. The controller alone enters it
+(`controller.Controller._evaluation`): evaluation, its actions (the best
+checkpoint among them), figures, sample scores and the export run inside
+it, while the raw weights' ELBO is measured before it and every training
+checkpoint is written outside it, so training resumes on the raw weights.
 """
 
 from __future__ import annotations

@@ -140,6 +140,75 @@ def test_a_run_already_at_its_last_step_is_not_saved_again():
   assert ("save", 10) not in log and log == [("evaluate", 10)]
 
 
+class _Weights:
+  """Which weights the model holds: the controller swaps the evaluation
+  weights (a moving average) in through `swapped`."""
+
+  def __init__(self, log):
+    self.log, self.held = log, "training"
+
+  def swapped(self):
+    weights = self
+
+    class _Swap:
+
+      def __enter__(self):
+        weights.held = "evaluation"
+        weights.log.append(("swap in",))
+
+      def __exit__(self, *exc):
+        weights.held = "training"
+        weights.log.append(("swap out",))
+
+    return _Swap()
+
+
+class _TwoPassEvaluator:
+  """Scores whatever weights are held: the training weights first, then
+  the evaluation weights with the training weights' score beside theirs."""
+
+  def __init__(self, log, weights):
+    self.log, self.weights = log, weights
+
+  def evaluate_training_weights(self, step):
+    self.log.append(("score", self.weights.held, step))
+    return {"elbo_raw": -float(step)}
+
+  def evaluate(self, step, training_metrics=None):
+    self.log.append(("evaluate", self.weights.held, step))
+    return {"elbo": -step / 2, **(training_metrics or {})}
+
+
+def test_evaluation_weights_are_swapped_in_once_for_evaluations_and_the_end():
+  """The training weights are scored before the evaluation weights go in;
+  the eval actions and the end actions see the evaluation weights; every
+  checkpoint and training call holds the training weights."""
+  trainer, log = _FakeTrainer(), []
+  weights = _Weights(log)
+  held_at_save = []
+  run = controller.Controller(
+      trainer=trainer, evaluator=_TwoPassEvaluator(log, weights),
+      checkpoints=_FakeCheckpoints(log), last_step=8, steps_per_loop=100,
+      checkpoint_every=4, eval_every=4,
+      eval_actions=[lambda step, m: log.append(("report", weights.held, m))],
+      end_actions=[lambda end: log.append(("end", weights.held))],
+      evaluation_weights=weights.swapped)
+  original_save = run.checkpoints.save
+  run.checkpoints.save = lambda step: (held_at_save.append(weights.held),
+                                       original_save(step))[1]
+  end = run.train_and_evaluate()
+  both = {"elbo": -4.0, "elbo_raw": -8.0}
+  assert log == [
+      ("save", 4), ("score", "training", 4), ("swap in",),
+      ("evaluate", "evaluation", 4),
+      ("report", "evaluation", {"elbo": -2.0, "elbo_raw": -4.0}),
+      ("swap out",), ("save", 8), ("score", "training", 8), ("swap in",),
+      ("evaluate", "evaluation", 8), ("report", "evaluation", both),
+      ("end", "evaluation"), ("swap out",)]
+  assert held_at_save == ["training", "training"]
+  assert end.metrics == both and weights.held == "training"
+
+
 class LossRecorder(controller.Action):
   """A new per-step concern, written outside the engine: each step's mean
   training loss."""

@@ -5,19 +5,20 @@ from engine.config import ModelConfig
 from engine.run import parts
 from engine.train import optimization
 from engine.train import trainer as trainer_lib
+from engine.train.step_options import StepOptions
 
 
 def make_trainer(vae, model_config: ModelConfig, strategy, global_batch_size,
                  learning_rate, optimizer="adam", loss_scaling=False,
                  adam_epsilon=1e-7, **kwargs) -> trainer_lib.Trainer:
-  """`Trainer` of `vae` for `model_config` (its objective and KL warm-up);
-  create it inside the strategy's scope."""
+  """`Trainer` of `vae` for `model_config` (its objective and KL warm-up),
+  `kwargs` its other `StepOptions`; create it inside the strategy's scope."""
   return trainer_lib.Trainer(
       vae, parts.objective(model_config),
       optimization.make_optimizer(optimizer, learning_rate, adam_epsilon,
                                   loss_scaling),
       strategy, global_batch_size,
-      kl_warmup_steps=model_config.kl_warmup_steps, **kwargs)
+      StepOptions(kl_warmup_steps=model_config.kl_warmup_steps, **kwargs))
 
 
 def poison(trainer: trainer_lib.Trainer, at_step: int,
