@@ -35,9 +35,12 @@ from engine.config import *
 
 data_dir, root = sys.argv[1], sys.argv[2]
 report = {}
-# Adam for every model; SGD, whose updates differ only by the all-reduce's
-# summation order, for one dense and one convolutional model.
-for name, optimizer in ([(n, "adam") for n in models.names()]
+# SGD, whose updates differ only by the all-reduce's summation order, for
+# the dense and the convolutional model; Adam (slots, per-variable updates)
+# for every other model. Adam rows for dense and conv would only repeat their
+# SGD rows at a looser tolerance.
+for name, optimizer in ([(n, "adam") for n in models.names()
+                         if n not in ("dense", "conv")]
                         + [("dense", "sgd"), ("conv", "sgd")]):
   spec = models.get(name)
   def config(strategy, model_dir):
@@ -86,7 +89,8 @@ def test_mirrored_on_two_cpus_matches_one_device_for_every_model(
                           cwd=REPO_ROOT, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
-  assert sorted(report) == sorted([f"{m}_adam" for m in models.names()]
+  assert sorted(report) == sorted([f"{m}_adam" for m in models.names()
+                                  if m not in ("dense", "conv")]
                                  + ["dense_sgd", "conv_sgd"])
   for name, row in report.items():
     assert row["replicas"] == 2, name
@@ -138,7 +142,7 @@ strategies = {
         ["/cpu:0", "/cpu:1", "/cpu:2"]),
 }
 report = {}
-for count in (130, 512, 10000):
+for count in (130, 208, 512):
   images = pipeline.as_tensor(data.test_images[:count])
   labels = pipeline.as_tensor(data.test_labels[:count])
   options = pipeline.PipelineOptions(96, 0, "dynamic", 0.0, 2)
@@ -161,29 +165,30 @@ for count in (130, 512, 10000):
         for local in strategy.experimental_local_results(value):
           rows.add(int(local.shape[0]) if local.shape.rank else -1)
     metrics = evaluator.evaluate(dataset)
-    result = nll.evaluate(dataset) if count <= 512 else None
+    result = nll.evaluate(dataset)
     report[f"{count}_{name}"] = {
         "rows": sorted(rows), "examples": metrics["examples"],
         "elbo": metrics["elbo"],
-        "nll": result and result.nll, "nll_examples": result and result.examples,
-        "active": result and [float(v) for v in metrics["unit_variances"]]}
+        "nll": result.nll, "nll_examples": result.examples,
+        "active": [float(v) for v in metrics["unit_variances"]]}
 print(json.dumps(report))
 """
 
 
 def test_evaluation_gives_every_replica_a_full_batch_and_one_devices_numbers(
-    mnist_dir):
+    small_mnist_dir):
   """Test sets whose last global batch of 96 leaves replicas empty (130: 34
-  rows, so 34+0 over 2 replicas and 32+2+0 over 3; 512: 32 rows; 10,000: 16
-  rows): every replica still gets 96/replicas rows, static and non-empty, and
-  the ELBO, NLL, active units and counts equal one device's."""
+  rows, so 34+0 over 2 replicas and 32+2+0 over 3; 208: 16 rows, so 16+0 and
+  16+0+0; 512: 32 rows, so 32+0 and 32+0+0): every replica still gets
+  96/replicas rows, static and non-empty, and the ELBO, NLL, active units and
+  counts equal one device's."""
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   result = subprocess.run([sys.executable, "-c", _EVAL_UNDER_STRATEGIES,
-                           mnist_dir], capture_output=True, text=True,
+                           small_mnist_dir], capture_output=True, text=True,
                           env=env, cwd=REPO_ROOT, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
-  for count in (130, 512, 10000):
+  for count in (130, 208, 512):
     single = report[f"{count}_default"]
     assert single["rows"] == [-1, 96], single
     assert single["examples"] == count
@@ -192,11 +197,10 @@ def test_evaluation_gives_every_replica_a_full_batch_and_one_devices_numbers(
       assert row["rows"] == [-1, 96 // replicas], (name, row)
       assert row["examples"] == count, (name, row)
       assert abs(row["elbo"] - single["elbo"]) < 1e-3, (name, row, single)
-      if count <= 512:
-        assert row["nll_examples"] == count
-        assert abs(row["nll"] - single["nll"]) < 1e-3, (name, row, single)
-        np.testing.assert_allclose(row["active"], single["active"],
-                                   rtol=1e-4, atol=1e-7)
+      assert row["nll_examples"] == count
+      assert abs(row["nll"] - single["nll"]) < 1e-3, (name, row, single)
+      np.testing.assert_allclose(row["active"], single["active"],
+                                 rtol=1e-4, atol=1e-7)
 
 
 def test_batch_must_divide_by_replicas(small_mnist_dir, tmp_path):

@@ -32,6 +32,27 @@ _config = functools.partial(
     log_every=10, checkpoint_every=10, eval_every=0)
 
 
+@pytest.fixture(scope="module")
+def _base_run(tmp_path_factory, small_mnist_dir):
+  """The 20-step run on small MNIST that most tests start from, trained once
+  for the module."""
+  directory = tmp_path_factory.mktemp("base_run") / "run"
+  runner.run(_config(small_mnist_dir, directory), stream=io.StringIO())
+  return directory
+
+
+@pytest.fixture
+def base_run(_base_run):
+  """Puts a copy of the base run at a path (the test's own: tests resume,
+  refuse or add files in it) as if `runner.run(_config(small_mnist_dir,
+  path))` had trained it there. A copy is that run: checkpoints are found
+  by their files, the state file names them relative to the directory, and
+  a moved --model_dir is not a change of the run's settings."""
+  def copy(path):
+    shutil.copytree(_base_run, path, dirs_exist_ok=True)
+    return path
+  return copy
+
 
 @pytest.fixture(scope="module")
 def other_mnist_dir(tmp_path_factory, mnist):
@@ -48,9 +69,9 @@ def other_mnist_dir(tmp_path_factory, mnist):
   return directory
 
 
-def test_new_data_in_an_old_run_dir_is_refused(small_mnist_dir,
-                                               other_mnist_dir, tmp_path):
-  runner.run(_config(small_mnist_dir, tmp_path), stream=io.StringIO())
+def test_new_data_in_an_old_run_dir_is_refused(other_mnist_dir, tmp_path,
+                                               base_run):
+  base_run(tmp_path)
   before = {name: (tmp_path / name).read_bytes()
             for name in ("config.json", "flags.txt", "result.json")}
   with pytest.raises(UserError, match=(
@@ -65,11 +86,10 @@ def test_new_data_in_an_old_run_dir_is_refused(small_mnist_dir,
       "ckpt-20")
 
 
-def test_moved_data_still_resumes(small_mnist_dir, tmp_path):
+def test_moved_data_still_resumes(small_mnist_dir, tmp_path, base_run):
   moved = tmp_path / "moved"
   shutil.copytree(small_mnist_dir, moved)
-  run_dir = tmp_path / "run"
-  runner.run(_config(small_mnist_dir, run_dir), stream=io.StringIO())
+  run_dir = base_run(tmp_path / "run")
   result = runner.run(_config(moved, run_dir, train_steps=30),
                       stream=io.StringIO())
   assert result.final_step == 30
@@ -85,9 +105,9 @@ def test_moved_data_still_resumes(small_mnist_dir, tmp_path):
      "--binarize=none there, static here"),
 ])
 def test_settings_that_change_the_run_are_refused(small_mnist_dir, tmp_path,
-                                                  change, message):
-  config = _config(small_mnist_dir, tmp_path)
-  runner.run(config, stream=io.StringIO())
+                                                  change, message,
+                                                  base_run):
+  config = _config(small_mnist_dir, base_run(tmp_path))
   config_json = (tmp_path / "config.json").read_bytes()
   changed = dataclasses.replace(config, **{
       section: dataclasses.replace(getattr(config, section), **values)
@@ -100,8 +120,8 @@ def test_settings_that_change_the_run_are_refused(small_mnist_dir, tmp_path,
 
 
 def test_resume_safe_changes_are_announced_and_kept(small_mnist_dir,
-                                                    tmp_path):
-  runner.run(_config(small_mnist_dir, tmp_path), stream=io.StringIO())
+                                                    tmp_path, base_run):
+  base_run(tmp_path)
   stream = io.StringIO()
   runner.run(_config(small_mnist_dir, tmp_path, train_steps=30,
                      learning_rate=2e-4, eval_every=10),
@@ -120,9 +140,8 @@ def test_resume_safe_changes_are_announced_and_kept(small_mnist_dir,
 
 
 def test_init_from_starts_a_new_run_from_another_runs_weights(
-    small_mnist_dir, other_mnist_dir, tmp_path):
-  source = tmp_path / "source"
-  runner.run(_config(small_mnist_dir, source), stream=io.StringIO())
+    other_mnist_dir, tmp_path, base_run):
+  source = base_run(tmp_path / "source")
   for path in (str(source), str(source / "ckpt-20")):
     target = tmp_path / f"target{len(path)}"
     built = build.build(_config(other_mnist_dir, target, init_from=path))
@@ -151,9 +170,9 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(
   resumed.workspace.close()
 
 
-def test_init_from_refuses_what_it_cannot_take(small_mnist_dir, tmp_path):
-  source = tmp_path / "source"
-  runner.run(_config(small_mnist_dir, source), stream=io.StringIO())
+def test_init_from_refuses_what_it_cannot_take(small_mnist_dir, tmp_path,
+                                               base_run):
+  source = base_run(tmp_path / "source")
   other_model = dataclasses.replace(
       _config(small_mnist_dir, tmp_path / "a", init_from=str(source)),
       model=ModelConfig(name="mlp"))
@@ -211,9 +230,8 @@ def test_cleanup_removes_only_what_the_engine_was_writing(tmp_path):
 
 
 def test_a_resumed_run_leaves_a_users_look_alikes_alone(small_mnist_dir,
-                                                        tmp_path):
-  config = _config(small_mnist_dir, tmp_path / "run")
-  runner.run(config, stream=io.StringIO())
+                                                        tmp_path, base_run):
+  config = _config(small_mnist_dir, base_run(tmp_path / "run"))
   notes = tmp_path / "run" / "ckpt-my-notes_temp"
   notes.mkdir()
   (notes / "important.txt").write_text("keep me")

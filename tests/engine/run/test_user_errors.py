@@ -1,11 +1,12 @@
 """Bad input, one case each, as a user meets it on the command line: a
 one-line `error:` naming the culprit, a non-zero exit, no traceback, and
 nothing lost. (More cases: test_main.py (unknown flag, missing flagfile),
-test_distribute.py (batch vs replicas), data/test_idx.py.)"""
+test_distribute.py (batch vs replicas), data/test_idx.py; in-process, with
+the same message the CLI prints: run/test_runner.py (unwritable --model_dir),
+io/test_checkpoints.py (no readable checkpoint).)"""
 
 import functools
 import io
-import os
 import struct
 
 import numpy as np
@@ -69,18 +70,6 @@ def test_images_that_are_not_28x28_for_the_conv_model(tmp_path, data_copy):
   _report("30x30 images for --model=conv", line)
 
 
-def test_model_dir_that_cannot_be_written(data_copy, tmp_path):
-  # Root ignores permission bits; /proc refuses everyone.
-  target = "/proc/vae_engine_test_run"
-  if os.geteuid() != 0:
-    target = str(tmp_path / "ro" / "run")
-    (tmp_path / "ro").mkdir()
-    (tmp_path / "ro").chmod(0o500)
-  line = assert_one_line_error(_run(data_copy, target), "--model_dir",
-                               "not writable")
-  _report("read-only --model_dir", line)
-
-
 def test_model_dir_that_is_a_file(data_copy, tmp_path):
   (tmp_path / "file").write_text("x")
   line = assert_one_line_error(_run(data_copy, tmp_path / "file"),
@@ -100,18 +89,6 @@ def test_iwae_objective_with_warmup(data_copy, tmp_path):
       _run(data_copy, tmp_path / "m", "--objective=iwae",
            "--kl_warmup_steps=100"), "--objective=iwae", "--kl_warmup_steps")
   _report("--objective=iwae with --kl_warmup_steps", line)
-
-
-def test_no_readable_checkpoint(data_copy, tmp_path):
-  first = _run(data_copy, tmp_path / "m", "--checkpoint_every=2")
-  assert first.returncode == 0, first.stderr
-  for name in os.listdir(tmp_path / "m"):
-    if name.startswith("ckpt-") and ".data-" in name:
-      (tmp_path / "m" / name).write_bytes(b"garbage")
-  line = assert_one_line_error(
-      _run(data_copy, tmp_path / "m", "--train_steps=8"),
-      "no readable checkpoint", "ckpt-4", "ckpt-2")
-  _report("every checkpoint corrupt", line)
 
 
 def test_disk_full_while_checkpointing_keeps_the_previous_one(
