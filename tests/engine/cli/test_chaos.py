@@ -19,10 +19,11 @@ def test_killed_runs_lose_nothing_and_end_identical(small_mnist_dir, tmp_path,
                                                     request):
   kills = request.config.getoption("--chaos-kills")
   log = io.StringIO()
-  # 300 steps: past the first progress line they run for ~5 s here (14 more
-  # checkpoint writes), against step kills 0.2 s after it (seed 1). A run
-  # that ended before its kill would be restarted from scratch (for the
-  # first kill or an export kill, chaos fails), so every target is hit.
+  # 300 steps: seed 1's step kills come a fraction of a second after the
+  # first progress line, with 14 checkpoint writes still ahead. A run that
+  # ended before a kill fails this test (chaos fails, or the plan's targets
+  # and left-behind writes below differ), so a faster CPU cannot pass it
+  # without hitting every target.
   summary = chaos.run(
       ["--model=dense", f"--data_dir={small_mnist_dir}", "--batch_size=64",
        "--train_steps=300", "--checkpoint_every=20", "--steps_per_loop=5",
@@ -77,8 +78,9 @@ def test_a_two_worker_job_survives_kills_of_either_worker(small_mnist_dir,
   """`chaos.py --workers=2`: a kill of either worker, while steps run or
   while the chief writes a checkpoint, ends the other by itself within a
   minute; relaunched, the job ends on the uninterrupted job's weights."""
-  # 160 steps: past the first progress line a 2-worker job runs for ~20 s
-  # here (7 more checkpoint writes), against the step kill 1.3 s after it.
+  # 160 steps: seed 0's step kill comes soon after the first progress line,
+  # with 7 checkpoint writes still ahead; a job that ended before a kill
+  # would be relaunched with other victims, which the asserts below catch.
   summary = chaos.run(
       ["--model=dense", f"--data_dir={small_mnist_dir}", "--batch_size=64",
        "--train_steps=160", "--checkpoint_every=20", "--steps_per_loop=5",
