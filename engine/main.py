@@ -128,17 +128,31 @@ def _sigterm_exits_at_once(model_dir: str) -> None:
   signal.signal(signal.SIGTERM, handle)
 
 
+def train(fv: absl_flags.FlagValues, *, own_the_process: bool = True
+          ) -> None:
+  """Trains the run the parsed flags `fv` describe, ending as the command
+  does: a failure is its one `error:` line and exit status (`SystemExit`).
+
+  Args:
+    fv: The engine's flags, parsed.
+    own_the_process: Whether SIGTERM outside the loop ends the process at
+      once (the command's own process; not a caller's, e.g. a test's).
+  """
+  from engine.run import runner  # pylint: disable=g-import-not-at-top
+  with _exit_statuses():
+    config = flags.to_config(fv)  # A model without a default latent size.
+    if own_the_process:
+      _sigterm_exits_at_once(config.train.model_dir)
+    runner.run(config)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   load_tensorflow()
   # absl's app.run sets INFO itself, so an explicit flag is looked for.
   startup.quiet_logs(FLAGS["verbosity"].present, _held_back)
-  from engine.run import runner  # pylint: disable=g-import-not-at-top
-  with _exit_statuses():
-    config = flags.to_config(FLAGS)  # A model without a default latent size.
-    _sigterm_exits_at_once(config.train.model_dir)
-    runner.run(config)
+  train(FLAGS)
 
 
 # `vae-engine <tool> ...` runs the tool of that name (`engine.cli.<tool>`).

@@ -66,6 +66,58 @@ def run_cli(*args, timeout=600, env=None, as_given=False, cwd=None):
                         timeout=timeout, check=False)
 
 
+def run_in_process(*args, as_given=False, cwd=None):
+  """What `run_cli(*args)` does when it trains (no tool, no help), run in
+  this process: the engine's own flag parsing (`flags.parse`, whose
+  refusals are one `error:` line and exit 2) and `engine.main.train`, which
+  ends a run as the command does. For the tests whose property is the
+  engine's answer, not the process around it: a start costs a TensorFlow
+  import; signals, start-up output and the environment need `run_cli`.
+
+  Returns:
+    A `subprocess.CompletedProcess` as `run_cli`'s: its return code, and
+    what the engine wrote to stdout and stderr (Python's streams; what
+    TensorFlow's C++ writes to the process's descriptors is not in it).
+  """
+  # pylint: disable=g-import-not-at-top
+  import contextlib
+  import io
+  import logging
+
+  from absl import flags as absl_flags
+  from absl import logging as absl_logging
+
+  import flags
+  from engine import main
+  # pylint: enable=g-import-not-at-top
+
+  args = [str(arg) for arg in (args if as_given else last_wins(*args))]
+  assert not (args and args[0] in main.TOOLS), "a tool: use run_cli"
+  fv = absl_flags.FlagValues()
+  flags.define(fv)
+  out, err = io.StringIO(), io.StringIO()
+  status = 0
+  # The engine's warnings (absl logging), on stderr as the command has them.
+  warnings = logging.StreamHandler(err)
+  warnings.setLevel(logging.WARNING)
+  warnings.setFormatter(absl_logging.PythonFormatter())
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addHandler(warnings)
+  with contextlib.chdir(cwd or _scratch_directory()), \
+      contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      rest = flags.parse(["engine.main", *args], fv)
+      if len(rest) > 1:
+        main.fail(f"unexpected arguments: {' '.join(rest[1:])}")
+      main.train(fv, own_the_process=False)
+    except SystemExit as e:
+      status = e.code if isinstance(e.code, int) else 1
+    finally:
+      absl_logger.removeHandler(warnings)
+  return subprocess.CompletedProcess(["engine.main", *args], status,
+                                     out.getvalue(), err.getvalue())
+
+
 @functools.cache
 def _scratch_directory() -> str:
   directory = tempfile.mkdtemp(prefix="vae-engine-tests-")

@@ -12,7 +12,7 @@ import pytest
 
 import engine
 from engine.config import RunConfig
-from tests.helpers import run_cli
+from tests.helpers import run_in_process
 
 # (keyword settings, the flags they stand for): each must be refused in
 # Python with the very line the CLI prints after "error: ".
@@ -31,8 +31,8 @@ BAD_SETTINGS = [
 
 
 def _cli_line(flags, model_dir):
-  result = run_cli(*flags, f"--model_dir={model_dir}", "--train_steps=1",
-                   timeout=300)
+  result = run_in_process(*flags, f"--model_dir={model_dir}",
+                          "--train_steps=1")
   assert result.returncode == 2, result.stderr
   errors = [line for line in result.stderr.splitlines()
             if line.startswith("error: ")]

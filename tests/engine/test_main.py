@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT, write_idx
 from tests.helpers import flag_groups
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli, run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def test_bad_flags_are_named_before_tensorflow_loads(tmp_path):
 
 
 def test_unknown_model():
-  assert_one_line_error(run_cli("--model=resnet"), "--model=resnet",
+  assert_one_line_error(run_in_process("--model=resnet"), "--model=resnet",
                         "one of conv, denoising, dense, iwae_mlp, iwae_mlp2, "
                         "lambda, mlp, or a builder as package.module:function")
 
@@ -56,20 +56,20 @@ def test_unknown_model():
                                        ("--steps_per_loop=0",
                                         "--steps_per_loop")])
 def test_non_positive_numbers(flag, name):
-  assert_one_line_error(run_cli(flag), name, "must be a positive number")
+  assert_one_line_error(run_in_process(flag), name, "must be a positive number")
 
 
 def test_missing_data_dir(tmp_path):
-  assert_one_line_error(run_cli(f"--data_dir={tmp_path}/nope"), "--data_dir",
-                        "not an existing directory")
+  assert_one_line_error(run_in_process(f"--data_dir={tmp_path}/nope"),
+                        "--data_dir", "not an existing directory")
 
 
 def test_unknown_flag():
-  assert_one_line_error(run_cli("--no_such_flag=1"), "no_such_flag")
+  assert_one_line_error(run_in_process("--no_such_flag=1"), "no_such_flag")
 
 
 def test_missing_flagfile(tmp_path):
-  assert_one_line_error(run_cli(f"--flagfile={tmp_path}/missing.txt"),
+  assert_one_line_error(run_in_process(f"--flagfile={tmp_path}/missing.txt"),
                         "--flagfile", "missing.txt")
 
 
@@ -78,25 +78,25 @@ def test_truncated_idx_file(tmp_path, data_copy):
   write_idx(str(path), np.zeros((512, 28, 28), np.uint8))
   raw = path.read_bytes()
   path.write_bytes(raw[:len(raw) // 2])
-  assert_one_line_error(run_cli(f"--data_dir={data_copy}",
-                                f"--model_dir={tmp_path}/m"),
+  assert_one_line_error(run_in_process(f"--data_dir={data_copy}",
+                                       f"--model_dir={tmp_path}/m"),
                         "t10k-images-idx3-ubyte.gz")
 
 
 def test_wrong_magic_idx_file(tmp_path, data_copy):
   write_idx(str(data_copy / "train-labels-idx1-ubyte.gz"),
             np.zeros(2048, np.uint8), magic=0x00000901)
-  assert_one_line_error(run_cli(f"--data_dir={data_copy}",
-                                f"--model_dir={tmp_path}/m"),
+  assert_one_line_error(run_in_process(f"--data_dir={data_copy}",
+                                       f"--model_dir={tmp_path}/m"),
                         "train-labels-idx1-ubyte.gz", "0x00000901")
 
 
 def test_model_dir_of_another_model(tmp_path, small_mnist_dir):
   common = [f"--data_dir={small_mnist_dir}", f"--model_dir={tmp_path}/m",
             "--train_steps=3", "--batch_size=32", "--nofigures"]
-  first = run_cli("--model=dense", *common)
+  first = run_in_process("--model=dense", *common)
   assert first.returncode == 0, first.stderr
-  assert_one_line_error(run_cli("--model=conv", *common), "--model_dir",
+  assert_one_line_error(run_in_process("--model=conv", *common), "--model_dir",
                         "holds a run trained with other settings",
                         "--model=dense there, conv here")
 
@@ -122,10 +122,10 @@ def test_flagfile_and_resume_from_the_command_line(tmp_path, small_mnist_dir):
   flagfile.write_text(f"--model=dense\n--data_dir={small_mnist_dir}\n"
                       f"--model_dir={tmp_path}/m\n--batch_size=32\n"
                       "--log_every=5\n--nofigures\n")
-  first = run_cli(f"--flagfile={flagfile}", "--train_steps=10")
+  first = run_in_process(f"--flagfile={flagfile}", "--train_steps=10")
   assert first.returncode == 0, first.stderr
   assert "step 10/10" in first.stdout and "test ELBO" in first.stdout
-  second = run_cli(f"--flagfile={flagfile}", "--train_steps=15")
+  second = run_in_process(f"--flagfile={flagfile}", "--train_steps=15")
   assert second.returncode == 0, second.stderr
   assert "resumed from" in second.stdout and "ckpt-10" in second.stdout
   assert "step 15/15" in second.stdout
@@ -144,7 +144,7 @@ def test_without_model_dir_a_run_goes_under_runs_named_by_model_and_data(
   common = [f"--data_dir={small_mnist_dir}", "--batch_size=32", "--nofigures"]
 
   def run(*args):
-    result = run_cli(*common, *args, cwd=tmp_path)
+    result = run_in_process(*common, *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     start = next(line for line in result.stdout.splitlines()
                  if line.startswith("training "))

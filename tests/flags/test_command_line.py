@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -22,17 +23,17 @@ pytestmark = pytest.mark.e2e
      "--figures)"),
 ])
 def test_a_flag_given_twice_is_refused(args, culprit):
-  assert_one_line_error(run_cli(*args, as_given=True), culprit,
+  assert_one_line_error(run_in_process(*args, as_given=True), culprit,
                         "give it once")
 
 
 def test_the_command_line_wins_over_a_preset_wherever_it_stands(
     small_mnist_dir, tmp_path):
-  result = run_cli("--batch_size=64", "--preset=iwae_vae",
-                   f"--data_dir={small_mnist_dir}", "--train_steps=2",
-                   "--steps_per_loop=1", "--nofigures", "--eval_every=0",
-                   "--log_every=1",
-                   f"--model_dir={tmp_path}", "--nojit_compile")
+  result = run_in_process("--batch_size=64", "--preset=iwae_vae",
+                          f"--data_dir={small_mnist_dir}", "--train_steps=2",
+                          "--steps_per_loop=1", "--nofigures", "--eval_every=0",
+                          "--log_every=1",
+                          f"--model_dir={tmp_path}", "--nojit_compile")
   assert result.returncode == 0, result.stderr[-2000:]
   assert ("note: the command line's flags win over the flagfile's: "
           "--batch_size=64 over --batch_size=20") in result.stderr
@@ -42,7 +43,7 @@ def test_the_command_line_wins_over_a_preset_wherever_it_stands(
 
 def test_a_newline_in_a_path_is_refused(tmp_path):
   error = assert_one_line_error(
-      run_cli(f"--model_dir={tmp_path}/a\nb"), "--model_dir",
+      run_in_process(f"--model_dir={tmp_path}/a\nb"), "--model_dir",
       "must not hold a newline", "flags.txt")
   assert "\\n" in error
 
@@ -54,9 +55,9 @@ def test_a_path_too_long_for_the_run_is_refused_before_training(
   deep = str(tmp_path / "/".join(["d" * 200] * 19))
   deep += "/" + "e" * (4050 - len(deep))
   args = {"model_dir": str(tmp_path / "run"), "export_dir": None, flag: deep}
-  result = run_cli(f"--data_dir={small_mnist_dir}", "--model=dense",
-                   "--train_steps=5", "--nofigures",
-                   *[f"--{k}={v}" for k, v in args.items() if v])
+  result = run_in_process(f"--data_dir={small_mnist_dir}", "--model=dense",
+                          "--train_steps=5", "--nofigures",
+                          *[f"--{k}={v}" for k, v in args.items() if v])
   assert_one_line_error(result, f"--{flag}: ", "bytes long, and the run writes files",
                         "over the file system's limit",
                         f"pass a shorter --{flag}")

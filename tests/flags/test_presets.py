@@ -6,7 +6,7 @@ import pytest
 
 from engine.run import finish
 from tests.helpers import REPO_ROOT
-from tests.helpers import run_cli
+from tests.helpers import run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +26,14 @@ def test_iwae_preset_trains_in_the_xla_loop_and_resumes_bit_exactly(
   its schedule) on XLA: 60 steps straight equal 30 + 30 resumed."""
   common = [f"--flagfile={_IWAE_PRESET}", f"--data_dir={small_mnist_dir}",
             "--steps_per_loop=25", "--log_every=30", "--nofigures"]
-  straight = run_cli(*common, "--train_steps=60", "--checkpoint_every=0",
-                     f"--model_dir={tmp_path}/straight")
+  straight = run_in_process(*common, "--train_steps=60", "--checkpoint_every=0",
+                            f"--model_dir={tmp_path}/straight")
   assert ", float32, XLA" in straight.stdout  # The preset's path.
-  first = run_cli(*common, "--train_steps=30", "--checkpoint_every=30",
-                  f"--model_dir={tmp_path}/split")
+  first = run_in_process(*common, "--train_steps=30", "--checkpoint_every=30",
+                         f"--model_dir={tmp_path}/split")
   assert _weights(first, tmp_path / "split")[0] == 30
-  resumed = run_cli(*common, "--train_steps=60", "--checkpoint_every=30",
-                    f"--model_dir={tmp_path}/split")
+  resumed = run_in_process(*common, "--train_steps=60", "--checkpoint_every=30",
+                           f"--model_dir={tmp_path}/split")
   assert "resumed from" in resumed.stdout
   assert _weights(resumed, tmp_path / "split") == _weights(
       straight, tmp_path / "straight")

@@ -11,7 +11,8 @@ from engine.config import DataConfig
 from engine.data import images
 from engine.data import sources
 from engine.errors import DataError
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_in_process
 from tests.helpers import write_png_folder
 
 
@@ -49,8 +50,8 @@ def test_png_folder_trains_to_the_idx_runs_weights_bit_for_bit(
   common = ["--model=dense", "--batch_size=64", "--train_steps=20",
             "--steps_per_loop=10", "--binarize=dynamic", "--nofigures"]
   for name, data_dir in (("idx", small_mnist_dir), ("png", png_mnist_dir)):
-    result = run_cli(*common, f"--data_dir={data_dir}",
-                     f"--model_dir={tmp_path / name}")
+    result = run_in_process(*common, f"--data_dir={data_dir}",
+                            f"--model_dir={tmp_path / name}")
     assert result.returncode == 0, result.stderr
   assert (finish.read_result(str(tmp_path / "idx")).weights_fingerprint
           == finish.read_result(str(tmp_path / "png")).weights_fingerprint)
@@ -133,13 +134,13 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding(tmp_path):
 ])
 @pytest.mark.e2e
 def test_bad_conversion_flags(flag, fragment):
-  assert_one_line_error(run_cli(flag), fragment)
+  assert_one_line_error(run_in_process(flag), fragment)
 
 
 @pytest.mark.e2e
 def test_an_empty_folder_from_the_command_line(tmp_path):
-  assert_one_line_error(run_cli(f"--data_dir={tmp_path}",
-                                f"--model_dir={tmp_path}/m"),
+  assert_one_line_error(run_in_process(f"--data_dir={tmp_path}",
+                                       f"--model_dir={tmp_path}/m"),
                         f"--data_dir={tmp_path}: no training images")
 
 

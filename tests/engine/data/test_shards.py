@@ -19,7 +19,8 @@ from engine.data import sources
 from engine.errors import DataError
 from engine.run import runner
 from tests.helpers import REPO_ROOT
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_in_process
 from tests import helpers
 
 pytestmark = pytest.mark.e2e
@@ -180,8 +181,9 @@ def test_a_damaged_dataset_is_one_error_naming_the_file(
       ")", r"\)")):
     sources.load(DataConfig(data_dir=str(copy)))
   # The command line: one line, exit 2, before training.
-  result = run_cli(f"--data_dir={copy}", f"--model_dir={tmp_path / 'run'}",
-                   "--train_steps=2", "--nofigures", timeout=300)
+  result = run_in_process(f"--data_dir={copy}",
+                          f"--model_dir={tmp_path / 'run'}",
+                          "--train_steps=2", "--nofigures")
   assert result.returncode == 2, result.stderr[-2000:]
   assert_one_line_error(result, fragment)
   assert not os.path.exists(tmp_path / "run" / "checkpoint")

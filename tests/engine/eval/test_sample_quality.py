@@ -108,12 +108,12 @@ def test_the_run_and_the_evaluate_tool_report_sample_quality(
 
   from engine.io import summaries
   from tests.helpers import REPO_ROOT
-  from tests.helpers import run_cli
+  from tests.helpers import run_in_process
 
-  run = run_cli("--model=dense", f"--data_dir={small_mnist_dir}",
-                "--train_steps=40", "--batch_size=64", "--nofigures",
-                "--sample_quality", f"--model_dir={tmp_path}",
-                f"--export_dir={tmp_path}/e")
+  run = run_in_process("--model=dense", f"--data_dir={small_mnist_dir}",
+                       "--train_steps=40", "--batch_size=64", "--nofigures",
+                       "--sample_quality", f"--model_dir={tmp_path}",
+                       f"--export_dir={tmp_path}/e")
   assert run.returncode == 0, run.stderr
   assert "class entropy" in run.stdout
   logged = summaries.read_metrics(str(tmp_path))["eval"][40]

@@ -12,7 +12,8 @@ from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.io import summaries
 from engine.run import best
 from engine.run import runner
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -81,6 +82,6 @@ def test_a_run_keeps_and_exports_its_best_evaluation(small_mnist_dir,
 
 
 def test_keep_best_nll_needs_the_nll(tmp_path):
-  result = run_cli(f"--model_dir={tmp_path}", "--keep_best=nll", timeout=120)
+  result = run_in_process(f"--model_dir={tmp_path}", "--keep_best=nll")
   assert result.returncode == 2
   assert_one_line_error(result, "--keep_best=nll needs --eval_nll_samples")

@@ -26,6 +26,7 @@ from engine.errors import CheckpointMismatchError
 from tests.helpers import REPO_ROOT
 from tests.engine.eval.linear_gaussian import LinearGaussian, batch
 from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import run_in_process
 
 from engine.cli import launch_local  # noqa: E402
 from tests import helpers
@@ -116,7 +117,7 @@ def test_mirrored_conditional_training_matches_one_device(small_mnist_dir,
             "--nofigures", "--eval_nll_samples=3"]
   mirrored = run_cli(*common, "--strategy=mirrored", "--cpu_devices=2",
                      f"--model_dir={tmp_path}/m")
-  single = run_cli(*common, f"--model_dir={tmp_path}/s")
+  single = run_in_process(*common, f"--model_dir={tmp_path}/s")
   assert mirrored.returncode == 0, mirrored.stderr
   assert single.returncode == 0, single.stderr
   assert "2 replica(s)" in mirrored.stdout
@@ -136,7 +137,7 @@ def test_two_worker_conditional_job_matches_one_device(small_mnist_dir,
       2, [*common, f"--model_dir={tmp_path}/job"], stdout=subprocess.PIPE)
   outputs = [p.communicate(timeout=300)[0] for p in processes]
   assert [p.returncode for p in processes] == [0, 0], outputs
-  single = run_cli(*common, f"--model_dir={tmp_path}/single")
+  single = run_in_process(*common, f"--model_dir={tmp_path}/single")
   assert single.returncode == 0, single.stderr
   job, alone = (summaries.read_metrics(str(tmp_path / d))["eval"][6]["elbo"]
                 for d in ("job", "single"))
@@ -213,9 +214,9 @@ def _unlabelled_folder(directory, mnist, count=96):
 def test_unlabelled_data_is_a_one_line_error(mnist, tmp_path):
   folder = _unlabelled_folder(tmp_path / "images", mnist)
   line = assert_one_line_error(
-      run_cli(f"--data_dir={folder}", "--conditional", "--test_fraction=0.25",
-              "--batch_size=16", "--train_steps=2",
-              f"--model_dir={tmp_path}/m"),
+      run_in_process(f"--data_dir={folder}", "--conditional",
+                     "--test_fraction=0.25", "--batch_size=16",
+                     "--train_steps=2", f"--model_dir={tmp_path}/m"),
       "--conditional:", "images without a label")
   assert not os.path.exists(tmp_path / "m" / "checkpoint")
   print(f"\nBAD-INPUT | --conditional on unlabelled images | {line}")

@@ -8,6 +8,7 @@ import pytest
 
 from engine.run import finish
 from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import run_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -19,15 +20,16 @@ _COMMON = ("--model=iwae_mlp2", "--latent_dim=6", "--binarize=dynamic",
 def test_iwae_mlp2_resumes_bit_exactly_and_reports_each_group(
     small_mnist_dir, tmp_path):
   common = (*_COMMON, f"--data_dir={small_mnist_dir}")
-  straight = run_cli(*common, "--train_steps=40", "--checkpoint_every=0",
-                     "--nofigures", f"--model_dir={tmp_path}/straight")
+  straight = run_in_process(*common, "--train_steps=40", "--checkpoint_every=0",
+                            "--nofigures", f"--model_dir={tmp_path}/straight")
   assert straight.returncode == 0, straight.stderr[-3000:]
   split = tmp_path / "split"
-  first = run_cli(*common, "--train_steps=20", "--checkpoint_every=20",
-                  "--nofigures", f"--model_dir={split}")
+  first = run_in_process(*common, "--train_steps=20", "--checkpoint_every=20",
+                         "--nofigures", f"--model_dir={split}")
   assert first.returncode == 0, first.stderr[-3000:]
-  resumed = run_cli(*common, "--train_steps=40", "--checkpoint_every=20",
-                    f"--model_dir={split}", f"--export_dir={split}/export")
+  resumed = run_in_process(*common, "--train_steps=40", "--checkpoint_every=20",
+                           f"--model_dir={split}",
+                           f"--export_dir={split}/export")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from" in resumed.stdout
   ours = finish.read_result(str(split))
@@ -68,9 +70,9 @@ def test_iwae_mlp2_resumes_bit_exactly_and_reports_each_group(
 
 def test_a_hierarchical_model_refuses_labels_before_training(
     small_mnist_dir, tmp_path):
-  result = run_cli(*_COMMON, f"--data_dir={small_mnist_dir}",
-                   "--conditional", "--train_steps=5",
-                   f"--model_dir={tmp_path}")
+  result = run_in_process(*_COMMON, f"--data_dir={small_mnist_dir}",
+                          "--conditional", "--train_steps=5",
+                          f"--model_dir={tmp_path}")
   assert_one_line_error(result, "--model=iwae_mlp2: a hierarchical model "
                         "cannot be made conditional on labels")
   assert not (tmp_path / "ckpt-5.index").exists()

@@ -14,6 +14,7 @@ import models
 from engine.serving import export
 from tests.helpers import REPO_ROOT, write_idx
 from tests.helpers import assert_one_line_error, last_wins, run_cli
+from tests.helpers import run_in_process
 from tests.engine.io.mounts import needs_mounts, run_with_mounts
 
 pytestmark = pytest.mark.e2e
@@ -25,6 +26,11 @@ def _flags(model_dir, *extra, model="dense"):
   return last_wins(f"--model={model}", "--train_steps=10",
                    "--steps_per_loop=5", "--batch_size=32", "--nofigures",
                    f"--model_dir={model_dir}", *extra)
+
+
+def _train(model_dir, *extra):
+  """The engine, in this process, on `_flags(model_dir, *extra)`."""
+  return run_in_process(*_flags(model_dir, *extra))
 
 
 def _report(case, line):
@@ -59,9 +65,8 @@ def test_export_never_replaces_a_users_files(tmp_path, small_mnist_dir, kind):
   else:
     precious = export_dir / "10"
   precious.write_text("precious")
-  result = run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}",
-                           "--max_train_examples=512",
-                           f"--export_dir={export_dir}"))
+  result = _train(tmp_path / "m", f"--data_dir={small_mnist_dir}",
+                  "--max_train_examples=512", f"--export_dir={export_dir}")
   line = assert_one_line_error(result, "--export_dir", f"{export_dir}/10",
                                "did not write")
   assert result.returncode == 2
@@ -94,8 +99,8 @@ def test_the_exporter_refuses_and_keeps_a_users_files_itself(tmp_path):
 
 def test_export_dir_that_is_a_file(tmp_path, small_mnist_dir):
   (tmp_path / "file").write_text("x")
-  result = run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}",
-                           f"--export_dir={tmp_path}/file"))
+  result = _train(tmp_path / "m", f"--data_dir={small_mnist_dir}",
+                  f"--export_dir={tmp_path}/file")
   line = assert_one_line_error(result, "--export_dir", "not writable",
                                "not a directory")
   assert result.returncode == 2 and _no_training(tmp_path / "m")
@@ -208,7 +213,7 @@ def test_a_model_dir_without_room_for_a_checkpoint(tmp_path, small_mnist_dir):
 def test_npz_labels_that_do_not_match(tmp_path, case, arrays, extra,
                                       fragments):
   data = _npz(tmp_path / "data.npz", **arrays)
-  result = run_cli(*_flags(tmp_path / "m", f"--data_dir={data}", *extra))
+  result = _train(tmp_path / "m", f"--data_dir={data}", *extra)
   line = assert_one_line_error(result, *fragments)
   assert result.returncode == 2 and _no_training(tmp_path / "m")
   _report(f".npz: {case}", line)
@@ -220,7 +225,7 @@ def test_data_dir_that_is_a_png(tmp_path):
   png = tmp_path / "digit.png"
   png.write_bytes(tf.io.encode_png(tf.zeros([8, 8, 1], tf.uint8)).numpy())
   line = assert_one_line_error(
-      run_cli(*_flags(tmp_path / "m", f"--data_dir={png}")),
+      _train(tmp_path / "m", f"--data_dir={png}"),
       f"--data_dir={png}", "not an .npz")
   _report("--data_dir is a PNG", line)
 
@@ -262,7 +267,7 @@ def test_the_footprint_counts_parameters_without_allocating_them():
 def test_a_flagfile_that_is_not_utf8(tmp_path):
   flagfile = tmp_path / "run.flags"
   flagfile.write_bytes(b"--model=dense\n--data_dir=\xff\xfe\n")
-  line = assert_one_line_error(run_cli(f"--flagfile={flagfile}"),
+  line = assert_one_line_error(run_in_process(f"--flagfile={flagfile}"),
                                f"--flagfile={flagfile}", "not UTF-8",
                                "0xff")
   _report("non-UTF-8 --flagfile", line)
@@ -367,8 +372,8 @@ def test_an_undecodable_image_is_named_without_tensorflows_op_names(tmp_path):
         .numpy())
   (folder / "005.png").write_bytes(b"not a png at all" * 10)
   line = assert_one_line_error(
-      run_cli(*_flags(tmp_path / "m", f"--data_dir={folder}",
-                      "--batch_size=4")),
+      _train(tmp_path / "m", f"--data_dir={folder}",
+             "--batch_size=4"),
       f"{folder}/005.png", "not a readable image")
   assert "{{" not in line and "function_node" not in line
   assert "[Op:" not in line and "/job:" not in line
@@ -382,8 +387,8 @@ def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path):
     (folder / f"{i:03d}.png").write_bytes(
         tf.io.encode_png(tf.zeros([8, 8, 1], tf.uint8)).numpy())
   (folder / "bad\nname.png").write_bytes(b"garbage")
-  result = run_cli(*_flags(tmp_path / "m", f"--data_dir={folder}",
-                           "--batch_size=4"))
+  result = _train(tmp_path / "m", f"--data_dir={folder}",
+                  "--batch_size=4")
   line = assert_one_line_error(result, "bad\\nname.png")
   assert result.stderr.count("\n") == result.stderr.count("error:") or (
       "bad\nname" not in result.stderr)
@@ -392,12 +397,12 @@ def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path):
 
 def test_another_reconstruction_loss_names_the_flag(tmp_path,
                                                     small_mnist_dir):
-  first = run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}"))
+  first = _train(tmp_path / "m", f"--data_dir={small_mnist_dir}")
   assert first.returncode == 0, first.stderr
   line = assert_one_line_error(
-      run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}",
-                      "--reconstruction_loss=discretized_logistic",
-                      "--train_steps=20")),
+      _train(tmp_path / "m", f"--data_dir={small_mnist_dir}",
+             "--reconstruction_loss=discretized_logistic",
+             "--train_steps=20"),
       "--model_dir", "--reconstruction_loss=bernoulli there",
       "discretized_logistic here", "--init_from")
   assert "not bound" not in line
@@ -406,7 +411,7 @@ def test_another_reconstruction_loss_names_the_flag(tmp_path,
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_learning_rates_that_are_not_finite(value):
-  line = assert_one_line_error(run_cli(f"--learning_rate={value}"),
+  line = assert_one_line_error(run_in_process(f"--learning_rate={value}"),
                                "--learning_rate", "finite")
   _report(f"--learning_rate={value}", line)
 
@@ -415,7 +420,7 @@ def test_an_empty_x_train_names_the_data_not_the_batch(tmp_path):
   data = _npz(tmp_path / "data.npz", x_train=np.zeros((0, 8, 8), np.uint8),
               x_test=_images(8))
   line = assert_one_line_error(
-      run_cli(*_flags(tmp_path / "m", f"--data_dir={data}")),
+      _train(tmp_path / "m", f"--data_dir={data}"),
       f"--data_dir={data}", "x_train holds no images")
   assert "--batch_size" not in line
   _report("empty x_train", line)
@@ -423,11 +428,11 @@ def test_an_empty_x_train_names_the_data_not_the_batch(tmp_path):
 
 def test_a_garbage_checkpoint_state_file_is_named_and_ignored(
     tmp_path, small_mnist_dir):
-  first = run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}"))
+  first = _train(tmp_path / "m", f"--data_dir={small_mnist_dir}")
   assert first.returncode == 0, first.stderr
   (tmp_path / "m" / "checkpoint").write_bytes(b"\x00garbage{{{")
-  again = run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}",
-                          "--train_steps=20"))
+  again = _train(tmp_path / "m", f"--data_dir={small_mnist_dir}",
+                 "--train_steps=20")
   assert again.returncode == 0, again.stderr
   assert "checkpoint state file" in again.stderr
   assert f"{tmp_path}/m/checkpoint" in again.stderr
@@ -445,17 +450,17 @@ def test_raw_and_gz_copies_of_an_idx_file(tmp_path, data_copy):
   raw = data_copy / "t10k-labels-idx1-ubyte"
   with gzip.open(data_copy / "t10k-labels-idx1-ubyte.gz", "rb") as f:
     raw.write_bytes(f.read())
-  equal = run_cli(*_flags(tmp_path / "a", f"--data_dir={data_copy}"))
+  equal = _train(tmp_path / "a", f"--data_dir={data_copy}")
   assert equal.returncode == 0, equal.stderr
   write_idx(str(raw), np.zeros(512, np.uint8))
   line = assert_one_line_error(
-      run_cli(*_flags(tmp_path / "b", f"--data_dir={data_copy}")),
+      _train(tmp_path / "b", f"--data_dir={data_copy}"),
       "t10k-labels-idx1-ubyte and t10k-labels-idx1-ubyte.gz", "differ")
   _report("raw and .gz IDX copies that differ", line)
 
 
 def test_the_start_line_gives_the_number_of_classes(tmp_path,
                                                     small_mnist_dir):
-  result = run_cli(*_flags(tmp_path / "m", f"--data_dir={small_mnist_dir}"))
+  result = _train(tmp_path / "m", f"--data_dir={small_mnist_dir}")
   assert result.returncode == 0, result.stderr
   assert "2048 train / 512 test images (10 classes)" in result.stdout

@@ -16,7 +16,8 @@ import tensorflow as tf
 from engine.run import runner
 from engine.errors import UserError
 from tests.helpers import write_idx
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_in_process
 from tests import helpers
 
 pytestmark = pytest.mark.e2e
@@ -31,8 +32,8 @@ def _run(data_dir, model_dir, *flags):
   defaults = [flag for flag in ("--model=dense", "--train_steps=4",
                                 "--batch_size=32", "--nofigures")
               if flag.split("=", 1)[0] not in named]
-  return run_cli(f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-                 *defaults, *flags)
+  return run_in_process(f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+                        *defaults, *flags)
 
 
 def _report(case, line):

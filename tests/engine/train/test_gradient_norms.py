@@ -16,7 +16,7 @@ from engine.run import build
 from engine.run import runner
 from tests.helpers import REPO_ROOT
 from tests import helpers
-from tests.helpers import run_cli
+from tests.helpers import run_in_process
 
 
 _config = functools.partial(
@@ -76,10 +76,10 @@ def test_a_threshold_below_every_norm_stops_with_one_line(small_mnist_dir,
       r"all\); no checkpoint was written\. Raise --skip_grad_norm")):
     runner.train_evaluate_export(run, io.StringIO())
   np.testing.assert_array_equal(_weights(run), before)  # None applied.
-  result = run_cli(f"--data_dir={small_mnist_dir}",
-                   f"--model_dir={tmp_path / 'cli'}", "--model=dense",
-                   "--skip_grad_norm=1e-6", "--train_steps=20", "--nofigures",
-                   timeout=300)
+  result = run_in_process(f"--data_dir={small_mnist_dir}",
+                          f"--model_dir={tmp_path / 'cli'}", "--model=dense",
+                          "--skip_grad_norm=1e-6", "--train_steps=20",
+                          "--nofigures")
   assert result.returncode == 3
   errors = [line for line in result.stderr.splitlines()
             if line.startswith("error:")]

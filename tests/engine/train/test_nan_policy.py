@@ -15,6 +15,7 @@ from engine.config import ModelConfig
 from engine.data import pipeline
 from engine.data import step_batches
 from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import run_in_process
 
 
 def _trainer(**kwargs):
@@ -147,7 +148,7 @@ def good_run(tmp_path, small_mnist_dir):
             "--model=dense", "--batch_size=64", "--steps_per_loop=5",
             "--log_every=10", "--checkpoint_every=20", "--nofigures",
             "--optimizer=sgd"]
-  result = run_cli(*common, "--train_steps=20", "--learning_rate=0.01")
+  result = run_in_process(*common, "--train_steps=20", "--learning_rate=0.01")
   assert result.returncode == 0, result.stderr
   return model_dir, common
 
@@ -164,7 +165,7 @@ def _assert_checkpoint_20_is_intact(model_dir):
 def test_divergence_stops_with_the_step_and_term_and_keeps_the_checkpoint(
     good_run):
   model_dir, common = good_run
-  result = run_cli(*common, "--train_steps=60", "--learning_rate=1e4")
+  result = run_in_process(*common, "--train_steps=60", "--learning_rate=1e4")
   assert result.returncode == 3
   line = assert_one_line_error(result, "training stopped at step",
                                "non-finite", "ckpt-20", "--nan_policy=skip")
@@ -177,8 +178,8 @@ def test_divergence_stops_with_the_step_and_term_and_keeps_the_checkpoint(
 @pytest.mark.e2e
 def test_divergence_with_skip_stops_after_the_limit(good_run):
   model_dir, common = good_run
-  result = run_cli(*common, "--train_steps=60", "--learning_rate=1e4",
-                   "--nan_policy=skip", "--max_skipped_steps=4")
+  result = run_in_process(*common, "--train_steps=60", "--learning_rate=1e4",
+                          "--nan_policy=skip", "--max_skipped_steps=4")
   assert result.returncode == 3
   assert_one_line_error(result, "4 steps in a row were non-finite",
                         "ckpt-20")

@@ -9,7 +9,8 @@ import pytest
 from engine.io import summaries
 from engine.run import runner
 from engine.train import optimization
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_in_process
 from tests import helpers
 
 
@@ -114,6 +115,6 @@ def test_a_run_logs_its_learning_rate_and_resumes_on_the_same_curve(
 @pytest.mark.e2e
 def test_inconsistent_schedule_settings_are_one_line_errors(tmp_path, flags,
                                                              fragment):
-  result = run_cli(f"--model_dir={tmp_path}", *flags, timeout=120)
+  result = run_in_process(f"--model_dir={tmp_path}", *flags)
   assert result.returncode == 2
   assert_one_line_error(result, fragment)
