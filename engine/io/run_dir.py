@@ -79,9 +79,34 @@ def load_trained_model(model_dir: str,
       checkpoint does not fit the model.
   """
   config = read_run_config(model_dir)
-  path = checkpoint or tf.train.latest_checkpoint(model_dir)
-  if path is None:
-    raise UserError(f"--model_dir={quoted(model_dir)}: holds no checkpoint")
+  if checkpoint:
+    return _restore(config, checkpoint)
+  # A tool may read a run while it trains (it takes no lock), and the run
+  # keeps only its last checkpoints: the latest can be deleted between
+  # finding it and reading it. Then the new latest is read.
+  for _ in range(_READ_ATTEMPTS):
+    path = tf.train.latest_checkpoint(model_dir)
+    if path is None:
+      raise UserError(f"--model_dir={quoted(model_dir)}: holds no checkpoint")
+    try:
+      return _restore(config, path)
+    except (UserError, tf.errors.NotFoundError):
+      if tf.io.gfile.exists(f"{path}.index"):
+        raise  # Not deleted: unreadable, in the reader's words.
+  raise UserError(
+      f"--model_dir={quoted(model_dir)}: the run deleted each of its latest "
+      f"{_READ_ATTEMPTS} checkpoints before it could be read (it saves "
+      "faster than it keeps them); pass --checkpoint or raise the run's "
+      "--keep_checkpoints")
+
+
+# How many checkpoints, each deleted by the run before it was read, a tool
+# tries before it gives up.
+_READ_ATTEMPTS = 5
+
+
+def _restore(config: RunConfig, path: str) -> TrainedModel:
+  """The model of the checkpoint at prefix `path`, with its weights."""
   architecture, step = checkpoints.read_architecture(path)
   vae = architecture.build()
   tf.train.Checkpoint(encoder=vae.encoder, decoder=vae.decoder).restore(
