@@ -15,6 +15,7 @@ import importlib.resources
 import os
 import re
 import sys
+import weakref
 from typing import Iterable, Optional
 
 from absl import flags
@@ -25,6 +26,10 @@ from engine.errors import UserError, fail, one_line, quoted
 from flags import command_line
 
 _defined = False
+# The engine's own `--preset` flags: a tool may define a flag of that name
+# for something else (`preset_rate --preset=iwae_vae` names the preset it
+# times), which is then its value, not a flagfile.
+_ENGINE_PRESET_FLAGS = weakref.WeakSet()
 
 
 def presets() -> dict[str, str]:
@@ -45,6 +50,7 @@ def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
       f"{', '.join(presets())} (read as --flagfile is: a flag given on the "
       "command line wins over the preset's, wherever it stands).",
       flag_values=flag_values)
+  _ENGINE_PRESET_FLAGS.add(flag_values["preset"])
   for declared in config_lib.all_settings():
     define_setting(declared, flag_values)
   for names, predicate, message in config_lib.CROSS_CHECKS:
@@ -130,6 +136,8 @@ def config_from_argv(argv: list[str]) -> config_lib.RunConfig:
 
 def _parse(argv: list[str], fv: flags.FlagValues) -> list[str]:
   try:
+    if "preset" in fv and fv["preset"] not in _ENGINE_PRESET_FLAGS:
+      return fv(command_line.arrange(argv, fv, _note))  # A tool's own.
     return fv(command_line.arrange(_expand_presets(argv), fv, _note))
   except flags.CantOpenFlagFileError as e:
     raise UserError(

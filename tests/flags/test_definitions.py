@@ -86,3 +86,18 @@ def test_elbo_takes_warmup_and_free_bits():
                                   "--iw_samples=4"))
   assert (config.model.kl_warmup_steps, config.model.free_bits,
           config.model.iw_samples) == (100, 0.25, 4)
+
+
+def test_preset_is_a_flagfile_for_the_engine_and_a_value_for_a_tools_own():
+  """`vae-engine --preset=iwae_vae` reads the preset's flags; a tool whose
+  own --preset names a preset (`vae-engine preset_rate --preset=iwae_vae`)
+  gets the name, not the preset's flags, which it does not define."""
+  engine = absl_flags.FlagValues()
+  flags.define(engine)
+  flags.parse(["vae-engine", "--preset=iwae_vae"], engine)
+  assert engine.model == "iwae_mlp" and engine.batch_size == 20
+  tool = absl_flags.FlagValues()
+  absl_flags.DEFINE_string("preset", "iwae_vae", "The preset to time.",
+                           flag_values=tool)
+  flags.parse(["vae-engine preset_rate", "--preset=iwae2_vae"], tool)
+  assert tool.preset == "iwae2_vae"
