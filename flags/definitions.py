@@ -136,9 +136,9 @@ def config_from_argv(argv: list[str]) -> config_lib.RunConfig:
 
 def _parse(argv: list[str], fv: flags.FlagValues) -> list[str]:
   try:
-    if "preset" in fv and fv["preset"] not in _ENGINE_PRESET_FLAGS:
-      return fv(command_line.arrange(argv, fv, _note))  # A tool's own.
-    return fv(command_line.arrange(_expand_presets(argv), fv, _note))
+    engines = "preset" not in fv or fv["preset"] in _ENGINE_PRESET_FLAGS
+    expanded = _expand_presets(argv) if engines else argv  # Else a tool's.
+    return fv(command_line.arrange(expanded, fv, _note))
   except flags.CantOpenFlagFileError as e:
     raise UserError(
         f"--flagfile: cannot open it ({str(e).split(': ', 1)[-1]})") from None

@@ -96,8 +96,8 @@ def load_trained_model(model_dir: str,
   raise UserError(
       f"--model_dir={quoted(model_dir)}: the run deleted each of its latest "
       f"{_READ_ATTEMPTS} checkpoints before it could be read (it saves "
-      "faster than it keeps them); pass --checkpoint or raise the run's "
-      "--keep_checkpoints")
+      "them more often than a tool reads one); pass --checkpoint or raise "
+      "the run's --keep_checkpoints")
 
 
 # How many checkpoints, each deleted by the run before it was read, a tool
