@@ -91,9 +91,10 @@ def data_copy(tmp_path, small_mnist_dir):
 
 def pytest_addoption(parser):
   parser.addoption(
-      "--chaos-kills", type=int, default=4,
-      help="SIGKILLs in the kill-loop test (4 in CI; 12 or more for the "
-      "full run, or use tools/chaos.py directly)")
+      "--chaos-kills", type=int, default=3,
+      help="SIGKILLs in the kill-loop test (3 in CI: one while steps run, one "
+      "mid-checkpoint, one mid-export; 12 or more for the full run, or use "
+      "tools/chaos.py directly)")
 
 
 def pytest_collection_modifyitems(config, items):
