@@ -123,19 +123,26 @@ def test_export_dir_read_only_or_full(tmp_path, small_mnist_dir, case, size,
   _report(f"--export_dir {case}", line)
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, small_mnist_dir):
+  """A run the export tool reads (and writes nothing into), trained once for
+  the module."""
+  model_dir = tmp_path_factory.mktemp("trained") / "m"
+  trained = _train(model_dir, f"--data_dir={small_mnist_dir}")
+  assert trained.returncode == 0, trained.stderr
+  return model_dir
+
+
 @needs_mounts
 @pytest.mark.parametrize("case,size,read_only,reason", [
     ("a file", None, False, "not a directory"),
     ("read-only", "4m", True, "Read-only file system"),
     ("full", "256k", False, "No space left on device")])
 def test_export_tool_with_an_export_dir_that_cannot_take_it(
-    tmp_path, small_mnist_dir, case, size, read_only, reason):
-  model_dir = tmp_path / "m"
-  trained = run_cli(*_flags(model_dir, f"--data_dir={small_mnist_dir}"))
-  assert trained.returncode == 0, trained.stderr
+    tmp_path, trained_run, case, size, read_only, reason):
   target = tmp_path / "exports"
   command = [sys.executable, os.path.join(REPO_ROOT, "tools", "export.py"),
-             f"--model_dir={model_dir}", f"--export_dir={target}"]
+             f"--model_dir={trained_run}", f"--export_dir={target}"]
   if size is None:
     target.write_text("x")
     result = run_cli_tool(command)
