@@ -13,7 +13,7 @@ import pytest
 from engine.errors import UserError
 from engine.io import run_lock
 from tests.helpers import REPO_ROOT
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, run_in_process
 
 _ACQUIRE = ("import sys; from engine.io import run_lock; "
             "from engine.errors import UserError\n"
@@ -110,12 +110,9 @@ def test_a_killed_holder_lets_the_next_run_in_at_once(small_mnist_dir,
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
         env=dict(os.environ, PYTHONPATH=REPO_ROOT), check=False)
     assert reader.returncode == 0, reader.stderr[-2000:]
-    # A writer does not.
-    refused = subprocess.run(
-        [sys.executable, "-m", "engine.main",
-         *_args(small_mnist_dir, model_dir, seed=0, steps=100_000)],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT), check=False)
+    # A writer does not (the engine's answer, given in this process).
+    refused = run_in_process(
+        *_args(small_mnist_dir, model_dir, seed=0, steps=100_000))
     assert_one_line_error(refused, f"in use by pid {holder.pid}")
   finally:
     holder.send_signal(signal.SIGKILL)
