@@ -121,8 +121,10 @@ def test_the_start_line_says_what_auto_measured(small_mnist_dir, tmp_path):
   """A run's `auto` measures this machine's candidates (engine.run.autotune
   tests the choice itself); the start line gives the outcome."""
   stream = io.StringIO()
+  # Without XLA: the measured candidates and the run itself skip its
+  # compiles, and what `auto` chooses and shows does not depend on it.
   runner.run(_config(small_mnist_dir, tmp_path, "dense", "auto",
-                     train_steps=1), stream=stream)
+                     train_steps=1, jit_compile=False), stream=stream)
   start = stream.getvalue().splitlines()[0]
   if len(precision.candidates(precision.detect_hardware())) == 1:
     assert "1 replica(s), float32 (auto: nothing to measure" in start
@@ -314,10 +316,13 @@ def test_step_batches_are_refused_where_the_loop_is_fed_by_tf_data(mnist):
 
 @pytest.mark.e2e
 def test_checkpoints_restore_across_policies(small_mnist_dir, tmp_path):
+  # Without XLA, which a checkpoint's contents do not depend on (a resume
+  # under XLA: test_conditional's test_a_conditional_run_resumes_bit_exactly).
   for policy, steps_done in (("float32", 4), ("mixed_float16", 8),
                              ("mixed_bfloat16", 12), ("float32", 16)):
     result = runner.run(_config(small_mnist_dir, tmp_path, "dense", policy,
-                                train_steps=steps_done, checkpoint_every=4),
+                                train_steps=steps_done, checkpoint_every=4,
+                                jit_compile=False),
                         stream=io.StringIO())
     assert result.final_step == steps_done
     if steps_done > 4:
