@@ -1,9 +1,10 @@
-"""Runs an export's signatures in one serving runtime, as its users do.
+"""Runs an export's signatures in serving runtimes, as their users do.
 
-    python runtimes.py RUNTIME EXPORTS_JSON FEEDS_DIR OUT_DIR
+    python runtimes.py RUNTIME[,RUNTIME...] EXPORTS_JSON FEEDS_DIR OUT_DIR
 
 Started by the tests in a fresh process that imports only TensorFlow, numpy,
-LiteRT and TF Serving's protos, never the engine. RUNTIME is
+LiteRT and TF Serving's protos, never the engine; the runtimes run in the
+order given. Each RUNTIME is
 
 * `tf2`: `tf.saved_model.load`, the reference. Also decodes the `z` that
   the other runtimes' `sample` returned (OUT_DIR/<name>.<runtime>.npz), so
@@ -28,6 +29,7 @@ the report's "bad" (the session runtime's twice: "bad" as
 shapes, and "bad_server" as TF Serving's C++ server does, without it).
 """
 
+import gc
 import json
 import os
 import sys
@@ -187,6 +189,11 @@ def run_litert(export, feeds, feeds_dir, name):
 
   outputs, sizes, flatbuffers = {}, {}, {}
   for signature, inputs in feeds.items():
+    # The converter collects garbage after each load. What is alive now
+    # (TensorFlow, the earlier runtimes and loads) is not garbage, and
+    # walking it again after every conversion adds up: frozen, it is
+    # left out of those collections.
+    gc.freeze()
     converter = tf.lite.TFLiteConverter.from_saved_model(
         export, signature_keys=[signature])
     flatbuffers[signature] = converter.convert()
@@ -202,20 +209,24 @@ def run_litert(export, feeds, feeds_dir, name):
                    "bad": bad_outcomes(feeds_dir, name, call)}
 
 
-def main(runtime, exports_json, feeds_dir, out_dir):
-  for name, export in json.loads(exports_json).items():
-    feeds = feeds_by_signature(os.path.join(feeds_dir, f"{name}.npz"))
-    if runtime == "tf2":
-      outputs, report = run_tf2(export, feeds, feeds_dir, out_dir, name)
-    elif runtime == "session":
-      outputs, report = run_session(export, feeds, feeds_dir, name)
-    else:
-      outputs, report = run_litert(export, feeds, feeds_dir, name)
-    report["modules"] = sorted(m for m in sys.modules
-                               if m.split(".")[0] in ("engine", "models"))
-    np.savez(os.path.join(out_dir, f"{name}.{runtime}.npz"), **flat(outputs))
-    with open(os.path.join(out_dir, f"{name}.{runtime}.json"), "w") as f:
-      json.dump(report, f)
+def main(runtimes, exports_json, feeds_dir, out_dir):
+  for runtime in runtimes.split(","):
+    for name, export in json.loads(exports_json).items():
+      feeds = feeds_by_signature(os.path.join(feeds_dir, f"{name}.npz"))
+      if runtime == "tf2":
+        outputs, report = run_tf2(export, feeds, feeds_dir, out_dir, name)
+      elif runtime == "session":
+        outputs, report = run_session(export, feeds, feeds_dir, name)
+      elif runtime == "litert":
+        outputs, report = run_litert(export, feeds, feeds_dir, name)
+      else:
+        raise ValueError(f"unknown runtime {runtime!r}")
+      report["modules"] = sorted(m for m in sys.modules
+                                 if m.split(".")[0] in ("engine", "models"))
+      np.savez(os.path.join(out_dir, f"{name}.{runtime}.npz"),
+               **flat(outputs))
+      with open(os.path.join(out_dir, f"{name}.{runtime}.json"), "w") as f:
+        json.dump(report, f)
 
 
 if __name__ == "__main__":

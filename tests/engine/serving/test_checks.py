@@ -1,5 +1,5 @@
 """The exported signatures refuse bad inputs by name (engine/serving/checks.py),
-in every runtime that executes the graph, each in a fresh process that never
+in every runtime that executes the graph, in a fresh process that never
 imports the engine; for good inputs their outputs are the unchecked ones; and
 LiteRT, whose converter drops the checks, does what the README says."""
 

@@ -1,5 +1,5 @@
-"""Exports in the runtimes users serve from, each in a fresh process that
-never imports the engine: TF2's loader (the reference), the session loader of
+"""Exports in the runtimes users serve from, in a fresh process that never
+imports the engine: TF2's loader (the reference), the session loader of
 TF Serving and `saved_model_cli run` (with the export's warm-up requests and
 docs/serving.md's REST requests), and LiteRT."""
 
@@ -16,7 +16,7 @@ from engine.serving import warmup
 from tests.helpers import REPO_ROOT
 from tests.engine.serving.exports import KINDS, TOLERANCE
 
-# One worker builds the exports (the `served` fixture, tests/engine/
+# One worker builds the exports (the `served` fixture, tests/engine/serving/
 # conftest.py) once for every module of this group, not each.
 pytestmark = [pytest.mark.xdist_group("serving"), pytest.mark.e2e]
 
