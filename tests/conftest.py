@@ -16,7 +16,15 @@ import sys
 import hypothesis
 import pytest
 
-from tests.helpers import MNIST_DIR, REPO_ROOT, write_idx
+# The test workers (`make test`: two) share the machine's cores, and so does
+# every process a test starts: one intra-op thread per TensorFlow process
+# keeps their thread pools from spinning against each other. Set before this
+# process imports TensorFlow, and inherited by what it starts. Exact resume
+# and chaos do not rest on it: test_chaos runs its jobs with TensorFlow's own
+# thread count (`default_threads`).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+
+from tests.helpers import MNIST_DIR, REPO_ROOT, write_idx  # noqa: E402
 
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
@@ -76,6 +84,13 @@ def mnist_classifier_dir(tmp_path_factory, mnist):
       directory, mnist.train_images[:16000], mnist.train_labels[:16000],
       mnist.test_images[:2000], mnist.test_labels[:2000], epochs=2)
   return directory
+
+
+@pytest.fixture
+def default_threads(monkeypatch):
+  """The processes the test starts use TensorFlow's own intra-op thread
+  count, as a user's runs do (see `TF_NUM_INTRAOP_THREADS` above)."""
+  monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.slow
 def test_killed_runs_lose_nothing_and_end_identical(small_mnist_dir, tmp_path,
-                                                    request):
+                                                    request, default_threads):
   kills = request.config.getoption("--chaos-kills")
   log = io.StringIO()
   # 300 steps: seed 1's step kills come a fraction of a second after the
@@ -74,7 +74,8 @@ def test_verify_directory_reports_a_corrupt_checkpoint(small_mnist_dir,
 
 @pytest.mark.slow
 def test_a_two_worker_job_survives_kills_of_either_worker(small_mnist_dir,
-                                                          tmp_path):
+                                                          tmp_path,
+                                                          default_threads):
   """`chaos.py --workers=2`: a kill of either worker, while steps run or
   while the chief writes a checkpoint, ends the other by itself within a
   minute; relaunched, the job ends on the uninterrupted job's weights."""
