@@ -13,6 +13,9 @@ from tests.helpers import run_tool
 
 pytestmark = pytest.mark.e2e
 
+# The tests that read `iwae_run` share one worker, which trains it once.
+_SHARES_THE_RUN = pytest.mark.xdist_group("evaluate_iwae_run")
+
 
 @pytest.fixture(scope="module")
 def iwae_run(small_mnist_dir, tmp_path_factory):
@@ -41,6 +44,7 @@ def _table(stdout):
   return rows
 
 
+@_SHARES_THE_RUN
 def test_the_run_itself_reports_nll_and_active_units(iwae_run):
   _, result, output = iwae_run
   assert "test NLL" in output and "K=20" in output and "active units" in output
@@ -50,6 +54,7 @@ def test_the_run_itself_reports_nll_and_active_units(iwae_run):
   assert 0 <= metrics["active_units"] <= 50
 
 
+@_SHARES_THE_RUN
 def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   model_dir, _, _ = iwae_run
   common = ["--eval_nll_samples=40", "--max_test_examples=120",
@@ -112,6 +117,7 @@ def test_without_model_dir_it_looks_where_training_writes(small_mnist_dir):
   assert "runs/dense_small_mnist" in line
 
 
+@_SHARES_THE_RUN
 def test_a_model_flag_that_contradicts_the_run_is_refused(iwae_run):
   model_dir, _, _ = iwae_run
   assert_one_line_error(run_tool("evaluate.py", f"--model_dir={model_dir}",

@@ -11,10 +11,11 @@ import pytest
 
 from engine.io import run_lock
 from tests.helpers import REPO_ROOT
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_in_process
 from tests.engine.io.mounts import needs_mounts
 
-pytestmark = pytest.mark.e2e
+# One worker runs the module's tests, and trains `trained` once for them.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tool_outputs")]
 
 
 def _tool(*args, timeout=600):
@@ -26,11 +27,13 @@ def _tool(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, small_mnist_dir):
+  """A finished run for the tools to read. Only its directory matters: it
+  trains in this process, without XLA."""
   model_dir = tmp_path_factory.mktemp("tool_outputs") / "run"
-  result = run_cli(f"--data_dir={small_mnist_dir}", "--model=dense",
-                   "--train_steps=10", "--steps_per_loop=10",
-                   "--batch_size=32", "--nofigures",
-                   f"--model_dir={model_dir}")
+  result = run_in_process(f"--data_dir={small_mnist_dir}", "--model=dense",
+                          "--train_steps=10", "--steps_per_loop=10",
+                          "--batch_size=32", "--nofigures",
+                          "--nojit_compile", f"--model_dir={model_dir}")
   assert result.returncode == 0, result.stderr[-2000:]
   return model_dir
 

@@ -17,19 +17,26 @@ from tests.helpers import run_tool
 pytestmark = pytest.mark.e2e
 
 
+# The tests that read `trained_run` share one worker, which trains it once.
+_SHARES_THE_RUN = pytest.mark.xdist_group("tools_trained_run")
+
+
 @pytest.fixture(scope="module")
 def trained_run(small_mnist_dir, tmp_path_factory):
+  """A short denoising run with checkpoints, made only for the tools to read:
+  not compiled with XLA, which is nothing the tools see."""
   model_dir = tmp_path_factory.mktemp("run")
   config = RunConfig(
       data=DataConfig(data_dir=small_mnist_dir, noise_factor=0.2),
       model=ModelConfig(name="denoising", latent_dim=40),
       train=TrainConfig(model_dir=str(model_dir), batch_size=64,
                         train_steps=30, checkpoint_every=10, log_every=10,
-                        figures=False))
+                        jit_compile=False, figures=False))
   runner.run(config, stream=io.StringIO())
   return model_dir
 
 
+@_SHARES_THE_RUN
 def test_export_tool_from_an_older_checkpoint(trained_run, tmp_path):
   result = run_tool("export.py", f"--model_dir={trained_run}",
                     f"--checkpoint={trained_run}/ckpt-20",
@@ -47,6 +54,7 @@ def test_export_tool_bad_model_dir(tmp_path):
   assert "no config.json" in result.stderr
 
 
+@_SHARES_THE_RUN
 def test_plot_tool_from_checkpoint_and_from_export(trained_run, tmp_path,
                                                    small_mnist_dir):
   from_checkpoint = run_tool("plot.py", f"--model_dir={trained_run}",

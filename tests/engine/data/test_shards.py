@@ -34,6 +34,10 @@ def _convert(source_dir, output_dir, *flags):
   return result
 
 
+# The tests that read `small_shards` share one worker, which converts it once.
+_SHARES_THE_SHARDS = pytest.mark.xdist_group("small_shards")
+
+
 @pytest.fixture(scope="module")
 def small_shards(small_mnist_dir, tmp_path_factory):
   """The small MNIST copy converted, in shards of ~100 KB (several each)."""
@@ -44,6 +48,7 @@ def small_shards(small_mnist_dir, tmp_path_factory):
   return output
 
 
+@_SHARES_THE_SHARDS
 def test_the_converted_dataset_reads_back_as_the_source(small_mnist_dir,
                                                         small_shards):
   source = sources.load(DataConfig(data_dir=small_mnist_dir))
@@ -82,6 +87,7 @@ _config = functools.partial(
     # The test split read by index too: the NLL and the figures.
     ("dense", {"eval_nll_samples": 3, "figures": True}),
 ])
+@_SHARES_THE_SHARDS
 def test_training_from_shards_gives_the_sources_weights(
     small_mnist_dir, small_shards, tmp_path, model, flags):
   from_source = runner.run(_config(small_mnist_dir, tmp_path / "a", model,
@@ -94,6 +100,7 @@ def test_training_from_shards_gives_the_sources_weights(
       os.path.basename(p) for p in from_source.figure_paths]
 
 
+@_SHARES_THE_SHARDS
 def test_a_resumed_run_from_shards_ends_on_the_uninterrupted_weights(
     small_shards, tmp_path):
   straight = runner.run(_config(small_shards, tmp_path / "a", train_steps=20,
@@ -159,6 +166,7 @@ def _damaged_copy(small_shards, tmp_path):
     ("metadata", "not the metadata of a converted dataset"),
     ("count", "records of 792 bytes, but"),
 ])
+@_SHARES_THE_SHARDS
 def test_a_damaged_dataset_is_one_error_naming_the_file(
     small_shards, small_mnist_dir, tmp_path, damage, fragment):
   copy, shard = _damaged_copy(small_shards, tmp_path)
@@ -189,6 +197,7 @@ def test_a_damaged_dataset_is_one_error_naming_the_file(
   assert not os.path.exists(tmp_path / "run" / "checkpoint")
 
 
+@_SHARES_THE_SHARDS
 def test_the_benchmark_times_the_defaults_reading_from_shards(small_mnist_dir,
                                                               small_shards):
   from engine.cli import variants
@@ -212,6 +221,7 @@ class _CountingSplit(shards.ShardedSplit):
     return super().read(indices)
 
 
+@_SHARES_THE_SHARDS
 def test_each_input_pipeline_reads_only_its_replicas_slices(small_shards):
   """Under tf.distribute (2 pipelines of 1 replica each, as in a 2-worker
   job) a pipeline reads its half of each global batch and nothing else."""
@@ -244,6 +254,7 @@ def _done(output):
 
 
 @pytest.mark.parametrize("job", ["mirrored", "two_workers"])
+@_SHARES_THE_SHARDS
 def test_a_distributed_job_from_shards_gives_the_sources_weights(
     small_mnist_dir, small_shards, tmp_path, job):
   """Mirrored over 2 logical CPUs, and a 2-worker job on 127.0.0.1 (each

@@ -31,6 +31,11 @@ def test_class_entropy_is_log_classes_for_all_classes_and_0_for_one():
   assert sample_quality.class_entropy(np.eye(10)[np.zeros(50, int)]) < 1e-6
 
 
+# The tests that use the classifier share one worker, which trains it once
+# (`mnist_classifier_dir` is trained once per worker).
+_SHARES_THE_CLASSIFIER = pytest.mark.xdist_group("mnist_classifier")
+
+
 @pytest.fixture(scope="module")
 def classifier_dir(mnist_classifier_dir):
   return mnist_classifier_dir
@@ -44,6 +49,7 @@ def classifier(classifier_dir, mnist):
       mnist.test_images[:2000], mnist.test_labels[:2000], epochs=2)
 
 
+@_SHARES_THE_CLASSIFIER
 @pytest.mark.e2e
 def test_the_classifier_learns_the_labels_and_is_cached(classifier,
                                                         classifier_dir, mnist):
@@ -61,6 +67,7 @@ def test_the_classifier_learns_the_labels_and_is_cached(classifier,
                              classifier.probabilities(images), atol=1e-6)
 
 
+@_SHARES_THE_CLASSIFIER
 @pytest.mark.e2e
 def test_the_score_separates_real_trained_briefly_trained_and_noise(
     classifier, mnist, small_mnist_dir, tmp_path):
@@ -72,12 +79,15 @@ def test_the_score_separates_real_trained_briefly_trained_and_noise(
       np.random.default_rng(0).uniform(size=(2000, 28, 28, 1)))
 
   def samples_after(steps):
+    # Without XLA: what is scored is how far training got, not how its
+    # steps were compiled.
     config = RunConfig(
         data=DataConfig(data_dir=small_mnist_dir),
         model=ModelConfig(name="dense", latent_dim=8),
         train=TrainConfig(model_dir=str(tmp_path / str(steps)), batch_size=64,
                           train_steps=steps, steps_per_loop=50, log_every=50,
                           checkpoint_every=0, figures=False,
+                          jit_compile=False,
                           export_dir=str(tmp_path / f"e{steps}")))
     result = runner.run(config, io.StringIO())
     import tensorflow as tf
@@ -162,6 +172,7 @@ def test_prior_samples_of_a_conditional_model_cycle_through_the_labels():
   np.testing.assert_array_equal(again, samples)  # The same z: keyed on seed.
 
 
+@_SHARES_THE_CLASSIFIER
 @pytest.mark.e2e
 def test_score_adds_conditional_accuracy_only_given_labels(classifier, mnist):
   images = mnist.test_images[:300].astype(np.float32) / 255

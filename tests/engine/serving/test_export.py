@@ -201,6 +201,9 @@ print(json.dumps(report))
 """
 
 
+# With the other users of `mnist_classifier_dir` (test_sample_quality), on
+# the one worker that trains it.
+@pytest.mark.xdist_group("mnist_classifier")
 def test_conditional_export_samples_the_asked_class_in_a_fresh_process(
     mnist_dir, mnist, mnist_classifier_dir, tmp_path):
   """A conditional conv VAE trained for 300 steps: its exported
