@@ -53,8 +53,10 @@ def _assert_preempted(status, lines, fragment):
 @pytest.mark.slow
 def test_sigterm_during_the_final_evaluation(small_mnist_dir, tmp_path):
   model_dir = tmp_path / "run"
-  # A slow final evaluation: the importance-weighted NLL with many samples.
-  process = _start(small_mnist_dir, model_dir, "--eval_nll_samples=2000")
+  # A slow final evaluation: the importance-weighted NLL with many samples
+  # (without XLA, slower still; the moment is after training).
+  process = _start(small_mnist_dir, model_dir, "--eval_nll_samples=2000",
+                   "--nojit_compile")
   state = model_dir / "checkpoint"
   # The final save is complete once the state file names it.
   _wait_for(lambda: state.exists() and 'ckpt-40"' in state.read_text(),
@@ -71,7 +73,8 @@ def test_sigterm_during_the_final_evaluation(small_mnist_dir, tmp_path):
 def test_sigterm_while_the_export_is_written(small_mnist_dir, tmp_path):
   model_dir = tmp_path / "run"
   export_dir = model_dir / "export"
-  process = _start(small_mnist_dir, model_dir)
+  # Without XLA, in both runs: the moment is the export's, after training.
+  process = _start(small_mnist_dir, model_dir, "--nojit_compile")
   _wait_for(lambda: export_dir.is_dir() and any(
       name.startswith(".tmp-") for name in os.listdir(export_dir)), process)
   status, lines = _terminate(process)
@@ -81,7 +84,7 @@ def test_sigterm_while_the_export_is_written(small_mnist_dir, tmp_path):
   assert not [name for name in os.listdir(export_dir)
               if not name.startswith(".")], os.listdir(export_dir)
   # The re-run finishes the run: evaluation, export.
-  rerun = _start(small_mnist_dir, model_dir)
+  rerun = _start(small_mnist_dir, model_dir, "--nojit_compile")
   _, err = rerun.communicate(timeout=600)
   assert rerun.returncode == 0, err[-3000:]
   assert sorted(os.listdir(export_dir)) == ["40"]

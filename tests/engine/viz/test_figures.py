@@ -21,6 +21,8 @@ from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 
 def _run(data_dir, model_dir, model):
+  """A short run whose figures are checked: without XLA, which changes
+  nothing a figure shows."""
   spec = models.get(model)
   config = RunConfig(
       data=DataConfig(data_dir=data_dir,
@@ -28,7 +30,7 @@ def _run(data_dir, model_dir, model):
       model=ModelConfig(name=model, latent_dim=spec.default_latent_dim),
       train=TrainConfig(model_dir=str(model_dir), batch_size=64,
                         train_steps=60, log_every=20, eval_every=30,
-                        checkpoint_every=0))
+                        checkpoint_every=0, jit_compile=False))
   return runner.run(config, stream=io.StringIO())
 
 
