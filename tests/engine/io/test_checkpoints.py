@@ -5,6 +5,7 @@ claiming to resume."""
 import functools
 import io
 import os
+import shutil
 
 from absl import logging as absl_logging
 import numpy as np
@@ -15,7 +16,9 @@ from engine.run import runner
 from engine.errors import UserError
 from tests import helpers
 
-pytestmark = pytest.mark.e2e
+# One worker trains the module's shared runs once (see `reference` and
+# `forty`).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("checkpoints")]
 
 _config = functools.partial(helpers.run_config, **helpers.SHORT_RUN)
 
@@ -34,6 +37,23 @@ def _run(data_dir, model_dir, steps):
                     stream=io.StringIO())
 
 
+@pytest.fixture(scope="module")
+def _forty(small_mnist_dir, tmp_path_factory):
+  """A 40-step run (ckpt-20, ckpt-40), trained once for the module."""
+  model_dir = tmp_path_factory.mktemp("forty")
+  _run(small_mnist_dir, model_dir, 40)
+  return model_dir
+
+
+@pytest.fixture
+def forty(_forty, tmp_path):
+  """A copy of the 40-step run in the test's own directory, to damage: a
+  copy is that run (checkpoints are found by their files, and a moved
+  --model_dir is not a change of the run's settings)."""
+  shutil.copytree(_forty, tmp_path, dirs_exist_ok=True)
+  return tmp_path
+
+
 def _truncate(path):
   with open(path, "r+b") as f:
     f.truncate(os.path.getsize(path) // 2)
@@ -48,8 +68,8 @@ def _garbage(path):
                                     "missing_data"])
 def test_falls_back_to_the_previous_good_checkpoint(small_mnist_dir, tmp_path,
                                                     reference, damage,
-                                                    monkeypatch):
-  _run(small_mnist_dir, tmp_path, 40)  # ckpt-20, ckpt-40.
+                                                    monkeypatch, forty):
+  del forty  # ckpt-20 and ckpt-40 in tmp_path.
   prefix = str(tmp_path / "ckpt-40")
   if damage == "truncated_data":
     _truncate(prefix + ".data-00000-of-00001")
@@ -73,8 +93,8 @@ def test_falls_back_to_the_previous_good_checkpoint(small_mnist_dir, tmp_path,
 
 
 def test_no_readable_checkpoint_stops_and_leaves_the_files(small_mnist_dir,
-                                                           tmp_path):
-  _run(small_mnist_dir, tmp_path, 40)
+                                                           tmp_path, forty):
+  del forty  # ckpt-20 and ckpt-40 in tmp_path.
   for prefix in checkpoints.checkpoints_on_disk(str(tmp_path)):
     _truncate(prefix + ".data-00000-of-00001")
   before = sorted(os.listdir(tmp_path))
@@ -85,8 +105,8 @@ def test_no_readable_checkpoint_stops_and_leaves_the_files(small_mnist_dir,
 
 
 def test_a_damaged_state_file_is_rebuilt(small_mnist_dir, tmp_path,
-                                         reference):
-  _run(small_mnist_dir, tmp_path, 40)
+                                         reference, forty):
+  del forty  # ckpt-20 and ckpt-40 in tmp_path.
   _garbage(str(tmp_path / "checkpoint"))
   result = _run(small_mnist_dir, tmp_path, 60)
   assert result.resumed_from == str(tmp_path / "ckpt-40")

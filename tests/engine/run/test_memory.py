@@ -11,7 +11,9 @@ import pytest
 
 from tests.helpers import REPO_ROOT, write_idx
 
-pytestmark = pytest.mark.e2e
+# The refusals share one measurement of TensorFlow's import
+# (`import_peak_mb`), taken once on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("memory")]
 
 _MEASURE = r"""
 import io, json, sys
@@ -144,9 +146,19 @@ def _write_source(kind, directory):
   return str(directory)
 
 
+@pytest.fixture(scope="module")
+def import_peak_mb():
+  """The peak RSS in MB of a process that only imports what a run does:
+  the same for every refusal, so measured once."""
+  status, stderr, peak_mb, _ = _measured([sys.executable, "-c",
+                                          _IMPORTS_ONLY])
+  assert status == 0, stderr
+  return peak_mb
+
+
 @pytest.mark.parametrize("kind", ["npz", "idx", "folder"])
-def test_a_run_over_memory_is_refused_before_its_data_is_decoded(tmp_path,
-                                                                 kind):
+def test_a_run_over_memory_is_refused_before_its_data_is_decoded(
+    tmp_path, kind, import_peak_mb):
   """220 8x8 images resized to a side at which they alone take 4x the
   memory this process may use: one line with every part's size and the
   flags that shrink it, exit 2, and the refused process never grew past
@@ -167,9 +179,7 @@ def test_a_run_over_memory_is_refused_before_its_data_is_decoded(tmp_path,
                    "--max_train_examples", "--batch_size", "--model",
                    "converted to shards", "this process may use"):
     assert fragment in line, line
-  base_status, base_err, base_mb, _ = _measured(
-      [sys.executable, "-c", _IMPORTS_ONLY])
-  assert base_status == 0, base_err
+  base_mb = import_peak_mb
   print(f"\nMEMORY | {kind} at {side}x{side}x3 | exit {status}, peak "
         f"{peak_mb:.0f} MB (import {base_mb:.0f} MB), {seconds:.1f} s | "
         f"{line}")

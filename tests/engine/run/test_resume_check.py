@@ -24,7 +24,8 @@ from engine.run import runner
 from tests.helpers import write_idx
 from tests import helpers
 
-pytestmark = pytest.mark.e2e
+# One worker trains the module's base run once (`_base_run`).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("resume_check")]
 
 
 _config = functools.partial(
@@ -90,8 +91,9 @@ def test_moved_data_still_resumes(small_mnist_dir, tmp_path, base_run):
   moved = tmp_path / "moved"
   shutil.copytree(small_mnist_dir, moved)
   run_dir = base_run(tmp_path / "run")
-  result = runner.run(_config(moved, run_dir, train_steps=30),
-                      stream=io.StringIO())
+  # Whether the run resumes is decided before any step is compiled.
+  result = runner.run(_config(moved, run_dir, train_steps=30,
+                              jit_compile=False), stream=io.StringIO())
   assert result.final_step == 30
   assert json.loads((run_dir / "config.json").read_text())["data"][
       "data_dir"] == str(moved)
@@ -158,8 +160,10 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(
       np.testing.assert_array_equal(mine, source_weight)
     built.workspace.close()
   stream = io.StringIO()
+  # What is tested is where the weights come from, not how steps compile.
   result = runner.run(_config(other_mnist_dir, tmp_path / "fine_tuned",
-                              init_from=str(source)), stream=stream)
+                              init_from=str(source), jit_compile=False),
+                      stream=stream)
   assert result.final_step == 20
   assert f"initialized from {source}/ckpt-20" in stream.getvalue()
   # Resumed, the run continues from its own checkpoint, not the source's.
@@ -236,11 +240,13 @@ def test_a_resumed_run_leaves_a_users_look_alikes_alone(small_mnist_dir,
   notes.mkdir()
   (notes / "important.txt").write_text("keep me")
   export_dir = tmp_path / "run" / "ckpt-5_temp"
+  # Runs that save and export around the look-alikes: what is tested is
+  # which files they remove, not how their steps compile.
   runner.run(dataclasses.replace(config, train=dataclasses.replace(
-      config.train, train_steps=30, export_dir=str(export_dir))),
-      stream=io.StringIO())
+      config.train, train_steps=30, export_dir=str(export_dir),
+      jit_compile=False)), stream=io.StringIO())
   runner.run(dataclasses.replace(config, train=dataclasses.replace(
-      config.train, train_steps=40)), stream=io.StringIO())
+      config.train, train_steps=40, jit_compile=False)), stream=io.StringIO())
   assert (notes / "important.txt").read_text() == "keep me"
   assert files.gfile.exists(str(export_dir / "30" / "saved_model.pb"))
 

@@ -2,6 +2,7 @@
 step and the term and keeps the last good checkpoint, `skip` skips and counts."""
 
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -140,17 +141,31 @@ def test_skip_stops_after_too_many_in_a_row(mnist):
   assert all(np.isfinite(w).all() for w in _weights(trainer))
 
 
-@pytest.fixture
-def good_run(tmp_path, small_mnist_dir):
-  """20 good steps with a checkpoint at 20."""
-  model_dir = tmp_path / "run"
-  common = [f"--data_dir={small_mnist_dir}", f"--model_dir={model_dir}",
-            "--model=dense", "--batch_size=64", "--steps_per_loop=5",
-            "--log_every=10", "--checkpoint_every=20", "--nofigures",
-            "--optimizer=sgd"]
-  result = run_in_process(*common, "--train_steps=20", "--learning_rate=0.01")
+def _common(data_dir, model_dir):
+  return [f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+          "--model=dense", "--batch_size=64", "--steps_per_loop=5",
+          "--log_every=10", "--checkpoint_every=20", "--nofigures",
+          "--optimizer=sgd"]
+
+
+@pytest.fixture(scope="module")
+def _good_run(tmp_path_factory, small_mnist_dir):
+  """20 good steps with a checkpoint at 20, trained once for the module."""
+  model_dir = tmp_path_factory.mktemp("good_run") / "run"
+  result = run_in_process(*_common(small_mnist_dir, model_dir),
+                          "--train_steps=20", "--learning_rate=0.01")
   assert result.returncode == 0, result.stderr
-  return model_dir, common
+  return model_dir
+
+
+@pytest.fixture
+def good_run(_good_run, tmp_path, small_mnist_dir):
+  """A copy of the good run in the test's own directory (a copy is that
+  run: checkpoints are found by their files, and a moved --model_dir is not
+  a change of the run's settings), and the flags that resume it."""
+  model_dir = tmp_path / "run"
+  shutil.copytree(_good_run, model_dir)
+  return model_dir, _common(small_mnist_dir, model_dir)
 
 
 def _assert_checkpoint_20_is_intact(model_dir):
@@ -162,6 +177,7 @@ def _assert_checkpoint_20_is_intact(model_dir):
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("nan_policy_good_run")
 def test_divergence_stops_with_the_step_and_term_and_keeps_the_checkpoint(
     good_run):
   model_dir, common = good_run
@@ -176,6 +192,7 @@ def test_divergence_stops_with_the_step_and_term_and_keeps_the_checkpoint(
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("nan_policy_good_run")
 def test_divergence_with_skip_stops_after_the_limit(good_run):
   model_dir, common = good_run
   result = run_in_process(*common, "--train_steps=60", "--learning_rate=1e4",
@@ -187,11 +204,10 @@ def test_divergence_with_skip_stops_after_the_limit(good_run):
 
 
 @pytest.mark.e2e
-def test_mirrored_replicas_agree_to_stop(good_run, tmp_path,
-                                         small_mnist_dir):
-  _, common = good_run
-  result = run_cli(*[f for f in common if not f.startswith("--model_dir")],
-                   f"--model_dir={tmp_path}/mirrored", "--strategy=mirrored",
+def test_mirrored_replicas_agree_to_stop(tmp_path, small_mnist_dir):
+  # A new run with the good run's flags (it never reads the good run).
+  common = _common(small_mnist_dir, f"{tmp_path}/mirrored")
+  result = run_cli(*common, "--strategy=mirrored",
                    "--cpu_devices=2", "--train_steps=40",
                    "--learning_rate=1e4")
   assert result.returncode == 3, result.stderr

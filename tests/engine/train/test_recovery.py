@@ -31,9 +31,18 @@ def _run(config, poisoned_at=None, once=True, extra_actions=()):
   return run, runner.train_evaluate_export(run), stream.getvalue()
 
 
-def test_a_poisoned_step_is_recovered_from_at_a_lower_rate(small_mnist_dir,
-                                                           tmp_path):
-  run, result, log = _run(_config(small_mnist_dir, tmp_path), poisoned_at=15)
+@pytest.fixture(scope="module")
+def poisoned_run(small_mnist_dir, tmp_path_factory):
+  """The run whose step 15 is poisoned, trained once for the module: its
+  recovery is tested, and it is what a killed run must resume to."""
+  model_dir = tmp_path_factory.mktemp("poisoned")
+  run, result, log = _run(_config(small_mnist_dir, model_dir), poisoned_at=15)
+  return run, result, log, model_dir
+
+
+@pytest.mark.xdist_group("recovery_poisoned_run")
+def test_a_poisoned_step_is_recovered_from_at_a_lower_rate(poisoned_run):
+  run, result, log, model_dir = poisoned_run
   assert result.final_step == 30
   assert all(np.isfinite(v.numpy()).all()
              for v in run.vae.trainable_variables)
@@ -42,15 +51,15 @@ def test_a_poisoned_step_is_recovered_from_at_a_lower_rate(small_mnist_dir,
   assert event["step"] == 16 and event["terms"] == "gradients"
   assert event["restored"].endswith("ckpt-10")
   assert event["learning_rate_scale"] == 0.5 and event["recovery"] == 1
-  assert finish.read_result(str(tmp_path)).recoveries == [event]
+  assert finish.read_result(str(model_dir)).recoveries == [event]
   assert "step 16: the gradients became non-finite; recovered from" in log
   assert run.trainer.learning_rate_now() == pytest.approx(1e-3)
 
 
+@pytest.mark.xdist_group("recovery_poisoned_run")
 def test_a_run_killed_after_a_recovery_resumes_at_the_lowered_rate(
-    small_mnist_dir, tmp_path):
-  _, straight, _ = _run(_config(small_mnist_dir, tmp_path / "a"),
-                        poisoned_at=15)
+    small_mnist_dir, tmp_path, poisoned_run):
+  _, straight, _, _ = poisoned_run
   with pytest.raises(helpers.Killed):
     _run(_config(small_mnist_dir, tmp_path / "b"), poisoned_at=15,
          extra_actions=(helpers.kill_at(25),))
