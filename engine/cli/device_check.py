@@ -17,17 +17,21 @@ exact resume on the device (2N steps straight against N steps, then a
 resumed run to 2N: the same weights, bit for bit, with op determinism on).
 
 `--cpu_mode` (also the default where there is no GPU) is the same code with
-small sizes, float32 and bfloat16 only, and the speed of `dense` alone (both
-models' correctness), so that the test suite runs it and it cannot rot.
-Without `--data_dir` it trains on synthetic images. Prints a table and
-writes one JSON file.
+small sizes, `dense` alone, float32 and bfloat16, and four of the eight
+(policy, XLA, steps_per_loop) settings (every pair of two settings' values
+once), so that the test suite runs it and it cannot rot. Without
+`--data_dir` it trains on synthetic images. Prints a table and writes one
+JSON file.
 """
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -64,22 +68,25 @@ def define_flags():
 def sizes(cpu_mode: bool) -> dict:
   """What one mode measures."""
   if cpu_mode:
-    # CI's dry run of every code path: one model's speed, both correct.
+    # CI's dry run of every code path. The settings are an orthogonal array:
+    # their product would compile the same paths twice.
     return {"models": ["dense"], "batch_sizes": [32],
-            "policies": ["float32", "mixed_bfloat16"], "steps": 8,
-            "steps_per_loop": [1, 4], "peak_size": 512}
+            "policies": ["float32", "mixed_bfloat16"],
+            "settings": [("float32", False, 1), ("float32", True, 4),
+                         ("mixed_bfloat16", False, 4),
+                         ("mixed_bfloat16", True, 1)],
+            "steps": 8, "peak_size": 512}
+  policies = ["float32", "mixed_float16", "mixed_bfloat16"]
   return {"models": ["dense", "conv"], "batch_sizes": [128, 1024],
-          "policies": ["float32", "mixed_float16", "mixed_bfloat16"],
-          "steps": 200, "steps_per_loop": [1, 100], "peak_size": 8192}
+          "policies": policies, "settings": list(itertools.product(
+              policies, (False, True), (1, 100))),
+          "steps": 200, "peak_size": 8192}
 
 
 def synthetic_data_dir(directory: str, train: int = 4096,
                        test: int = 520) -> str:
   """Random 28x28 grey images and labels as IDX files (test: 520, so the
   last global batch of 64 leaves a replica empty)."""
-  import gzip
-  import struct
-
   import numpy as np
 
   rng = np.random.default_rng(0)
@@ -123,37 +130,33 @@ def measure_speed(data, cpu_mode: bool) -> dict:
       fit_rate = fit(steps + 1)
       one_batch = next(iter(pipeline.train_dataset(images, options, 0, 1)))
       flops = None
-      for policy in plan["policies"]:
-        for jit_compile in (False, True):
-          for steps_per_loop in plan["steps_per_loop"]:
-            keras.utils.set_random_seed(0)
-            _, trainer = parts.model_and_trainer(
-                variants.run_config(name, batch_size, policy, jit_compile),
-                data.image_shape, len(data.train_images))
-            if flops is None:
-              flops = roofline.flops_per_example(trainer, one_batch,
-                                                  batch_size)
-            batches = trainer.training_batches(images, options,
-                                               steps_per_loop, 0, 1 << 40)
-            throughput.examples_per_sec(trainer, batches, steps_per_loop,
+      for policy, jit_compile, steps_per_loop in plan["settings"]:
+        keras.utils.set_random_seed(0)
+        _, trainer = parts.model_and_trainer(
+            variants.run_config(name, batch_size, policy, jit_compile),
+            data.image_shape, len(data.train_images))
+        if flops is None:
+          flops = roofline.flops_per_example(trainer, one_batch, batch_size)
+        batches = trainer.training_batches(images, options, steps_per_loop,
+                                           0, 1 << 40)
+        throughput.examples_per_sec(trainer, batches, steps_per_loop,
+                                    steps_per_loop, batch_size)
+        rate = statistics.median(
+            throughput.examples_per_sec(trainer, batches, steps,
                                         steps_per_loop, batch_size)
-            rate = statistics.median(
-                throughput.examples_per_sec(trainer, batches, steps,
-                                            steps_per_loop, batch_size)
-                for _ in range(3))
-            rows.append({
-                "model": name, "batch_size": batch_size, "policy": policy,
-                "xla": jit_compile, "steps_per_loop": steps_per_loop,
-                "examples_per_sec": rate, "fit_examples_per_sec": fit_rate,
-                "ratio_over_fit": rate / fit_rate,
-                "flops_per_example": flops,
-                "fraction_of_peak": rate * flops / peaks[policy]})
-            print(f"{name:6s} {batch_size:5d} {policy:>14s} "
-                  f"{'xla' if jit_compile else '   '} "
-                  f"spl{steps_per_loop:<4d} {rate:12,.0f} ex/s  fit "
-                  f"{fit_rate:10,.0f}  {rate / fit_rate:5.2f}x  "
-                  f"{100 * rate * flops / peaks[policy]:5.1f}% of the "
-                  f"{_PEAK_DTYPES[policy]} peak", flush=True)
+            for _ in range(3))
+        rows.append({
+            "model": name, "batch_size": batch_size, "policy": policy,
+            "xla": jit_compile, "steps_per_loop": steps_per_loop,
+            "examples_per_sec": rate, "fit_examples_per_sec": fit_rate,
+            "ratio_over_fit": rate / fit_rate, "flops_per_example": flops,
+            "fraction_of_peak": rate * flops / peaks[policy]})
+        print(f"{name:6s} {batch_size:5d} {policy:>14s} "
+              f"{'xla' if jit_compile else '   '} "
+              f"spl{steps_per_loop:<4d} {rate:12,.0f} ex/s  fit "
+              f"{fit_rate:10,.0f}  {rate / fit_rate:5.2f}x  "
+              f"{100 * rate * flops / peaks[policy]:5.1f}% of the "
+              f"{_PEAK_DTYPES[policy]} peak", flush=True)
   return {"peaks_flops": peaks, "rows": rows}
 
 
@@ -193,7 +196,7 @@ def check_correctness(data_dir: str, model_dir: str, cpu_mode: bool) -> dict:
 
   quiet = open(os.devnull, "w")
   report = {"devices": devices, "mirrored": {}, "resume": {}}
-  for name in ("dense", "conv"):
+  for name in sizes(cpu_mode)["models"]:
     results, weights = {}, {}
     for strategy in ("mirrored", "default"):
       directory = os.path.join(model_dir, f"{name}_{strategy}")
@@ -209,7 +212,7 @@ def check_correctness(data_dir: str, model_dir: str, cpu_mode: bool) -> dict:
         "max_abs_weight_diff": worst, "elbo_diff": elbo_gap,
         "ok": worst < 1e-5 and elbo_gap < 1e-3}
   tf.config.experimental.enable_op_determinism()
-  for name in ("dense", "conv"):
+  for name in sizes(cpu_mode)["models"]:
     straight = runner.run(config(name, "default", 16, os.path.join(
         model_dir, f"{name}_straight"), "adam"), quiet)
     split_dir = os.path.join(model_dir, f"{name}_split")
@@ -217,9 +220,8 @@ def check_correctness(data_dir: str, model_dir: str, cpu_mode: bool) -> dict:
     resumed = runner.run(config(name, "default", 16, split_dir, "adam"),
                          quiet)
     report["resume"][name] = {
-        "straight": straight.weights_fingerprint,
-        "resumed": resumed.weights_fingerprint,
-        "resumed_from": resumed.resumed_from,
+        "straight": straight.weights_fingerprint, "resumed_from":
+        resumed.resumed_from, "resumed": resumed.weights_fingerprint,
         "ok": (straight.weights_fingerprint == resumed.weights_fingerprint
                and bool(resumed.resumed_from))}
   return report
@@ -229,11 +231,10 @@ def _correctness_in_child(data_dir: str, cpu_mode: bool) -> dict:
   with tempfile.TemporaryDirectory() as model_dir, \
       tempfile.NamedTemporaryFile(suffix=".json") as output:
     command = [sys.executable, "-m", "engine.cli.device_check",
-               "--part=correctness",
-               f"--data_dir={data_dir}", f"--output={output.name}",
+               "--part=correctness", f"--data_dir={data_dir}",
+               f"--output={output.name}",
                f"--cpu_mode={cpu_mode}", f"--correctness_dir={model_dir}"]
-    # The child imports the engine this module came from (a clone or
-    # site-packages), not whatever an editable install points at.
+    # The child imports this module's engine, not an editable install's.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [launch_local.PACKAGE_ROOT]
         + [p for p in [os.environ.get("PYTHONPATH")] if p]))
@@ -287,7 +288,6 @@ def correctness_ok(report: dict) -> bool:
   rows = [row for kind in ("mirrored", "resume")
           for row in report.get(kind, {}).values()]
   return bool(rows) and all(row["ok"] for row in rows)
-
 
 
 def cli() -> None:

@@ -25,19 +25,17 @@ def test_cpu_mode_measures_every_variant_and_checks_correctness(tmp_path):
   plan = device_check.sizes(cpu_mode=True)
   rows = report["speed"]["rows"]
   assert len(rows) == (len(plan["models"]) * len(plan["batch_sizes"])
-                       * len(plan["policies"]) * 2
-                       * len(plan["steps_per_loop"]))
-  assert {(r["policy"], r["xla"], r["steps_per_loop"]) for r in rows} == {
-      (p, x, s) for p in plan["policies"] for x in (False, True)
-      for s in plan["steps_per_loop"]}
+                       * len(plan["settings"]))
+  assert [(r["policy"], r["xla"], r["steps_per_loop"]) for r in rows] == (
+      plan["settings"])
   for row in rows:
     assert row["examples_per_sec"] > 0 and row["fit_examples_per_sec"] > 0
     assert 0 < row["fraction_of_peak"] < 2, row
   correctness = report["correctness"]
   assert correctness["devices"] == "2 logical CPUs"
   assert device_check.correctness_ok(correctness)
-  assert set(correctness["mirrored"]) == set(correctness["resume"]) == {
-      "dense", "conv"}
+  assert set(correctness["mirrored"]) == set(correctness["resume"]) == set(
+      plan["models"])
   for row in correctness["resume"].values():
     assert row["resumed_from"].endswith("ckpt-8")
 
@@ -45,9 +43,22 @@ def test_cpu_mode_measures_every_variant_and_checks_correctness(tmp_path):
 def test_the_gpu_mode_measures_what_the_issue_asks():
   plan = device_check.sizes(cpu_mode=False)
   assert plan["batch_sizes"] == [128, 1024]
-  assert set(plan["policies"]) == {"float32", "mixed_float16",
-                                   "mixed_bfloat16"}
-  assert plan["steps_per_loop"] == [1, 100]
+  assert plan["models"] == ["dense", "conv"]
+  policies = {"float32", "mixed_float16", "mixed_bfloat16"}
+  assert set(plan["policies"]) == policies
+  # Every policy with XLA off and on, at 1 and 100 steps a call.
+  assert sorted(plan["settings"]) == sorted(
+      (p, x, s) for p in policies for x in (False, True) for s in (1, 100))
+
+
+def test_the_cpu_mode_runs_every_path_and_every_pair_of_settings():
+  plan = device_check.sizes(cpu_mode=True)
+  settings = plan["settings"]
+  assert set(plan["policies"]) == {p for p, _, _ in settings}
+  assert len(settings) < len(plan["policies"]) * 2 * 2  # Not the product.
+  for i, j in ((0, 1), (0, 2), (1, 2)):
+    pairs = [(s[i], s[j]) for s in settings]
+    assert len(set(pairs)) == len(pairs) == 4, pairs
 
 
 def test_a_failed_check_is_reported():
