@@ -24,16 +24,26 @@ def test_paired_median_takes_each_rounds_ratio():
 def test_every_variant_is_timed_in_alternating_rounds_per_precision(
     small_mnist_dir, tmp_path):
   """The tool as users run it, at tiny sizes: every variant of every asked
-  precision in the same rounds, the rounds sized and repeated as its flags
-  say, FLOPs counted, and the large batch's share of the matmul peak."""
+  precision in the same rounds (the training set read from its shards too),
+  the rounds sized and repeated as its flags say, FLOPs counted, and the
+  large batch's share of the matmul peak."""
   import json
   import subprocess
+
+  from engine.cli import convert_dataset
+  from engine.config import DataConfig
+  from engine.data import shard_writer
+  shards = str(tmp_path / "shards")
+  name, splits, shape = convert_dataset._sources(
+      DataConfig(data_dir=small_mnist_dir))
+  shard_writer.write(shards, splits, shape, name)
   out = tmp_path / "b.json"
   result = subprocess.run(
       [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"),
        f"--data_dir={small_mnist_dir}", "--models=dense", "--batch_size=32",
        "--steps=400", "--rounds=1", "--min_seconds=2", "--round_seconds=0.05",
        "--large_batch_size=256", "--precisions=float32,auto",
+       f"--shards_dir={shards}",
        f"--json_out={out}"], capture_output=True, text=True, cwd=REPO_ROOT,
       timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -47,7 +57,8 @@ def test_every_variant_is_timed_in_alternating_rounds_per_precision(
   for row in rows.values():
     rounds = row["rounds"]
     assert set(rounds) == {"fit", "fit_tuned", "engine", "defaults", "best",
-                           "best_xla", "synthetic", "synthetic_xla"}
+                           "best_xla", "synthetic", "synthetic_xla", "shards"}
+    assert row["ratio_shards_over_memory"] > 0
     assert all(r and min(r) > 0 for r in rounds.values())
     # --min_seconds adds rounds, every variant in every round ...
     counts = {len(r) for r in rounds.values()}
