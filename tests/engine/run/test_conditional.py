@@ -93,12 +93,14 @@ def test_the_label_helps_and_the_checkpoint_remembers_it(small_mnist_dir,
   """Knowing the digit, the decoder explains the image better: the
   conditional ELBO (of log p(x | y)) is above the unconditional one's. And a
   conditional run's directory refuses an unconditional restart."""
+  # Without XLA's compile, which this is not about.
   conditional = runner.run(
       _config(small_mnist_dir, tmp_path / "c", train_steps=200,
-              learning_rate=2e-3), io.StringIO())
+              learning_rate=2e-3, jit_compile=False), io.StringIO())
   unconditional = runner.run(
       _config(small_mnist_dir, tmp_path / "u", conditional=False,
-              train_steps=200, learning_rate=2e-3), io.StringIO())
+              train_steps=200, learning_rate=2e-3, jit_compile=False),
+      io.StringIO())
   assert (conditional.test_metrics["elbo"]
           > unconditional.test_metrics["elbo"] + 3), (
               conditional.test_metrics, unconditional.test_metrics)
@@ -106,7 +108,7 @@ def test_the_label_helps_and_the_checkpoint_remembers_it(small_mnist_dir,
       r"holds a run trained with other settings \(--conditional=True there, "
       r"False here\)")):
     runner.run(_config(small_mnist_dir, tmp_path / "c", conditional=False,
-                       train_steps=300), io.StringIO())
+                       train_steps=300, jit_compile=False), io.StringIO())
 
 
 def test_mirrored_conditional_training_matches_one_device(small_mnist_dir,
@@ -222,12 +224,26 @@ def test_unlabelled_data_is_a_one_line_error(mnist, tmp_path):
   print(f"\nBAD-INPUT | --conditional on unlabelled images | {line}")
 
 
-def test_a_conditional_run_draws_samples_per_class_and_style(small_mnist_dir,
-                                                             mnist, tmp_path):
-  result = runner.run(_config(small_mnist_dir, tmp_path, "conv",
+_SHARES_THE_CONV_RUN = pytest.mark.xdist_group("conditional_conv_run")
+
+
+@pytest.fixture(scope="module")
+def conv_run(small_mnist_dir, tmp_path_factory):
+  """A 20-step conditional conv run with its figures and an export, which
+  the tests of the plot and evaluate tools only read: (model dir, result)."""
+  directory = tmp_path_factory.mktemp("conditional_conv")
+  result = runner.run(_config(small_mnist_dir, directory / "run", "conv",
                               train_steps=20, figures=True,
-                              export_dir=str(tmp_path / "e")),
+                              export_dir=str(directory / "export")),
                       io.StringIO())
+  return directory / "run", result
+
+
+@_SHARES_THE_CONV_RUN
+def test_a_conditional_run_draws_samples_per_class_and_style(small_mnist_dir,
+                                                             mnist, tmp_path,
+                                                             conv_run):
+  model_dir, result = conv_run
   names = {os.path.basename(p) for p in result.figure_paths}
   assert {"samples_per_class.png", "style.png", "traversals.png",
           "interpolations.png", "latent_manifold.png"} <= names
@@ -235,7 +251,7 @@ def test_a_conditional_run_draws_samples_per_class_and_style(small_mnist_dir,
     assert os.path.getsize(path) > 1000, path
   # The checkpoint and the export (its label-taking signatures) draw the
   # same figures.
-  for source, output in ((f"--model_dir={tmp_path}", "from_checkpoint"),
+  for source, output in ((f"--model_dir={model_dir}", "from_checkpoint"),
                          (f"--saved_model={result.export_path}",
                           "from_export")):
     plotted = _plot(source, f"--data_dir={small_mnist_dir}",
@@ -274,15 +290,14 @@ def test_plain_flags_and_the_saved_config_round_trip(small_mnist_dir,
   assert dataclasses.replace(saved) == config
 
 
+@_SHARES_THE_CONV_RUN
 def test_evaluate_tool_conditional_nll_from_checkpoint_equals_export(
-    small_mnist_dir, tmp_path):
+    small_mnist_dir, tmp_path, conv_run):
   import json
 
-  result = runner.run(_config(small_mnist_dir, tmp_path / "run", "conv",
-                              train_steps=20,
-                              export_dir=str(tmp_path / "e")), io.StringIO())
+  model_dir, result = conv_run
   records = []
-  for source in ([f"--model_dir={tmp_path}/run"],
+  for source in ([f"--model_dir={model_dir}"],
                  [f"--saved_model={result.export_path}",
                   "--reconstruction_loss=bernoulli"]):
     evaluated = subprocess.run(
