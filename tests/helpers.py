@@ -80,21 +80,73 @@ def run_in_process(*args, as_given=False, cwd=None):
     TensorFlow's C++ writes to the process's descriptors is not in it).
   """
   # pylint: disable=g-import-not-at-top
-  import contextlib
-  import io
-  import logging
-
   from absl import flags as absl_flags
-  from absl import logging as absl_logging
 
   import flags
   from engine import main
   # pylint: enable=g-import-not-at-top
 
   args = [str(arg) for arg in (args if as_given else last_wins(*args))]
-  assert not (args and args[0] in main.TOOLS), "a tool: use run_cli"
+  assert not (args and args[0] in main.TOOLS), "a tool: run_tool_in_process"
   fv = absl_flags.FlagValues()
   flags.define(fv)
+
+  def command():
+    rest = flags.parse(["engine.main", *args], fv)
+    if len(rest) > 1:
+      main.fail(f"unexpected arguments: {' '.join(rest[1:])}")
+    main.train(fv, own_the_process=False)
+
+  return _in_process(["engine.main", *args], command, cwd)
+
+
+def run_tool_in_process(name, *args, cwd=None):
+  """What `run_cli(name, *args)` does for the tool `name`, run in this
+  process as `run_in_process` runs the engine: the tool's flags defined on
+  a FlagValues of their own (its `define_flags(fv)`), parsed as the command
+  parses them, its `main` called, and a `UserError` its one `error:` line
+  and exit 2. Not for what needs a process: devices laid out before
+  TensorFlow starts (--cpu_devices), the process's peak memory, signals."""
+  # pylint: disable=g-import-not-at-top
+  import importlib
+
+  from absl import flags as absl_flags
+
+  import flags
+  from engine.errors import UserError, fail
+  # pylint: enable=g-import-not-at-top
+
+  tool = importlib.import_module(f"engine.cli.{name}")
+  args = [str(arg) for arg in last_wins(*args)]
+  fv = absl_flags.FlagValues()
+  tool.define_flags(fv)
+
+  def command():
+    rest = flags.parse([f"vae-engine {name}", *args], fv)
+    global_flags, tool.FLAGS = tool.FLAGS, fv  # What `main` reads.
+    try:
+      status = tool.main(rest)
+    except UserError as e:
+      fail(str(e))
+    finally:
+      tool.FLAGS = global_flags
+    raise SystemExit(status or 0)
+
+  return _in_process([f"vae-engine {name}", *args], command, cwd)
+
+
+def _in_process(argv, command, cwd):
+  """Runs `command()` in `cwd` (by default this process's scratch
+  directory) with stdout, stderr and absl's warnings captured; its
+  `SystemExit` is the return code."""
+  # pylint: disable=g-import-not-at-top
+  import contextlib
+  import io
+  import logging
+
+  from absl import logging as absl_logging
+  # pylint: enable=g-import-not-at-top
+
   out, err = io.StringIO(), io.StringIO()
   status = 0
   # The engine's warnings (absl logging), on stderr as the command has them.
@@ -106,16 +158,13 @@ def run_in_process(*args, as_given=False, cwd=None):
   with contextlib.chdir(cwd or _scratch_directory()), \
       contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
-      rest = flags.parse(["engine.main", *args], fv)
-      if len(rest) > 1:
-        main.fail(f"unexpected arguments: {' '.join(rest[1:])}")
-      main.train(fv, own_the_process=False)
+      command()
     except SystemExit as e:
       status = e.code if isinstance(e.code, int) else 1
     finally:
       absl_logger.removeHandler(warnings)
-  return subprocess.CompletedProcess(["engine.main", *args], status,
-                                     out.getvalue(), err.getvalue())
+  return subprocess.CompletedProcess(argv, status, out.getvalue(),
+                                     err.getvalue())
 
 
 @functools.cache

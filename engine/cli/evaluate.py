@@ -25,21 +25,24 @@ import flags
 FLAGS = absl_flags.FLAGS
 
 
-def define_flags():
-  flags.define()
+def define_flags(fv: absl_flags.FlagValues = FLAGS) -> None:
+  """The tool's flags, on `fv` (absl's global ones for the command)."""
+  flags.define(fv)
   absl_flags.DEFINE_string("checkpoint", None,
                            "Checkpoint path (default: the latest in "
-                           "--model_dir).")
+                           "--model_dir).", flag_values=fv)
   absl_flags.DEFINE_string("saved_model", None,
                            "Evaluate an export (one version directory) "
-                           "instead of a checkpoint.")
+                           "instead of a checkpoint.", flag_values=fv)
   absl_flags.DEFINE_string("output_json", None,
                            "Where to write the results (default: "
                            "<model_dir>/eval-<step>-k<K>.json, or for "
                            "--saved_model=<export_dir>/<step>, "
-                           "<export_dir>/<step>-eval-k<K>.json).")
+                           "<export_dir>/<step>-eval-k<K>.json).",
+                           flag_values=fv)
   absl_flags.DEFINE_integer("max_test_examples", None,
-                            "Evaluate only the first N test images.")
+                            "Evaluate only the first N test images.",
+                            flag_values=fv)
 
 
 def _check_output_writable() -> None:

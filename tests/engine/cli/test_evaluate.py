@@ -10,6 +10,7 @@ from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tests.helpers import assert_one_line_error
 from tests.helpers import run_tool
+from tests.helpers import run_tool_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +60,9 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   model_dir, _, _ = iwae_run
   common = ["--eval_nll_samples=40", "--max_test_examples=120",
             "--batch_size=40"]
-  from_checkpoint = run_tool("evaluate.py", f"--model_dir={model_dir}",
-                             f"--output_json={tmp_path}/ckpt.json", *common)
+  from_checkpoint = run_tool_in_process(
+      "evaluate", f"--model_dir={model_dir}",
+      f"--output_json={tmp_path}/ckpt.json", *common)
   assert from_checkpoint.returncode == 0, from_checkpoint.stderr
   rows = _table(from_checkpoint.stdout)
   assert rows["source"].endswith("ckpt-100 (step 100)")
@@ -76,27 +78,30 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
   assert ckpt["bits_per_dim"] == pytest.approx(ckpt["nll"] / (784 * 0.693147),
                                                rel=1e-5)
 
-  from_export = run_tool("evaluate.py",
-                         f"--saved_model={model_dir}/export/100",
-                         f"--data_dir={ckpt['dataset']}", "--binarize=dynamic",
-                         "--model=iwae_mlp", "--latent_dim=50",
-                         f"--output_json={tmp_path}/export.json", *common)
+  from_export = run_tool_in_process(
+      "evaluate", f"--saved_model={model_dir}/export/100",
+      f"--data_dir={ckpt['dataset']}", "--binarize=dynamic",
+      "--model=iwae_mlp", "--latent_dim=50",
+      f"--output_json={tmp_path}/export.json", *common)
   assert from_export.returncode == 0, from_export.stderr
   exported = json.load(open(tmp_path / "export.json"))
   assert exported["nll"] == pytest.approx(ckpt["nll"], abs=1e-3)
   assert not exported["xla"]
   # With the run's directory too (its cached classifier): the run's own
   # jit_compile=True is not the command line's, so it is no refusal.
-  both = run_tool("evaluate.py", f"--saved_model={model_dir}/export/100",
-                  f"--model_dir={model_dir}",
-                  f"--output_json={tmp_path}/both.json", *common)
+  both = run_tool_in_process(
+      "evaluate", f"--saved_model={model_dir}/export/100",
+      f"--model_dir={model_dir}", f"--output_json={tmp_path}/both.json",
+      *common)
   assert both.returncode == 0, both.stderr[-2000:]
   assert json.load(open(tmp_path / "both.json"))["nll"] == exported["nll"]
   assert_one_line_error(
-      run_tool("evaluate.py", f"--saved_model={model_dir}/export/100",
-               f"--data_dir={ckpt['dataset']}", "--jit_compile", *common),
+      run_tool_in_process("evaluate", f"--saved_model={model_dir}/export/100",
+                          f"--data_dir={ckpt['dataset']}", "--jit_compile",
+                          *common),
       "--jit_compile: an export's input checks")
 
+  # Two replicas need a process whose CPU is split before TensorFlow starts.
   mirrored = run_tool("evaluate.py", f"--model_dir={model_dir}",
                       "--strategy=mirrored", "--cpu_devices=2",
                       f"--output_json={tmp_path}/mirrored.json", *common)
@@ -111,8 +116,8 @@ def test_checkpoint_export_and_mirrored_agree(iwae_run, tmp_path):
 
 def test_without_model_dir_it_looks_where_training_writes(small_mnist_dir):
   line = assert_one_line_error(
-      run_tool("evaluate.py", "--model=dense",
-               f"--data_dir={small_mnist_dir}"),
+      run_tool_in_process("evaluate", "--model=dense",
+                          f"--data_dir={small_mnist_dir}"),
       "--model_dir: not given", "where training with these flags writes")
   assert "runs/dense_small_mnist" in line
 
@@ -120,17 +125,18 @@ def test_without_model_dir_it_looks_where_training_writes(small_mnist_dir):
 @_SHARES_THE_RUN
 def test_a_model_flag_that_contradicts_the_run_is_refused(iwae_run):
   model_dir, _, _ = iwae_run
-  assert_one_line_error(run_tool("evaluate.py", f"--model_dir={model_dir}",
-                                 "--model=conv"),
+  assert_one_line_error(run_tool_in_process(
+      "evaluate", f"--model_dir={model_dir}", "--model=conv"),
                         "--model=conv", "iwae_mlp")
-  assert_one_line_error(run_tool("evaluate.py", f"--model_dir={model_dir}",
-                                 "--conditional"),
+  assert_one_line_error(run_tool_in_process(
+      "evaluate", f"--model_dir={model_dir}", "--conditional"),
                         "--conditional=True", "trained with False")
 
 
 def test_not_a_run_directory(tmp_path):
-  assert_one_line_error(run_tool("evaluate.py", f"--model_dir={tmp_path}"),
-                        "no config.json")
+  assert_one_line_error(
+      run_tool_in_process("evaluate", f"--model_dir={tmp_path}"),
+      "no config.json")
 
 
 def test_a_convolutional_models_nll_holds_one_bounded_chunk(small_mnist_dir,
@@ -149,6 +155,7 @@ def test_a_convolutional_models_nll_holds_one_bounded_chunk(small_mnist_dir,
       train=TrainConfig(model_dir=str(model_dir), batch_size=128,
                         train_steps=2, figures=False)), stream=io.StringIO())
   assert trained.final_step == 2
+  # In a process of its own: its peak memory is the property.
   result = run_tool("evaluate.py", f"--model_dir={model_dir}",
                     "--eval_nll_samples=250", "--max_test_examples=128",
                     f"--output_json={tmp_path}/conv.json")
