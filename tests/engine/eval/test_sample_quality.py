@@ -113,12 +113,10 @@ def test_the_score_separates_real_trained_briefly_trained_and_noise(
 def test_the_run_and_the_evaluate_tool_report_sample_quality(
     small_mnist_dir, tmp_path):
   import json
-  import subprocess
-  import sys
 
   from engine.io import summaries
-  from tests.helpers import REPO_ROOT
   from tests.helpers import run_in_process
+  from tests.helpers import run_tool_in_process
 
   run = run_in_process("--model=dense", f"--data_dir={small_mnist_dir}",
                        "--train_steps=40", "--batch_size=64", "--nofigures",
@@ -134,12 +132,10 @@ def test_the_run_and_the_evaluate_tool_report_sample_quality(
   # classifier: the same scores.
   for source in ([f"--model_dir={tmp_path}"],
                  [f"--saved_model={tmp_path}/e/40", f"--model_dir={tmp_path}"]):
-    evaluated = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "evaluate.py"),
-         *source, f"--data_dir={small_mnist_dir}", "--eval_nll_samples=2",
-         "--sample_quality", f"--output_json={tmp_path}/q.json"],
-        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    evaluated = run_tool_in_process(
+        "evaluate", *source, f"--data_dir={small_mnist_dir}",
+        "--eval_nll_samples=2", "--sample_quality",
+        f"--output_json={tmp_path}/q.json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     record = json.loads((tmp_path / "q.json").read_text())
     assert record["classifier_frechet_distance"] == pytest.approx(

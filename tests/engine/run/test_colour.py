@@ -14,6 +14,7 @@ import tensorflow as tf
 import models
 from engine.io import summaries
 from tests.helpers import REPO_ROOT, photo_patches
+from tests.helpers import run_tool_in_process
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -80,13 +81,10 @@ def test_photo_patches_train_and_give_colour_figures_and_an_export(tmp_path):
   # travels in its decode signature) agrees with the checkpoint's.
   nll = {}
   for source in (f"--model_dir={model_dir}", f"--saved_model={export}"):
-    evaluated = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "evaluate.py"),
-         source, f"--data_dir={data_dir}", "--eval_nll_samples=20",
-         "--batch_size=32", "--reconstruction_loss=discretized_logistic",
-         f"--output_json={tmp_path}/eval.json"], capture_output=True,
-        text=True, timeout=600, cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    evaluated = run_tool_in_process(
+        "evaluate", source, f"--data_dir={data_dir}", "--eval_nll_samples=20",
+        "--batch_size=32", "--reconstruction_loss=discretized_logistic",
+        f"--output_json={tmp_path}/eval.json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     nll[source[:5]] = json.loads((tmp_path / "eval.json").read_text())["nll"]
   assert abs(nll["--mod"] - nll["--sav"]) < 1e-2, nll

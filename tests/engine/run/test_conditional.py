@@ -24,6 +24,7 @@ from engine.data import pipeline
 from engine.data import step_batches
 from engine.errors import CheckpointMismatchError
 from tests.helpers import REPO_ROOT
+from tests.helpers import run_tool_in_process
 from tests.engine.eval.linear_gaussian import LinearGaussian, batch
 from tests.helpers import assert_one_line_error, run_cli
 from tests.helpers import run_in_process
@@ -300,14 +301,11 @@ def test_evaluate_tool_conditional_nll_from_checkpoint_equals_export(
   for source in ([f"--model_dir={model_dir}"],
                  [f"--saved_model={result.export_path}",
                   "--reconstruction_loss=bernoulli"]):
-    evaluated = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "evaluate.py"),
-         *source, f"--data_dir={small_mnist_dir}", "--binarize=dynamic",
-         "--eval_nll_samples=8", "--max_test_examples=200",
-         "--batch_size=64",
-         f"--output_json={tmp_path}/r.json"],
-        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    evaluated = run_tool_in_process(
+        "evaluate", *source, f"--data_dir={small_mnist_dir}",
+        "--binarize=dynamic", "--eval_nll_samples=8",
+        "--max_test_examples=200", "--batch_size=64",
+        f"--output_json={tmp_path}/r.json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     records.append(json.loads((tmp_path / "r.json").read_text()))
   checkpoint, export = records

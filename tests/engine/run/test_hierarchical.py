@@ -8,6 +8,7 @@ import pytest
 
 from engine.run import finish
 from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import run_tool_in_process
 from tests.helpers import run_in_process
 
 pytestmark = pytest.mark.e2e
@@ -48,17 +49,19 @@ def test_iwae_mlp2_resumes_bit_exactly_and_reports_each_group(
                        "vae_engine_export.json").read_text())
   assert "decode_top" in marker["signatures"]
 
-  evaluated = run_cli("evaluate", f"--model_dir={split}",
-                      f"--data_dir={small_mnist_dir}", "--eval_nll_samples=10",
-                      "--batch_size=64", f"--output_json={tmp_path}/e.json")
+  evaluated = run_tool_in_process(
+      "evaluate", f"--model_dir={split}", f"--data_dir={small_mnist_dir}",
+      "--eval_nll_samples=10", "--batch_size=64",
+      f"--output_json={tmp_path}/e.json")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   record = json.loads((tmp_path / "e.json").read_text())
   assert record["active_units"] == (record["active_units_z1"]
                                     + record["active_units_z2"])
   assert "; z1 " in evaluated.stdout
-  refused = run_cli("evaluate", f"--saved_model={split}/export/40",
-                    "--model=iwae_mlp2", f"--data_dir={small_mnist_dir}",
-                    "--binarize=dynamic", "--eval_nll_samples=10")
+  refused = run_tool_in_process(
+      "evaluate", f"--saved_model={split}/export/40", "--model=iwae_mlp2",
+      f"--data_dir={small_mnist_dir}", "--binarize=dynamic",
+      "--eval_nll_samples=10")
   assert_one_line_error(refused, "the export of a hierarchical model",
                         "pass the run's --model_dir instead")
   plotted = run_cli("plot", f"--saved_model={split}/export/40",

@@ -13,6 +13,7 @@ import tensorflow as tf
 import models
 from engine.serving import export
 from tests.helpers import REPO_ROOT, write_idx
+from tests.helpers import run_tool_in_process
 from tests.helpers import assert_one_line_error, last_wins, run_cli
 from tests.helpers import run_in_process
 from tests.engine.io.mounts import needs_mounts, run_with_mounts
@@ -290,10 +291,9 @@ def test_evaluating_an_export_on_data_of_another_shape(tmp_path, shape):
   data = _npz(tmp_path / "data.npz",
               x_train=_images(64, shape[0], shape[2]),
               x_test=_images(16, shape[0], shape[2]))
-  result = run_cli_tool([
-      sys.executable, os.path.join(REPO_ROOT, "tools", "evaluate.py"),
-      f"--saved_model={path}", f"--data_dir={data}", "--model=dense",
-      "--eval_nll_samples=2", "--batch_size=16"])
+  result = run_tool_in_process(
+      "evaluate", f"--saved_model={path}", f"--data_dir={data}",
+      "--model=dense", "--eval_nll_samples=2", "--batch_size=16")
   line = assert_one_line_error(result, f"--saved_model={path}",
                                "takes 28x28x1 images",
                                "x".join(map(str, shape)))
