@@ -20,27 +20,37 @@ from absl import flags
 import flags as engine_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "The run's directory.", required=True)
-flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: latest).")
-flags.DEFINE_string("export_dir", None,
-                    "Parent of the versioned exports (default: the run's "
-                    "--export_dir, else <model_dir>/export).")
-flags.DEFINE_boolean("tflite", False,
-                     "Also convert every signature to LiteRT (float32), "
-                     "into <version>/tflite/<signature>.tflite.")
-flags.DEFINE_list("tflite_quantize", [],
-                  "Quantized LiteRT variants to add (implies --tflite): "
-                  "float16 (weights as float16), dynamic_int8 (weights as "
-                  "int8, dynamic-range quantization).")
-flags.register_validator(
-    "tflite_quantize", lambda v: set(v) <= {"float16", "dynamic_int8"},
-    message="--tflite_quantize must list float16 and/or dynamic_int8")
-flags.DEFINE_integer("compare_examples", 256,
-                     "Test images the LiteRT models are compared on.",
-                     lower_bound=1)
-flags.DEFINE_string("output_json", None,
-                    "Write each LiteRT file's size and differences here.")
-engine_flags.define_overrides(("dataset", "data_dir"), FLAGS)
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """The tool's flags, on `fv` (absl's global ones for the command)."""
+  flags.DEFINE_string("model_dir", None, "The run's directory.",
+                      required=True, flag_values=fv)
+  flags.DEFINE_string("checkpoint", None,
+                      "Checkpoint path (default: latest).", flag_values=fv)
+  flags.DEFINE_string("export_dir", None,
+                      "Parent of the versioned exports (default: the run's "
+                      "--export_dir, else <model_dir>/export).",
+                      flag_values=fv)
+  flags.DEFINE_boolean("tflite", False,
+                       "Also convert every signature to LiteRT (float32), "
+                       "into <version>/tflite/<signature>.tflite.",
+                       flag_values=fv)
+  flags.DEFINE_list("tflite_quantize", [],
+                    "Quantized LiteRT variants to add (implies --tflite): "
+                    "float16 (weights as float16), dynamic_int8 (weights as "
+                    "int8, dynamic-range quantization).", flag_values=fv)
+  flags.register_validator(
+      "tflite_quantize", lambda v: set(v) <= {"float16", "dynamic_int8"},
+      message="--tflite_quantize must list float16 and/or dynamic_int8",
+      flag_values=fv)
+  flags.DEFINE_integer("compare_examples", 256,
+                       "Test images the LiteRT models are compared on.",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("output_json", None,
+                      "Write each LiteRT file's size and differences here.",
+                      flag_values=fv)
+  engine_flags.define_overrides(("dataset", "data_dir"), fv)
 
 
 def main(argv):
@@ -116,6 +126,7 @@ def main(argv):
 
 def cli() -> None:
   """The `vae-engine export` command."""
+  define_flags()
   tool.run_tool(main)
 
 

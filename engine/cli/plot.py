@@ -14,15 +14,23 @@ from absl import flags
 import flags as engine_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A run directory (uses a checkpoint).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path (default: latest).")
-flags.DEFINE_string("saved_model", None, "An export directory (one version).")
-flags.DEFINE_string("output_dir", None,
-                    "Where to write PNGs (default: <model_dir>/figures).")
-engine_flags.define_overrides(
-    ("dataset", "data_dir", "binarize", "noise_factor"), FLAGS,
-    what="the run's, or the engine's with --saved_model")
-flags.DEFINE_integer("seed", 0, "Seeds the prior samples.")
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """The tool's flags, on `fv` (absl's global ones for the command)."""
+  flags.DEFINE_string("model_dir", None,
+                      "A run directory (uses a checkpoint).", flag_values=fv)
+  flags.DEFINE_string("checkpoint", None,
+                      "Checkpoint path (default: latest).", flag_values=fv)
+  flags.DEFINE_string("saved_model", None,
+                      "An export directory (one version).", flag_values=fv)
+  flags.DEFINE_string("output_dir", None,
+                      "Where to write PNGs (default: <model_dir>/figures).",
+                      flag_values=fv)
+  engine_flags.define_overrides(
+      ("dataset", "data_dir", "binarize", "noise_factor"), fv,
+      what="the run's, or the engine's with --saved_model")
+  flags.DEFINE_integer("seed", 0, "Seeds the prior samples.", flag_values=fv)
 
 
 def main(argv):
@@ -138,6 +146,7 @@ def main(argv):
 
 def cli() -> None:
   """The `vae-engine plot` command."""
+  define_flags()
   tool.run_tool(main)
 
 

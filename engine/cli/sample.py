@@ -14,16 +14,23 @@ from engine.cli import tool  # First: TensorFlow's quiet import.
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", None, "An export directory (one version).",
-                    required=True)
-flags.DEFINE_integer("num", 64, "How many samples.", lower_bound=1,
-                     upper_bound=2**31 - 1)
-flags.DEFINE_integer("label", None,
-                     "The class to sample, for a conditional model's export "
-                     "(required there, refused elsewhere).", lower_bound=0)
-flags.DEFINE_string("output", "samples",
-                    "Output path without extension: writes .png and .npy "
-                    "(its directory is created if needed).")
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """The tool's flags, on `fv` (absl's global ones for the command)."""
+  flags.DEFINE_string("saved_model", None,
+                      "An export directory (one version).", required=True,
+                      flag_values=fv)
+  flags.DEFINE_integer("num", 64, "How many samples.", lower_bound=1,
+                       upper_bound=2**31 - 1, flag_values=fv)
+  flags.DEFINE_integer("label", None,
+                       "The class to sample, for a conditional model's "
+                       "export (required there, refused elsewhere).",
+                       lower_bound=0, flag_values=fv)
+  flags.DEFINE_string("output", "samples",
+                      "Output path without extension: writes .png and .npy "
+                      "(its directory is created if needed).", flag_values=fv)
+
 
 # Rows drawn per signature call: bounded in bytes, so any image size fits.
 _CHUNK_BYTES = 64 << 20
@@ -84,6 +91,7 @@ def main(argv):
 
 def cli() -> None:
   """The `vae-engine sample` command."""
+  define_flags()
   tool.run_tool(main)
 
 

@@ -1,5 +1,6 @@
 """tools/export.py, tools/plot.py and tools/sample.py as a user runs them,
-and an export killed part-way."""
+and an export killed part-way. Each tool runs once as a process; its other
+answers come from the test's process (`run_tool_in_process`)."""
 
 import io
 import os
@@ -13,6 +14,7 @@ from engine.serving import export
 from engine.run import runner
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tests.helpers import run_tool
+from tests.helpers import run_tool_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +51,7 @@ def test_export_tool_from_an_older_checkpoint(trained_run, tmp_path):
 
 
 def test_export_tool_bad_model_dir(tmp_path):
-  result = run_tool("export.py", f"--model_dir={tmp_path}")
+  result = run_tool_in_process("export", f"--model_dir={tmp_path}")
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "no config.json" in result.stderr
 
@@ -57,8 +59,8 @@ def test_export_tool_bad_model_dir(tmp_path):
 @_SHARES_THE_RUN
 def test_plot_tool_from_checkpoint_and_from_export(trained_run, tmp_path,
                                                    small_mnist_dir):
-  from_checkpoint = run_tool("plot.py", f"--model_dir={trained_run}",
-                             f"--output_dir={tmp_path}/a")
+  from_checkpoint = run_tool_in_process("plot", f"--model_dir={trained_run}",
+                                        f"--output_dir={tmp_path}/a")
   assert from_checkpoint.returncode == 0, from_checkpoint.stderr
   assert {"denoising.png", "loss_curves.png", "latent_manifold.png"} <= set(
       os.listdir(tmp_path / "a"))
@@ -91,27 +93,29 @@ def test_sample_tool_writes_png_and_npy(tmp_path):
 def test_sample_tool_takes_a_label_for_a_conditional_export(tmp_path):
   vae = models.get("dense").create((28, 28, 1), 2, num_classes=10)
   exported = export.export(vae, str(tmp_path / "e"), version=1)
-  result = run_tool("sample.py", f"--saved_model={exported}", "--num=6",
-                    "--label=7", f"--output={tmp_path}/sevens")
+  result = run_tool_in_process("sample", f"--saved_model={exported}",
+                               "--num=6", "--label=7",
+                               f"--output={tmp_path}/sevens")
   assert result.returncode == 0, result.stderr
   assert np.load(tmp_path / "sevens.npy").shape == (6, 28, 28, 1)
   for flags, message in (
       ([], "is a conditional model's export; pass --label=CLASS"),
       (["--label=10"], "--label=10: not a class of the model (10 classes)")):
-    result = run_tool("sample.py", f"--saved_model={exported}", *flags,
-                      f"--output={tmp_path}/bad")
+    result = run_tool_in_process("sample", f"--saved_model={exported}",
+                                 *flags, f"--output={tmp_path}/bad")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: --label: {exported} {message}" if not flags
         else f"error: {message}")
   plain = export.export(models.get("dense").create((28, 28, 1), 2),
                         str(tmp_path / "p"), version=1)
-  result = run_tool("sample.py", f"--saved_model={plain}", "--label=3")
+  result = run_tool_in_process("sample", f"--saved_model={plain}",
+                               "--label=3")
   assert result.returncode != 0
   assert f"--label=3: {plain} is not conditional" in result.stderr
 
 
 def test_sample_tool_bad_path(tmp_path):
-  result = run_tool("sample.py", f"--saved_model={tmp_path}/none")
+  result = run_tool_in_process("sample", f"--saved_model={tmp_path}/none")
   assert result.returncode == 2 and "--saved_model" in result.stderr
   assert "Traceback" not in result.stderr
