@@ -11,18 +11,12 @@ import pytest
 
 from engine.io import run_lock
 from tests.helpers import REPO_ROOT
+from tests.helpers import run_tool_in_process
 from tests.helpers import assert_one_line_error, run_in_process
 from tests.engine.io.mounts import needs_mounts
 
 # One worker runs the module's tests, and trains `trained` once for them.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tool_outputs")]
-
-
-def _tool(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "engine.main", *args],
-                        capture_output=True, text=True, cwd=REPO_ROOT,
-                        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
-                        timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +63,19 @@ def test_a_read_only_run_dir_is_one_line_before_the_work(trained, tmp_path,
 def test_a_tool_writing_into_a_held_run_dir_is_refused(trained, tmp_path):
   lock = run_lock.acquire(str(trained), what="a training run")
   try:
+    # The tools' answers, from this process (whose lock is as foreign to
+    # them as another's: test_run_lock).
     for tool in ("plot", "export"):
-      assert_one_line_error(_tool(tool, f"--model_dir={trained}"),
+      assert_one_line_error(run_tool_in_process(tool,
+                                                f"--model_dir={trained}"),
                             f"--model_dir={trained}: in use by pid "
                             f"{os.getpid()}", "(a training run, since")
     # Writing elsewhere, the same tools are readers and work.
-    plot = _tool("plot", f"--model_dir={trained}",
-                 f"--output_dir={tmp_path}/figures")
+    plot = run_tool_in_process("plot", f"--model_dir={trained}",
+                               f"--output_dir={tmp_path}/figures")
     assert plot.returncode == 0, plot.stderr[-2000:]
-    export = _tool("export", f"--model_dir={trained}",
-                   f"--export_dir={tmp_path}/export")
+    export = run_tool_in_process("export", f"--model_dir={trained}",
+                                 f"--export_dir={tmp_path}/export")
     assert export.returncode == 0, export.stderr[-2000:]
     assert os.listdir(tmp_path / "export") == ["10"]
   finally:

@@ -6,7 +6,6 @@ import dataclasses
 import io
 import os
 import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -23,7 +22,6 @@ from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from engine.data import pipeline
 from engine.data import step_batches
 from engine.errors import CheckpointMismatchError
-from tests.helpers import REPO_ROOT
 from tests.helpers import run_tool_in_process
 from tests.engine.eval.linear_gaussian import LinearGaussian, batch
 from tests.helpers import assert_one_line_error, run_cli
@@ -273,10 +271,7 @@ def test_a_conditional_run_draws_samples_per_class_and_style(small_mnist_dir,
 
 
 def _plot(*flags):
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "tools", "plot.py"), *flags],
-      capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
-      env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+  return run_tool_in_process("plot", *flags)
 
 
 def test_plain_flags_and_the_saved_config_round_trip(small_mnist_dir,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.run import finish
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error
 from tests.helpers import run_tool_in_process
 from tests.helpers import run_in_process
 
@@ -64,9 +64,9 @@ def test_iwae_mlp2_resumes_bit_exactly_and_reports_each_group(
       "--eval_nll_samples=10")
   assert_one_line_error(refused, "the export of a hierarchical model",
                         "pass the run's --model_dir instead")
-  plotted = run_cli("plot", f"--saved_model={split}/export/40",
-                    f"--data_dir={small_mnist_dir}",
-                    f"--output_dir={tmp_path}/plots")
+  plotted = run_tool_in_process("plot", f"--saved_model={split}/export/40",
+                                f"--data_dir={small_mnist_dir}",
+                                f"--output_dir={tmp_path}/plots")
   assert plotted.returncode == 0, plotted.stderr[-3000:]
   assert (tmp_path / "plots" / "samples.png").exists()
 

@@ -311,8 +311,7 @@ def dense_export(tmp_path_factory):
 
 
 def _sample(*flags):
-  return run_cli_tool([sys.executable,
-                       os.path.join(REPO_ROOT, "tools", "sample.py"), *flags])
+  return run_tool_in_process("sample", *flags)
 
 
 @pytest.mark.parametrize("num,fragment", [
