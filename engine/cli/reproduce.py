@@ -38,22 +38,28 @@ from engine.cli import tool  # First: TensorFlow's quiet import.
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("root", None, "Directory holding one model dir per row.",
-                    required=True)
-flags.DEFINE_string("data_dir", None, "MNIST (IDX files), as for training; "
-                    "needed unless --status.")
-flags.DEFINE_list("rows", None, "Rows to run, of: " + ", ".join(
-    ["vae_k1", "iwae_k5", "iwae_k50", "vae2_k1", "iwae2_k5", "iwae2_k50"])
-                  + " (default: all).")
-flags.DEFINE_bool("status", False, "Only write the table from what is on "
-                  "disk; train and evaluate nothing.")
-flags.DEFINE_integer("train_steps", None, "End each row's training at this "
-                     "step this time (default: the protocol's).",
-                     lower_bound=1)
-flags.DEFINE_integer("eval_nll_samples", 5000, "K of the test NLL.",
-                     lower_bound=1)
-flags.DEFINE_integer("eval_batch_size", 100, "Test images per batch of the "
-                     "NLL estimate.", lower_bound=1)
+
+
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """The tool's flags, on `fv` (absl's global ones for the command)."""
+  flags.DEFINE_string("root", None,
+                      "Directory holding one model dir per row.",
+                      required=True, flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "MNIST (IDX files), as for "
+                      "training; needed unless --status.", flag_values=fv)
+  flags.DEFINE_list("rows", None, "Rows to run, of: " + ", ".join(
+      ["vae_k1", "iwae_k5", "iwae_k50", "vae2_k1", "iwae2_k5", "iwae2_k50"])
+                    + " (default: all).", flag_values=fv)
+  flags.DEFINE_bool("status", False, "Only write the table from what is on "
+                    "disk; train and evaluate nothing.", flag_values=fv)
+  flags.DEFINE_integer("train_steps", None, "End each row's training at "
+                       "this step this time (default: the protocol's).",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("eval_nll_samples", 5000, "K of the test NLL.",
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_integer("eval_batch_size", 100, "Test images per batch of "
+                       "the NLL estimate.", lower_bound=1, flag_values=fv)
+
 
 PROTOCOL_PASSES = 3280
 # Row -> (preset, stochastic layers, objective and k, the paper's NLL).
@@ -233,6 +239,8 @@ def main(argv):
 
 
 def cli() -> None:
+  """The `vae-engine reproduce` command."""
+  define_flags()
   tool.run_tool(main)
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import run_tool_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +36,8 @@ def test_rows_train_resume_and_print_the_table(small_mnist_dir, tmp_path):
 
   # The table of what is on disk, training nothing. (A row continuing from
   # its model dir: test_iwae_rows_resume_after_a_kill_mid_row.)
-  status = run_cli("reproduce", "iwae_table1", f"--root={tmp_path}",
-                   "--status")
+  status = run_tool_in_process("reproduce", "iwae_table1",
+                               f"--root={tmp_path}", "--status")
   assert status.returncode == 0, status.stderr[-3000:]
   assert "resumed from" not in status.stdout
   rows = {row["row"]: row for row in json.loads(
@@ -47,14 +48,16 @@ def test_rows_train_resume_and_print_the_table(small_mnist_dir, tmp_path):
 
 
 def test_bad_table_or_rows_are_one_line(tmp_path):
+  # As a process once (the command's own start); the rest from this one.
   assert_one_line_error(run_cli("reproduce", "iwae_tabel1",
                                 f"--root={tmp_path}"),
                         "name one table, of iwae_table1 (got iwae_tabel1)")
-  assert_one_line_error(run_cli("reproduce", "iwae_table1",
-                                f"--root={tmp_path}", "--rows=vae3"),
+  assert_one_line_error(run_tool_in_process("reproduce", "iwae_table1",
+                                            f"--root={tmp_path}",
+                                            "--rows=vae3"),
                         "--rows: vae3 not rows of iwae_table1")
-  assert_one_line_error(run_cli("reproduce", "iwae_table1",
-                                f"--root={tmp_path}"),
+  assert_one_line_error(run_tool_in_process("reproduce", "iwae_table1",
+                                            f"--root={tmp_path}"),
                         "--data_dir: needed to train")
 
 
@@ -71,8 +74,9 @@ def test_a_row_at_the_protocols_last_step_is_done(tmp_path):
                                            "active_units": 21}}))
   (row / "nll.json").write_text(json.dumps({
       "step": last, "nll": 87.01, "nll_stderr": 0.24, "num_samples": 5000}))
-  status = run_cli("reproduce", "iwae_table1", f"--root={tmp_path}",
-                   "--status", "--rows=vae_k1")
+  status = run_tool_in_process("reproduce", "iwae_table1",
+                               f"--root={tmp_path}", "--status",
+                               "--rows=vae_k1")
   assert status.returncode == 0, status.stderr[-3000:]
   assert ("| vae_k1 | 1 | VAE, k=1 | 86.76 | 87.01 ± 0.24 (5000) | -90.00 "
           "| 21 | 3280 | 0.00 | done |") in status.stdout
