@@ -19,6 +19,7 @@ from engine.data import sources
 from engine.errors import DataError
 from engine.run import runner
 from tests.helpers import REPO_ROOT
+from tests.helpers import run_tool_in_process
 from tests.helpers import assert_one_line_error
 from tests.helpers import run_in_process
 from tests import helpers
@@ -27,11 +28,10 @@ pytestmark = pytest.mark.e2e
 
 
 def _convert(source_dir, output_dir, *flags):
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "tools", "convert_dataset.py"),
-       f"--data_dir={source_dir}", f"--output_dir={output_dir}", *flags],
-      capture_output=True, text=True, timeout=300, check=False)
-  return result
+  """The converter's answer, from this process (as a process: the 2 GB
+  test below, and test_convert_dataset)."""
+  return run_tool_in_process("convert_dataset", f"--data_dir={source_dir}",
+                             f"--output_dir={output_dir}", *flags)
 
 
 # The tests that read `small_shards` share one worker, which converts it once.
