@@ -26,22 +26,24 @@ from engine.cli import tool
 FLAGS = flags.FLAGS
 
 
-def define_flags():
-  """Defined only when run as a script, so tests can import the module."""
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """The tool's flags, on `fv` (absl's global ones for the command)."""
   flags.DEFINE_string("data_dir", None, "MNIST IDX files (or any --data_dir "
-                      "training takes).", required=True)
-  flags.DEFINE_string("model", "iwae_mlp", "Model to measure.")
+                      "training takes).", required=True, flag_values=fv)
+  flags.DEFINE_string("model", "iwae_mlp", "Model to measure.",
+                      flag_values=fv)
   flags.DEFINE_integer("latent_dim", None, "Latent size (default: the "
-                       "model's).")
+                       "model's).", flag_values=fv)
   flags.DEFINE_integer("images", 300, "Test images per estimate.",
-                       lower_bound=2)
+                       lower_bound=2, flag_values=fv)
   flags.DEFINE_integer("samples", 5000, "K, importance samples per image.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("batch_size", 100, "Test images per batch.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=fv)
   flags.DEFINE_integer("rounds", 2, "Rounds; the median is reported.",
-                       lower_bound=1)
-  flags.DEFINE_string("json_out", None, "Also write the results here.")
+                       lower_bound=1, flag_values=fv)
+  flags.DEFINE_string("json_out", None, "Also write the results here.",
+                      flag_values=fv)
 
 
 def decoder_matmul_flops(vae) -> int:

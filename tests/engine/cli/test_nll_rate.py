@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tests.helpers import assert_one_line_error, run_tool
+from tests.helpers import run_tool_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +30,13 @@ def test_times_both_and_gets_the_same_estimate(small_mnist_dir, tmp_path):
 
 def test_bad_paths_are_one_line_before_any_timing(tmp_path,
                                                    small_mnist_dir):
-  assert_one_line_error(run_tool("nll_rate.py", f"--data_dir={tmp_path}/no"),
+  # The tool's answers, from this process (its start: the test above).
+  assert_one_line_error(run_tool_in_process("nll_rate",
+                                            f"--data_dir={tmp_path}/no"),
                         "--data_dir")
   (tmp_path / "file").write_text("mine")
-  result = run_tool("nll_rate.py", f"--data_dir={small_mnist_dir}",
-                    f"--json_out={tmp_path}/file/rate.json")
+  result = run_tool_in_process("nll_rate", f"--data_dir={small_mnist_dir}",
+                               f"--json_out={tmp_path}/file/rate.json")
   assert_one_line_error(result, "--json_out=")
   assert "XLA" not in result.stdout  # Refused before the timing.
   assert (tmp_path / "file").read_text() == "mine"
