@@ -14,6 +14,7 @@ from engine.errors import UserError
 from engine.io import run_lock
 from tests.helpers import REPO_ROOT
 from tests.helpers import assert_one_line_error, run_in_process
+from tests.helpers import run_tool_in_process
 
 _ACQUIRE = ("import sys; from engine.io import run_lock; "
             "from engine.errors import UserError\n"
@@ -103,13 +104,11 @@ def test_a_killed_holder_lets_the_next_run_in_at_once(small_mnist_dir,
       assert holder.poll() is None, holder.communicate()[1][-2000:]
       assert time.monotonic() < deadline
       time.sleep(0.2)
-    # A reader works while the run trains: it takes no lock.
-    reader = subprocess.run(
-        [sys.executable, "-m", "engine.main", "evaluate",
-         f"--model_dir={model_dir}", "--eval_nll_samples=2",
-         "--max_test_examples=64", f"--output_json={tmp_path}/eval.json"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
-        env=dict(os.environ, PYTHONPATH=REPO_ROOT), check=False)
+    # A reader works while the run trains: it takes no lock (the tool's
+    # answer, given in this process).
+    reader = run_tool_in_process(
+        "evaluate", f"--model_dir={model_dir}", "--eval_nll_samples=2",
+        "--max_test_examples=64", f"--output_json={tmp_path}/eval.json")
     assert reader.returncode == 0, reader.stderr[-2000:]
     # A writer does not (the engine's answer, given in this process).
     refused = run_in_process(
