@@ -38,13 +38,7 @@ def _config(data_dir, model_dir, model, policy, **train):
 @pytest.mark.parametrize("model", sorted(models.names()))
 def test_every_policy_trains_every_model(small_mnist_dir, tmp_path, policy,
                                          model):
-  # bfloat16, the policy `auto` picks on CPUs, with --jit_compile's default.
-  # float16 is a GPU's policy: here it proves each model builds and trains
-  # under it, which needs no XLA compile (the XLA loop under float16:
-  # test_mixed_policies_train_in_the_on_device_xla_loop).
-  jit_compile = False if policy == "mixed_float16" else None
-  result = runner.run(_config(small_mnist_dir, tmp_path, model, policy,
-                              jit_compile=jit_compile),
+  result = runner.run(_config(small_mnist_dir, tmp_path, model, policy),
                       stream=io.StringIO())
   train = summaries.read_metrics(str(tmp_path))["train"]
   assert all(np.isfinite(m["loss"]) for m in train.values())
