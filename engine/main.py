@@ -169,7 +169,7 @@ KEY_FLAGS = ("model", "dataset", "data_dir", "model_dir", "epochs",
 
 def tool_docs() -> dict[str, str]:
   """Each tool's module docstring, read from its source: importing a tool
-  would define its flags beside the engine's."""
+  would import TensorFlow."""
   docs = {}
   for name in TOOLS:
     with open(importlib.util.find_spec(f"engine.cli.{name}").origin,

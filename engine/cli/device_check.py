@@ -56,9 +56,9 @@ def define_flags():
   flags.DEFINE_string("output", "device_check.json", "Where to write JSON.")
   flags.DEFINE_string("data_dir", None, "MNIST IDX files (default: "
                       "synthetic images, written to a temporary directory).")
-  flags.DEFINE_bool("cpu_mode", None, "Small sizes, the dense model's "
-                    "speed in float32 and bfloat16 (default: on where there "
-                    "is no GPU).")
+  flags.DEFINE_bool("cpu_mode", None, "Small sizes, the dense model alone, "
+                    "float32 and bfloat16 (default: on where there is no "
+                    "GPU).")
   flags.DEFINE_enum("part", "all", ["all", "speed", "correctness"],
                     "What to run (correctness runs in a child process).")
   flags.DEFINE_string("correctness_dir", None, "Scratch directory of the "
@@ -103,8 +103,8 @@ def synthetic_data_dir(directory: str, train: int = 4096,
 
 
 def measure_speed(data, cpu_mode: bool) -> dict:
-  """Examples/sec of every (model, batch, policy, XLA, steps_per_loop) and of
-  `fit`, with FLOPs per example and each policy's matmul peak."""
+  """Examples/sec of each model, batch and (policy, XLA, steps_per_loop)
+  setting and of `fit`, with FLOPs per example and each policy's peak."""
   import keras
 
   import models

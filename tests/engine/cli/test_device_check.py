@@ -14,7 +14,7 @@ from engine.cli import device_check  # noqa: E402
 
 
 @pytest.mark.slow
-def test_cpu_mode_measures_every_variant_and_checks_correctness(tmp_path):
+def test_cpu_mode_measures_its_settings_and_checks_correctness(tmp_path):
   output = tmp_path / "check.json"
   result = subprocess.run(
       [sys.executable, os.path.join(REPO_ROOT, "tools", "device_check.py"),
