@@ -100,13 +100,19 @@ def run_in_process(*args, as_given=False, cwd=None):
   return _in_process(["engine.main", *args], command, cwd)
 
 
-def run_tool_in_process(name, *args, cwd=None):
+def run_tool_in_process(name, *args, as_given=False, cwd=None):
   """What `run_cli(name, *args)` does for the tool `name`, run in this
   process as `run_in_process` runs the engine: the tool's flags defined on
-  a FlagValues of their own (its `define_flags(fv)`), parsed as the command
-  parses them, its `main` called, and a `UserError` its one `error:` line
-  and exit 2. Not for what needs a process: devices laid out before
-  TensorFlow starts (--cpu_devices), the process's peak memory, signals."""
+  a FlagValues of their own (its `define_flags(fv)`; a tool without one
+  cannot run here), parsed as the command parses them, its `main` called,
+  and a `UserError` its one `error:` line and exit 2.
+
+  Not for what needs a process: devices laid out before TensorFlow starts
+  (--cpu_devices), the process's peak memory, signals, absl's own flags
+  (--help, --verbosity: not defined here), output of the tool's child
+  processes or of TensorFlow's C++ (the process's descriptors, which this
+  does not capture: a `FATAL` there is not in the result).
+  """
   # pylint: disable=g-import-not-at-top
   import importlib
 
@@ -117,7 +123,7 @@ def run_tool_in_process(name, *args, cwd=None):
   # pylint: enable=g-import-not-at-top
 
   tool = importlib.import_module(f"engine.cli.{name}")
-  args = [str(arg) for arg in last_wins(*args)]
+  args = [str(arg) for arg in (args if as_given else last_wins(*args))]
   fv = absl_flags.FlagValues()
   tool.define_flags(fv)
 
