@@ -188,15 +188,16 @@ def test_unwritable_model_dir(small_mnist_dir, tmp_path):
 
 def test_epochs_set_the_length(small_mnist_dir, tmp_path):
   config = _config(small_mnist_dir, tmp_path, train_steps=None, epochs=1,
-                   batch_size=256, log_every=4)
+                   batch_size=256, log_every=4, jit_compile=False)
   assert runner.run(config, stream=io.StringIO()).final_step == 2048 // 256
 
 
 def test_a_resumed_run_uses_its_own_learning_rate(small_mnist_dir, tmp_path):
   """Keras checkpoints the learning rate; the new flag must still win."""
   runner.run(_config(small_mnist_dir, tmp_path, train_steps=20,
-                     learning_rate=1e-3), stream=io.StringIO())
+                     learning_rate=1e-3, jit_compile=False),
+             stream=io.StringIO())
   parts = build.build(_config(small_mnist_dir, tmp_path, train_steps=40,
-                              learning_rate=2e-4))
+                              learning_rate=2e-4, jit_compile=False))
   assert parts.resumed_from.endswith("ckpt-20")
   assert parts.trainer.learning_rate_now() == pytest.approx(2e-4)
