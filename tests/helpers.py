@@ -119,7 +119,7 @@ def run_tool_in_process(name, *args, as_given=False, cwd=None):
   from absl import flags as absl_flags
 
   import flags
-  from engine.errors import UserError, fail
+  from engine.cli import tool as tool_lib
   # pylint: enable=g-import-not-at-top
 
   tool = importlib.import_module(f"engine.cli.{name}")
@@ -131,12 +131,9 @@ def run_tool_in_process(name, *args, as_given=False, cwd=None):
     rest = flags.parse([f"vae-engine {name}", *args], fv)
     global_flags, tool.FLAGS = tool.FLAGS, fv  # What `main` reads.
     try:
-      status = tool.main(rest)
-    except UserError as e:
-      fail(str(e))
+      tool_lib.answer(tool.main, rest)  # The command's own error path.
     finally:
       tool.FLAGS = global_flags
-    raise SystemExit(status or 0)
 
   return _in_process([f"vae-engine {name}", *args], command, cwd)
 

@@ -24,7 +24,6 @@ def run_tool(main) -> None:
   from absl import flags as absl_flags
 
   import flags as engine_flags
-  from engine.errors import UserError, fail
   from flags import usage
 
   wanted = usage.requested(sys.argv)
@@ -37,10 +36,18 @@ def run_tool(main) -> None:
 
   def guarded(argv):
     startup.quiet_logs(absl_flags.FLAGS["verbosity"].present, _HELD_BACK)
-    try:
-      status = main(argv)
-    except UserError as e:
-      fail(str(e))
-    sys.exit(status or 0)
+    answer(main, argv)
 
   app.run(guarded, flags_parser=engine_flags.parse)
+
+
+def answer(main, argv) -> None:
+  """Calls `main(argv)` with the flags parsed and exits with its status; a
+  `UserError` is its one `error:` line and exit 2."""
+  from engine.errors import UserError, fail
+
+  try:
+    status = main(argv)
+  except UserError as e:
+    fail(str(e))
+  sys.exit(status or 0)

@@ -9,6 +9,7 @@ import pytest
 from engine.cli import benchmark
 from engine.cli import roofline
 from tests.helpers import REPO_ROOT
+from tests.helpers import run_tool_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +31,11 @@ def test_every_variant_is_timed_in_alternating_rounds_per_precision(
   import json
   import subprocess
 
-  from engine.cli import convert_dataset
-  from engine.config import DataConfig
-  from engine.data import shard_writer
   shards = str(tmp_path / "shards")
-  name, splits, shape = convert_dataset._sources(
-      DataConfig(data_dir=small_mnist_dir))
-  shard_writer.write(shards, splits, shape, name)
+  converted = run_tool_in_process("convert_dataset",
+                                  f"--data_dir={small_mnist_dir}",
+                                  f"--output_dir={shards}")
+  assert converted.returncode == 0, converted.stderr
   out = tmp_path / "b.json"
   result = subprocess.run(
       [sys.executable, os.path.join(REPO_ROOT, "tools", "benchmark.py"),
